@@ -1,0 +1,139 @@
+"""Diffusion ``∂u/∂t = ν ∇²u`` with the standard 3-point (1D) / 5-point (2D) Laplacian ``L``.
+
+Explicit (forward Euler), stable for ``ν Δt Σ_a 1/h_a² ≤ 1/2``:
+
+    u⁺ = u + ν Δt L(u)
+
+Implicit (backward Euler), unconditionally stable; with ``L(u) = L₀u + l_g`` split into its linear
+part ``L₀`` (homogeneous boundary conditions) and the boundary term ``l_g = L(0)`` (Dirichlet values):
+
+    (I − ν Δt L₀) u⁺ = u + ν Δt l_g
+
+``I − νΔt L₀`` is symmetric positive definite for every boundary kind here, so it is solved by CG and
+differentiated implicitly (:func:`taichi_dp.ops.linear_solve.solve_spd`): the backward pass is one
+adjoint solve with the same operator, and ``∂L/∂ν`` follows from ``−λᵀ (∂A/∂ν) u⁺``.
+``ν`` and ``Δt`` may be per-batch ``(B,)`` tensors and receive gradients.
+"""
+
+# No `from __future__ import annotations`: Taichi reads kernel annotations at definition time.
+import taichi as ti
+import torch
+
+from ..bridge import KernelOp
+from ..grid import Boundary, Grid, check_grid_boundary
+from ..runtime import as_batch_param, check_state, ensure_init
+from ._stencil import value_1d, value_2d
+from .linear_solve import solve_spd
+
+nd1 = ti.types.ndarray(ndim=1)
+nd3 = ti.types.ndarray(ndim=3)
+nd4 = ti.types.ndarray(ndim=4)
+
+
+# ---------------------------------------------------------------------------------------- kernels
+@ti.kernel
+def _add_laplacian_1d(u: nd3, k: nd1, out: nd3, bc: ti.template(), g: ti.template(), inv_h2: float):
+    """out[b,c,i] = u + k[b] · (u[i−1] − 2u[i] + u[i+1]) / h²   (ghost values from ``bc``, ``g``)."""
+    for b, c, i in ti.ndrange(u.shape[0], u.shape[1], u.shape[2]):
+        lap = value_1d(u, b, c, i - 1, bc, g) - 2.0 * u[b, c, i] + value_1d(u, b, c, i + 1, bc, g)
+        out[b, c, i] = u[b, c, i] + k[b] * lap * inv_h2
+
+
+@ti.kernel
+def _add_laplacian_2d(
+    u: nd4, k: nd1, out: nd4, bc: ti.template(), g: ti.template(), inv_hy2: float, inv_hx2: float
+):
+    """out = u + k[b] · ((u[i±1,k] − 2u)/h_y² + (u[i,k±1] − 2u)/h_x²)   (5-point Laplacian)."""
+    for b, c, i, j in ti.ndrange(u.shape[0], u.shape[1], u.shape[2], u.shape[3]):
+        centre = u[b, c, i, j]
+        lap_y = value_2d(u, b, c, i - 1, j, bc, g) - 2.0 * centre + value_2d(u, b, c, i + 1, j, bc, g)
+        lap_x = value_2d(u, b, c, i, j - 1, bc, g) - 2.0 * centre + value_2d(u, b, c, i, j + 1, bc, g)
+        out[b, c, i, j] = centre + k[b] * (lap_y * inv_hy2 + lap_x * inv_hx2)
+
+
+_ADD_LAPLACIAN = {
+    1: KernelOp(_add_laplacian_1d, 2, 1, "add_laplacian_1d"),
+    2: KernelOp(_add_laplacian_2d, 2, 1, "add_laplacian_2d"),
+}
+
+
+def add_laplacian(u: torch.Tensor, k: torch.Tensor, grid: Grid, boundary: Boundary, homogeneous: bool = False) -> torch.Tensor:
+    """``u + k L(u)`` for a per-batch ``(B,)`` coefficient ``k`` (no input validation; internal building
+    block). ``homogeneous=True`` uses zero Dirichlet values, i.e. the linear part ``L₀``."""
+    values = tuple(0.0 for _ in boundary.values) if homogeneous else boundary.values
+    consts = (boundary.codes, values, *(1.0 / h**2 for h in grid.spacing))
+    return _ADD_LAPLACIAN[grid.ndim]((u, k), (u.shape,), consts)[0]
+
+
+def stability_number(nu: float, dt: float, grid: Grid) -> float:
+    """``ν Δt Σ_a 1/h_a²``; explicit diffusion is stable for values ≤ 1/2."""
+    return nu * dt * sum(1.0 / h**2 for h in grid.spacing)
+
+
+def check_explicit_stability(nu: float | torch.Tensor, dt: float | torch.Tensor, grid: Grid) -> None:
+    """Raise ``ValueError`` if explicit diffusion with these parameters would blow up."""
+    if not ensure_init().check_inputs:
+        return
+    nu_max = float(torch.as_tensor(nu).detach().abs().max())
+    dt_max = float(torch.as_tensor(dt).detach().abs().max())
+    s = stability_number(nu_max, dt_max, grid)
+    if s > 0.5:
+        raise ValueError(
+            f"explicit diffusion is unstable: nu*dt*sum(1/h^2) = {s:.3g} > 0.5 "
+            f"(nu={nu_max:.3g}, dt={dt_max:.3g}, h={grid.spacing}); use diffusion='implicit' or "
+            f"dt <= {0.5 / (nu_max * sum(1.0 / h**2 for h in grid.spacing)):.3g}"
+        )
+
+
+# ---------------------------------------------------------------------------------- torch-facing
+def diffuse_explicit(
+    u: torch.Tensor, nu: float | torch.Tensor, dt: float | torch.Tensor, grid: Grid, boundary: Boundary
+) -> torch.Tensor:
+    """One forward-Euler diffusion step ``u + ν Δt L(u)``.
+
+    Args:
+        u: ``(B, C, *grid.shape)``.
+        nu: viscosity/diffusivity ≥ 0, float or ``(B,)`` tensor (differentiable).
+        dt: time step, float or ``(B,)`` tensor (differentiable).
+
+    Raises ``ValueError`` when ``ν Δt Σ 1/h² > 1/2`` (unstable).
+    """
+    check_grid_boundary(grid, boundary)
+    check_state("u", u, grid.shape)
+    nu_b = as_batch_param("nu", nu, u.shape[0], positive=True)
+    dt_b = as_batch_param("dt", dt, u.shape[0], positive=True)
+    check_explicit_stability(nu_b, dt_b, grid)
+    return add_laplacian(u, nu_b * dt_b, grid, boundary)
+
+
+def diffuse_implicit(
+    u: torch.Tensor,
+    nu: float | torch.Tensor,
+    dt: float | torch.Tensor,
+    grid: Grid,
+    boundary: Boundary,
+    *,
+    rtol: float = 1e-6,
+    max_iter: int = 1000,
+) -> torch.Tensor:
+    """One backward-Euler diffusion step: solves ``(I − ν Δt L₀) u⁺ = u + ν Δt L(0)`` by CG.
+
+    Args:
+        u: ``(B, C, *grid.shape)``.
+        nu, dt: as in :func:`diffuse_explicit` (any size; unconditionally stable).
+        rtol: CG tolerance relative to the right-hand side (and, in backward, to the incoming gradient).
+        max_iter: CG iteration cap (a warning with the residual is raised when reached).
+    """
+    check_grid_boundary(grid, boundary)
+    check_state("u", u, grid.shape)
+    nu_b = as_batch_param("nu", nu, u.shape[0], positive=True)
+    dt_b = as_batch_param("dt", dt, u.shape[0], positive=True)
+    k = nu_b * dt_b
+    rhs = u
+    if any(v != 0.0 for v in boundary.values):  # Dirichlet boundary term ν Δt L(0)
+        rhs = u + add_laplacian(torch.zeros_like(u), k, grid, boundary)
+
+    def matvec(x: torch.Tensor, k_: torch.Tensor) -> torch.Tensor:
+        return add_laplacian(x, -k_, grid, boundary, homogeneous=True)
+
+    return solve_spd(matvec, rhs, (k,), x0=u.detach(), rtol=rtol, max_iter=max_iter)

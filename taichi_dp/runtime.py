@@ -1,0 +1,228 @@
+"""Taichi runtime: initialisation, arch probing, precision, and input validation.
+
+This is the only place that calls ``ti.init``. Everything above it asks :func:`ensure_init` for a
+runtime and :func:`check_state` to validate the tensors a user hands in, before any kernel runs.
+
+Arch ⇄ torch device: ``cuda`` works on torch CUDA tensors; ``cpu`` and ``vulkan`` on torch CPU tensors.
+Precision is global (Taichi's ``default_fp``): every state tensor must have the matching dtype
+(``float32`` for ``"f32"``, ``float64`` for ``"f64"``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+# Never phone home: set before taichi is imported anywhere in this package.
+os.environ.setdefault("TI_SKIP_VERSION_CHECK", "ON")
+
+import taichi as ti  # noqa: E402
+import torch  # noqa: E402
+
+ARCHS = ("auto", "cpu", "cuda", "vulkan")
+PRECISIONS = {"f32": torch.float32, "f64": torch.float64}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What :func:`init` chose: the Taichi arch, the precision, and the matching torch device/dtype."""
+
+    arch: str
+    precision: str
+    device: torch.device
+    dtype: torch.dtype
+    check_inputs: bool
+    generation: int  # bumped on every re-initialisation; per-runtime caches key on it
+
+
+_current: Runtime | None = None
+_generation = 0
+
+
+def _arch_available(name: str) -> bool:
+    """Probe one arch explicitly (never ``ti.gpu``, which can segfault on GPU-less Mesa-EGL hosts)."""
+    if name == "cpu":
+        return True
+    if name == "cuda":
+        return torch.cuda.is_available() and bool(ti.lang.misc.is_arch_supported(ti.cuda))
+    if name == "vulkan":
+        return bool(ti.lang.misc.is_arch_supported(ti.vulkan))
+    return False
+
+
+def init(
+    arch: str = "auto",
+    precision: str = "f32",
+    *,
+    check_inputs: bool = True,
+    offline_cache: bool = True,
+    debug: bool = False,
+) -> Runtime:
+    """Initialise Taichi for taichi_dp and return the :class:`Runtime` actually chosen.
+
+    Args:
+        arch: ``"auto"`` probes ``cuda`` (needs a CUDA build of torch too), then ``vulkan``, then ``cpu``;
+            ``"cpu" | "cuda" | "vulkan"`` request one arch and raise ``RuntimeError`` if it is unavailable.
+        precision: ``"f32"`` (default) or ``"f64"`` (gradient checks, users who need it).
+        check_inputs: validate states (shape, dtype, device, contiguity, NaN/Inf) before every op.
+            Turning it off saves one reduction per op; bad input then gives wrong numbers, not errors.
+        offline_cache: keep Taichi's compiled-kernel cache on disk between processes.
+        debug: Taichi debug mode (bounds checks in kernels; slow).
+
+    Idempotent: a second call with the same arguments returns the current runtime unchanged; different
+    arguments re-initialise Taichi (previously compiled kernels are recompiled on next use).
+    """
+    global _current, _generation
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+
+    if arch == "auto":
+        chosen = next(a for a in ("cuda", "vulkan", "cpu") if _arch_available(a))
+    else:
+        if not _arch_available(arch):
+            raise RuntimeError(
+                f"arch={arch!r} was requested but is not available on this machine "
+                f"(use arch='auto' or 'cpu')"
+            )
+        chosen = arch
+
+    if _current is not None and (_current.arch, _current.precision, _current.check_inputs) == (
+        chosen,
+        precision,
+        check_inputs,
+    ):
+        return _current
+    if _current is not None:
+        ti.reset()
+
+    ti.init(
+        arch=getattr(ti, chosen),
+        default_fp=ti.f64 if precision == "f64" else ti.f32,
+        default_ip=ti.i32,
+        offline_cache=offline_cache,
+        debug=debug,
+        log_level=ti.WARN,
+    )
+    got = str(ti.lang.impl.current_cfg().arch).split(".")[-1]
+    got = "cpu" if got in ("x64", "arm64") else got
+    if got != chosen:  # Taichi fell back silently: refuse rather than run on the wrong device
+        ti.reset()
+        raise RuntimeError(f"Taichi could not start arch={chosen!r} (it fell back to {got!r})")
+
+    _generation += 1
+    device = torch.device("cuda", torch.cuda.current_device()) if chosen == "cuda" else torch.device("cpu")
+    _current = Runtime(chosen, precision, device, PRECISIONS[precision], check_inputs, _generation)
+    return _current
+
+
+def ensure_init() -> Runtime:
+    """The current runtime; initialises with defaults (``arch="auto"``, ``"f32"``) on first use."""
+    if _current is None:
+        return init()
+    return _current
+
+
+def current() -> Runtime | None:
+    """The current runtime, or ``None`` before :func:`init`."""
+    return _current
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation: every public op validates its tensors once, here, before any kernel runs.
+# --------------------------------------------------------------------------------------------------
+
+
+def check_state(
+    name: str,
+    x: object,
+    spatial: tuple[int, ...] | None = None,
+    *,
+    ndim_spatial: int | None = None,
+    channels: int | None = None,
+    batch: int | None = None,
+    finite: bool = True,
+) -> torch.Tensor:
+    """Validate a state tensor of layout ``(B, C, *spatial)`` and return it.
+
+    Raises ``TypeError``/``ValueError`` naming ``name``, the expected and the received value.
+    """
+    rt = ensure_init()
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not rt.check_inputs:
+        return x
+    nd = len(spatial) if spatial is not None else ndim_spatial
+    if nd is not None and x.ndim != nd + 2:
+        layout = "(B, C, " + ", ".join(("N",) if nd == 1 else ("H", "W")) + ")"
+        hint = " (add a batch dimension with x[None])" if x.ndim == nd + 1 else ""
+        raise ValueError(f"{name} must have layout {layout}, i.e. {nd + 2} dims; got shape {tuple(x.shape)}{hint}")
+    if spatial is not None and tuple(x.shape[2:]) != tuple(spatial):
+        raise ValueError(f"{name} must have spatial shape {tuple(spatial)} (the grid's), got {tuple(x.shape[2:])}")
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(f"{name} must have {channels} channel(s) in dim 1, got shape {tuple(x.shape)}")
+    if batch is not None and x.shape[0] != batch:
+        raise ValueError(f"{name} must have batch size {batch} (dim 0), got shape {tuple(x.shape)}")
+    check_tensor(name, x, finite=finite)
+    return x
+
+
+def check_tensor(name: str, x: torch.Tensor, *, finite: bool = True) -> torch.Tensor:
+    """Check dtype (runtime precision), device (runtime arch), contiguity, and optionally finiteness."""
+    rt = ensure_init()
+    if not rt.check_inputs:
+        return x
+    if x.dtype != rt.dtype:
+        raise TypeError(
+            f"{name} must have dtype {rt.dtype} (taichi_dp runs with precision={rt.precision!r}), got {x.dtype}; "
+            f"convert with .to({rt.dtype}) or re-initialise with taichi_dp.init(precision=...)"
+        )
+    if x.device.type != rt.device.type:
+        raise ValueError(
+            f"{name} must be on torch device {rt.device.type!r} (taichi_dp runs on arch={rt.arch!r}), "
+            f"got {x.device}; move it with .to({str(rt.device)!r})"
+        )
+    if not x.is_contiguous():
+        raise ValueError(f"{name} must be contiguous (got strides {x.stride()}); call .contiguous() first")
+    if finite and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} contains {bad} NaN/Inf value(s); the state has diverged or the input is corrupt")
+    return x
+
+
+def as_batch_param(name: str, value: float | torch.Tensor, batch: int, *, positive: bool = False) -> torch.Tensor:
+    """A per-batch physical parameter (viscosity, dt, ...) as a ``(B,)`` tensor of the runtime dtype.
+
+    Accepts a Python float, a 0-d tensor or a ``(B,)`` tensor; tensors keep their autograd history, so
+    gradients w.r.t. e.g. viscosity or dt flow back to the caller.
+    """
+    rt = ensure_init()
+    if isinstance(value, torch.Tensor):
+        if value.ndim == 0:
+            value = value.reshape(1).expand(batch)
+        elif value.ndim != 1 or value.shape[0] not in (1, batch):
+            raise ValueError(f"{name} must be a float, a 0-d tensor or a tensor of shape ({batch},); got {tuple(value.shape)}")
+        elif value.shape[0] == 1:
+            value = value.expand(batch)
+        if value.dtype != rt.dtype:
+            raise TypeError(f"{name} must have dtype {rt.dtype}, got {value.dtype}")
+        if value.device.type != rt.device.type:
+            raise ValueError(f"{name} must be on torch device {rt.device.type!r}, got {value.device}")
+        t = value.contiguous()
+        if rt.check_inputs:
+            v = t.detach()
+            if not bool(torch.isfinite(v).all()):
+                raise ValueError(f"{name} contains NaN/Inf: {v.tolist()}")
+            if positive and bool((v < 0).any()):
+                raise ValueError(f"{name} must be >= 0, got {v.tolist()}")
+        return t
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}") from None
+    if not (f == f and abs(f) != float("inf")):
+        raise ValueError(f"{name} must be finite, got {f}")
+    if positive and f < 0:
+        raise ValueError(f"{name} must be >= 0, got {f}")
+    return torch.full((batch,), f, dtype=rt.dtype, device=rt.device)
