@@ -10,6 +10,7 @@ Precision is global (Taichi's ``default_fp``): every state tensor must have the 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -191,38 +192,41 @@ def check_tensor(name: str, x: torch.Tensor, *, finite: bool = True) -> torch.Te
     return x
 
 
-def as_batch_param(name: str, value: float | torch.Tensor, batch: int, *, positive: bool = False) -> torch.Tensor:
-    """A per-batch physical parameter (viscosity, dt, ...) as a ``(B,)`` tensor of the runtime dtype.
-
-    Accepts a Python float, a 0-d tensor or a ``(B,)`` tensor; tensors keep their autograd history, so
-    gradients w.r.t. e.g. viscosity or dt flow back to the caller.
-    """
+def check_param(name: str, value: float | torch.Tensor, *, positive: bool = False) -> None:
+    """Validate a physical parameter: a finite float, or a 0-d/1-d tensor of the runtime dtype/device."""
     rt = ensure_init()
     if isinstance(value, torch.Tensor):
-        if value.ndim == 0:
-            value = value.reshape(1).expand(batch)
-        elif value.ndim != 1 or value.shape[0] not in (1, batch):
-            raise ValueError(f"{name} must be a float, a 0-d tensor or a tensor of shape ({batch},); got {tuple(value.shape)}")
-        elif value.shape[0] == 1:
-            value = value.expand(batch)
+        if value.ndim > 1:
+            raise ValueError(f"{name} must be a float, a 0-d tensor or a (B,) tensor; got shape {tuple(value.shape)}")
         if value.dtype != rt.dtype:
-            raise TypeError(f"{name} must have dtype {rt.dtype}, got {value.dtype}")
+            raise TypeError(f"{name} must have dtype {rt.dtype} (precision={rt.precision!r}), got {value.dtype}")
         if value.device.type != rt.device.type:
-            raise ValueError(f"{name} must be on torch device {rt.device.type!r}, got {value.device}")
-        t = value.contiguous()
+            raise ValueError(f"{name} must be on torch device {rt.device.type!r} (arch={rt.arch!r}), got {value.device}")
         if rt.check_inputs:
-            v = t.detach()
+            v = value.detach()
             if not bool(torch.isfinite(v).all()):
                 raise ValueError(f"{name} contains NaN/Inf: {v.tolist()}")
             if positive and bool((v < 0).any()):
                 raise ValueError(f"{name} must be >= 0, got {v.tolist()}")
-        return t
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}") from None
-    if not (f == f and abs(f) != float("inf")):
-        raise ValueError(f"{name} must be finite, got {f}")
-    if positive and f < 0:
-        raise ValueError(f"{name} must be >= 0, got {f}")
-    return torch.full((batch,), f, dtype=rt.dtype, device=rt.device)
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def as_batch_param(name: str, value: float | torch.Tensor, batch: int, *, positive: bool = False) -> torch.Tensor:
+    """A per-batch physical parameter (viscosity, dt, ...) as a contiguous ``(B,)`` tensor.
+
+    Accepts a Python float, a 0-d tensor, or a ``(1,)``/``(B,)`` tensor; tensors keep their autograd
+    history, so gradients w.r.t. e.g. viscosity or dt flow back to the caller.
+    """
+    check_param(name, value, positive=positive)
+    if isinstance(value, torch.Tensor):
+        if value.ndim == 1 and value.shape[0] not in (1, batch):
+            raise ValueError(f"{name} has shape {tuple(value.shape)} but the state's batch size is {batch}")
+        return value.reshape(-1).expand(batch).contiguous()
+    rt = ensure_init()
+    return torch.full((batch,), float(value), dtype=rt.dtype, device=rt.device)

@@ -1,14 +1,14 @@
 """Differentiable operators, one module per concern. Each takes and returns torch tensors."""
 
-from .advection import SCHEMES, advect
-from .diffusion import diffuse_explicit, diffuse_implicit, stability_number
+from .advection import advect
+from .diffusion import diffuse, diffuse_explicit, diffuse_implicit, stability_number
 from .linear_solve import NotConvergedWarning, cg, solve_spd
 
 __all__ = [
-    "SCHEMES",
     "NotConvergedWarning",
     "advect",
     "cg",
+    "diffuse",
     "diffuse_explicit",
     "diffuse_implicit",
     "solve_spd",

@@ -121,11 +121,17 @@ def advect(
     check_grid_boundary(grid, boundary)
     check_state("q", q, grid.shape)
     check_state("velocity", velocity, grid.shape, channels=grid.ndim, batch=q.shape[0])
-    dt_b = as_batch_param("dt", dt, q.shape[0])
+    return apply_advection(q, velocity, as_batch_param("dt", dt, q.shape[0]), grid, boundary, scheme)
+
+
+def apply_advection(
+    q: torch.Tensor, velocity: torch.Tensor, dt: torch.Tensor, grid: Grid, boundary: Boundary, scheme: str
+) -> torch.Tensor:
+    """:func:`advect` without input validation (for solvers that validated their state once);
+    ``dt`` is a ``(B,)`` tensor."""
     consts = (boundary.codes, boundary.values, *(1.0 / h for h in grid.spacing))
-    (q_hat,) = _SL[grid.ndim]((q, velocity, dt_b), (q.shape,), consts)
+    (q_hat,) = _SL[grid.ndim]((q, velocity, dt), (q.shape,), consts)
     if scheme == "semi_lagrangian":
         return q_hat
-    (out,) = _MC[grid.ndim]((q, q_hat, velocity, dt_b), (q.shape,), consts)
+    (out,) = _MC[grid.ndim]((q, q_hat, velocity, dt), (q.shape,), consts)
     return out
-

@@ -86,24 +86,45 @@ def check_explicit_stability(nu: float | torch.Tensor, dt: float | torch.Tensor,
 
 
 # ---------------------------------------------------------------------------------- torch-facing
-def diffuse_explicit(
-    u: torch.Tensor, nu: float | torch.Tensor, dt: float | torch.Tensor, grid: Grid, boundary: Boundary
+SCHEMES = ("explicit", "implicit")
+
+
+def diffuse(
+    u: torch.Tensor,
+    nu: float | torch.Tensor,
+    dt: float | torch.Tensor,
+    grid: Grid,
+    boundary: Boundary,
+    scheme: str = "explicit",
+    *,
+    rtol: float = 1e-6,
+    max_iter: int = 1000,
 ) -> torch.Tensor:
-    """One forward-Euler diffusion step ``u + ν Δt L(u)``.
+    """One diffusion step ``∂u/∂t = ν ∇²u`` of size ``dt``.
 
     Args:
         u: ``(B, C, *grid.shape)``.
         nu: viscosity/diffusivity ≥ 0, float or ``(B,)`` tensor (differentiable).
-        dt: time step, float or ``(B,)`` tensor (differentiable).
-
-    Raises ``ValueError`` when ``ν Δt Σ 1/h² > 1/2`` (unstable).
+        dt: time step > 0, float or ``(B,)`` tensor (differentiable).
+        scheme: ``"explicit"`` (forward Euler; raises ``ValueError`` when ``ν Δt Σ 1/h² > 1/2``) or
+            ``"implicit"`` (backward Euler by CG, unconditionally stable, implicit adjoint).
+        rtol, max_iter: CG tolerance (relative to the right-hand side, and in backward to the incoming
+            gradient) and iteration cap, for ``"implicit"``.
     """
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
     check_grid_boundary(grid, boundary)
     check_state("u", u, grid.shape)
     nu_b = as_batch_param("nu", nu, u.shape[0], positive=True)
     dt_b = as_batch_param("dt", dt, u.shape[0], positive=True)
-    check_explicit_stability(nu_b, dt_b, grid)
-    return add_laplacian(u, nu_b * dt_b, grid, boundary)
+    if scheme == "explicit":
+        check_explicit_stability(nu_b, dt_b, grid)
+    return apply_diffusion(u, nu_b, dt_b, grid, boundary, scheme, rtol=rtol, max_iter=max_iter)
+
+
+def diffuse_explicit(u: torch.Tensor, nu: float | torch.Tensor, dt: float | torch.Tensor, grid: Grid, boundary: Boundary) -> torch.Tensor:
+    """Forward-Euler step ``u + ν Δt L(u)``; see :func:`diffuse`."""
+    return diffuse(u, nu, dt, grid, boundary, "explicit")
 
 
 def diffuse_implicit(
@@ -116,19 +137,25 @@ def diffuse_implicit(
     rtol: float = 1e-6,
     max_iter: int = 1000,
 ) -> torch.Tensor:
-    """One backward-Euler diffusion step: solves ``(I − ν Δt L₀) u⁺ = u + ν Δt L(0)`` by CG.
+    """Backward-Euler step: solves ``(I − ν Δt L₀) u⁺ = u + ν Δt L(0)`` by CG; see :func:`diffuse`."""
+    return diffuse(u, nu, dt, grid, boundary, "implicit", rtol=rtol, max_iter=max_iter)
 
-    Args:
-        u: ``(B, C, *grid.shape)``.
-        nu, dt: as in :func:`diffuse_explicit` (any size; unconditionally stable).
-        rtol: CG tolerance relative to the right-hand side (and, in backward, to the incoming gradient).
-        max_iter: CG iteration cap (a warning with the residual is raised when reached).
-    """
-    check_grid_boundary(grid, boundary)
-    check_state("u", u, grid.shape)
-    nu_b = as_batch_param("nu", nu, u.shape[0], positive=True)
-    dt_b = as_batch_param("dt", dt, u.shape[0], positive=True)
-    k = nu_b * dt_b
+
+def apply_diffusion(
+    u: torch.Tensor,
+    nu: torch.Tensor,
+    dt: torch.Tensor,
+    grid: Grid,
+    boundary: Boundary,
+    scheme: str,
+    *,
+    rtol: float = 1e-6,
+    max_iter: int = 1000,
+) -> torch.Tensor:
+    """:func:`diffuse` without input validation (for solvers that validated once); ``nu``, ``dt``: ``(B,)``."""
+    k = nu * dt
+    if scheme == "explicit":
+        return add_laplacian(u, k, grid, boundary)
     rhs = u
     if any(v != 0.0 for v in boundary.values):  # Dirichlet boundary term ν Δt L(0)
         rhs = u + add_laplacian(torch.zeros_like(u), k, grid, boundary)

@@ -1,0 +1,7 @@
+"""Time steppers: immutable callables ``u_next = stepper(u)`` composed from :mod:`taichi_dp.ops`."""
+
+from .advection_diffusion import AdvectionDiffusion
+from .base import Stepper, rollout
+from .burgers import Burgers
+
+__all__ = ["AdvectionDiffusion", "Burgers", "Stepper", "rollout"]
