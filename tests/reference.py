@@ -1,0 +1,310 @@
+"""Plain-PyTorch reference implementations of the taichi_dp discretizations: the project's ground truth.
+
+Everything here is written from the documented semantics only (no Taichi): vectorised torch code,
+differentiable by torch autograd, in whatever float dtype the inputs have (float32 or float64).
+
+Conventions (the same as :mod:`taichi_dp.grid`):
+
+- states are ``(B, C, *spatial)``, with ``spatial = (N,)`` in 1D and ``(H, W)`` = (y, x) in 2D;
+- velocities are ``(B, ndim, *spatial)`` with components in axis order (2D: ``(v_y, v_x)``);
+- cell ``i`` sits at index-space position ``i``; the boundary faces are at ``-0.5`` and ``N - 0.5``;
+- per-batch parameters (``dt``, ``nu``) are floats, 0-d or ``(B,)`` tensors.
+
+Boundary conditions come as :class:`taichi_dp.Boundary` (plain dataclasses), one ``(low, high)`` pair
+per axis. A value at an integer index outside ``[0, N)`` is an affine function ``a + s * u[j]`` of one
+interior value:
+
+- periodic: ``j = i mod N``, ``a = 0``, ``s = 1``;
+- Dirichlet ``g``: ``j`` = the nearest interior cell, ``a = 2 g``, ``s = -1`` (ghost ``2 g - u[j]``);
+- zero-gradient: ``j`` = the nearest interior cell, ``a = 0``, ``s = 1`` (ghost ``u[j]``).
+
+In 2D the two axes compose: ``value(i, k) = a_y + s_y * (a_x + s_x * u[i', k'])``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from taichi_dp.grid import Boundary, Dirichlet, Grid, Periodic, ZeroGradient
+
+Side = Periodic | Dirichlet | ZeroGradient
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def as_batch(value: float | torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:
+    """A per-batch parameter as a ``(B,)`` tensor of ``like``'s dtype/device (keeps autograd history)."""
+    if isinstance(value, torch.Tensor):
+        return value.to(like.dtype).reshape(-1).expand(batch)
+    return torch.full((batch,), float(value), dtype=like.dtype, device=like.device)
+
+
+def _per_batch(x: torch.Tensor, ndim: int) -> torch.Tensor:
+    """View a ``(B,)`` tensor as ``(B, 1, ...)`` broadcastable against ``ndim``-dimensional states."""
+    return x.view(-1, *([1] * (ndim - 1)))
+
+
+# ------------------------------------------------------------------------------------ ghost values
+def axis_map(idx: torch.Tensor, n: int, sides: tuple[Side, Side], dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """Map integer indices along one axis of ``n`` cells to ``(j, a, s)`` with ``value = a + s * u[j]``.
+
+    ``idx`` may be any integer (periodic) or in ``[-1, n]`` (walls); ``j`` is always in ``[0, n)``.
+    """
+    lo, hi = sides
+    a = torch.zeros(idx.shape, dtype=dtype, device=idx.device)
+    s = torch.ones(idx.shape, dtype=dtype, device=idx.device)
+    if isinstance(lo, Periodic):
+        return torch.remainder(idx, n), a, s
+    j = idx.clamp(0, n - 1)
+    for side, outside in ((lo, idx < 0), (hi, idx >= n)):
+        if isinstance(side, Dirichlet):
+            a = torch.where(outside, torch.full_like(a, 2.0 * float(side.value)), a)
+            s = torch.where(outside, -torch.ones_like(s), s)
+    return j, a, s
+
+
+def value_1d(u: torch.Tensor, idx: torch.Tensor, boundary: Boundary) -> torch.Tensor:
+    """``u[b, c, idx]`` with ghost values; ``u``: ``(B, C, N)``, ``idx``: integer, broadcastable to
+    ``(B, 1 or C, M)``. Returns ``(B, C, M)``."""
+    b, c, n = u.shape
+    j, a, s = axis_map(idx, n, boundary.sides[0], u.dtype)
+    shape = (b, c, j.shape[-1])
+    vals = torch.gather(u, 2, j.expand(shape))
+    return a.expand(shape) + s.expand(shape) * vals
+
+
+def value_2d(u: torch.Tensor, iy: torch.Tensor, ix: torch.Tensor, boundary: Boundary) -> torch.Tensor:
+    """``u[b, c, iy, ix]`` with ghost values on both axes; ``u``: ``(B, C, H, W)``; ``iy``, ``ix``:
+    integer tensors broadcastable to ``(B, 1 or C, H', W')``. Returns ``(B, C, H', W')``."""
+    b, c, h, w = u.shape
+    iy, ix = torch.broadcast_tensors(iy, ix)
+    jy, ay, sy = axis_map(iy, h, boundary.sides[0], u.dtype)
+    jx, ax, sx = axis_map(ix, w, boundary.sides[1], u.dtype)
+    shape = (b, c, *iy.shape[2:])
+    flat = (jy * w + jx).expand(shape).reshape(b, c, -1)
+    vals = torch.gather(u.reshape(b, c, h * w), 2, flat).view(shape)
+    return ay.expand(shape) + sy.expand(shape) * (ax.expand(shape) + sx.expand(shape) * vals)
+
+
+# ------------------------------------------------------------------------------------ interpolation
+def clamp_position(p: torch.Tensor, n: int, sides: tuple[Side, Side]) -> torch.Tensor:
+    """Clamp index-space positions to where values are defined: ``[-0.5, n - 0.5]`` at Dirichlet walls
+    (the boundary faces), ``[0, n - 1]`` at zero-gradient sides (the outer centres); periodic: unchanged."""
+    lo, hi = sides
+    if isinstance(lo, Dirichlet):
+        p = torch.clamp(p, min=-0.5)
+    elif isinstance(lo, ZeroGradient):
+        p = torch.clamp(p, min=0.0)
+    if isinstance(hi, Dirichlet):
+        p = torch.clamp(p, max=n - 0.5)
+    elif isinstance(hi, ZeroGradient):
+        p = torch.clamp(p, max=n - 1.0)
+    return p
+
+
+def stencil_1d(u: torch.Tensor, p: torch.Tensor, boundary: Boundary) -> tuple[torch.Tensor, ...]:
+    """The two values and the weight of linear interpolation of ``u`` (``(B, C, N)``) at positions
+    ``p`` (``(B, 1, N)``): ``(u0, u1, w)`` with ``u(p) = (1 - w) u0 + w u1``."""
+    q = clamp_position(p, u.shape[2], boundary.sides[0])
+    f = torch.floor(q)
+    i = f.long()
+    return value_1d(u, i, boundary), value_1d(u, i + 1, boundary), q - f
+
+
+def interp_1d(u: torch.Tensor, p: torch.Tensor, boundary: Boundary) -> torch.Tensor:
+    """Linear interpolation of ``u`` at index-space positions ``p`` (see :func:`stencil_1d`)."""
+    u0, u1, w = stencil_1d(u, p, boundary)
+    return (1.0 - w) * u0 + w * u1
+
+
+def stencil_2d(u: torch.Tensor, py: torch.Tensor, px: torch.Tensor, boundary: Boundary) -> tuple[torch.Tensor, ...]:
+    """The four corners and two weights of bilinear interpolation of ``u`` (``(B, C, H, W)``) at
+    ``(py, px)`` (``(B, 1, H, W)`` each): ``(u00, u01, u10, u11, wy, wx)``, ``u01`` one step in x."""
+    h, w = u.shape[2:]
+    qy = clamp_position(py, h, boundary.sides[0])
+    qx = clamp_position(px, w, boundary.sides[1])
+    fy, fx = torch.floor(qy), torch.floor(qx)
+    i, k = fy.long(), fx.long()
+    u00 = value_2d(u, i, k, boundary)
+    u01 = value_2d(u, i, k + 1, boundary)
+    u10 = value_2d(u, i + 1, k, boundary)
+    u11 = value_2d(u, i + 1, k + 1, boundary)
+    return u00, u01, u10, u11, qy - fy, qx - fx
+
+
+def interp_2d(u: torch.Tensor, py: torch.Tensor, px: torch.Tensor, boundary: Boundary) -> torch.Tensor:
+    """Bilinear interpolation of ``u`` at index-space positions ``(py, px)`` (see :func:`stencil_2d`)."""
+    u00, u01, u10, u11, wy, wx = stencil_2d(u, py, px, boundary)
+    return (1.0 - wy) * ((1.0 - wx) * u00 + wx * u01) + wy * ((1.0 - wx) * u10 + wx * u11)
+
+
+# ----------------------------------------------------------------------------------------- advection
+def _shifts(v: torch.Tensor, dt: torch.Tensor, grid: Grid) -> list[torch.Tensor]:
+    """Index-space displacement ``dt[b] * v_a / h_a`` per axis, each ``(B, 1, *spatial)``."""
+    dt_b = _per_batch(dt, v.ndim)
+    return [dt_b * v[:, a : a + 1] / h for a, h in enumerate(grid.spacing)]
+
+
+def _centres(grid: Grid, device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
+    """Index-space cell positions per axis, broadcastable against ``(B, 1, *spatial)``."""
+    if grid.ndim == 1:
+        return [torch.arange(grid.shape[0], dtype=dtype, device=device).view(1, 1, -1)]
+    h, w = grid.shape
+    return [
+        torch.arange(h, dtype=dtype, device=device).view(1, 1, h, 1),
+        torch.arange(w, dtype=dtype, device=device).view(1, 1, 1, w),
+    ]
+
+
+def semi_lagrangian(
+    q: torch.Tensor, v: torch.Tensor, dt: float | torch.Tensor, grid: Grid, boundary: Boundary
+) -> torch.Tensor:
+    """One semi-Lagrangian step: ``q⁺[i] = q(i - dt v[i] / h)`` (index space, per axis), by linear
+    (1D) or bilinear (2D) interpolation with the boundary's ghost values."""
+    dt_b = as_batch(dt, q.shape[0], q)
+    shifts = _shifts(v, dt_b, grid)
+    pos = [x - s for x, s in zip(_centres(grid, q.device, q.dtype), shifts)]
+    if grid.ndim == 1:
+        return interp_1d(q, pos[0], boundary)
+    return interp_2d(q, pos[0], pos[1], boundary)
+
+
+def maccormack(
+    q: torch.Tensor, v: torch.Tensor, dt: float | torch.Tensor, grid: Grid, boundary: Boundary
+) -> torch.Tensor:
+    """MacCormack with the min/max limiter.
+
+    ``q̂ = SL(q)``; ``q̄`` = ``q̂`` interpolated at the forward trace ``i + dt v / h``;
+    ``q⁺ = clamp(q̂ + ½ (q - q̄), lo, hi)`` where ``[lo, hi]`` is the range of the 2 (1D) / 4 (2D)
+    values of ``q`` that the back-trace ``i - dt v / h`` interpolated from.
+    """
+    dt_b = as_batch(dt, q.shape[0], q)
+    q_hat = semi_lagrangian(q, v, dt_b, grid, boundary)
+    shifts = _shifts(v, dt_b, grid)
+    centres = _centres(grid, q.device, q.dtype)
+    back = [x - s for x, s in zip(centres, shifts)]
+    fwd = [x + s for x, s in zip(centres, shifts)]
+    if grid.ndim == 1:
+        q0, q1, _ = stencil_1d(q, back[0], boundary)
+        lo, hi = torch.minimum(q0, q1), torch.maximum(q0, q1)
+        q_bar = interp_1d(q_hat, fwd[0], boundary)
+    else:
+        q00, q01, q10, q11, _, _ = stencil_2d(q, back[0], back[1], boundary)
+        lo = torch.minimum(torch.minimum(q00, q01), torch.minimum(q10, q11))
+        hi = torch.maximum(torch.maximum(q00, q01), torch.maximum(q10, q11))
+        q_bar = interp_2d(q_hat, fwd[0], fwd[1], boundary)
+    corrected = q_hat + 0.5 * (q - q_bar)
+    return torch.minimum(torch.maximum(corrected, lo), hi)
+
+
+def advect(
+    q: torch.Tensor,
+    v: torch.Tensor,
+    dt: float | torch.Tensor,
+    grid: Grid,
+    boundary: Boundary,
+    scheme: str = "semi_lagrangian",
+) -> torch.Tensor:
+    """Reference for :func:`taichi_dp.ops.advect`."""
+    if scheme == "semi_lagrangian":
+        return semi_lagrangian(q, v, dt, grid, boundary)
+    if scheme == "maccormack":
+        return maccormack(q, v, dt, grid, boundary)
+    raise ValueError(f"unknown scheme {scheme!r}")
+
+
+# ----------------------------------------------------------------------------------------- diffusion
+def laplacian(u: torch.Tensor, grid: Grid, boundary: Boundary) -> torch.Tensor:
+    """The 3-point (1D) / 5-point (2D) Laplacian ``L(u)`` with the boundary's ghost values."""
+    if grid.ndim == 1:
+        (n,) = grid.shape
+        (h,) = grid.spacing
+        i = torch.arange(n, device=u.device).view(1, 1, n)
+        return (value_1d(u, i - 1, boundary) - 2.0 * u + value_1d(u, i + 1, boundary)) / h**2
+    (hh, ww), (hy, hx) = grid.shape, grid.spacing
+    i = torch.arange(hh, device=u.device).view(1, 1, hh, 1)
+    k = torch.arange(ww, device=u.device).view(1, 1, 1, ww)
+    lap_y = value_2d(u, i - 1, k, boundary) - 2.0 * u + value_2d(u, i + 1, k, boundary)
+    lap_x = value_2d(u, i, k - 1, boundary) - 2.0 * u + value_2d(u, i, k + 1, boundary)
+    return lap_y / hy**2 + lap_x / hx**2
+
+
+def diffuse_explicit(
+    u: torch.Tensor, nu: float | torch.Tensor, dt: float | torch.Tensor, grid: Grid, boundary: Boundary
+) -> torch.Tensor:
+    """Forward Euler: ``u + nu dt L(u)``."""
+    k = as_batch(nu, u.shape[0], u) * as_batch(dt, u.shape[0], u)
+    return u + _per_batch(k, u.ndim) * laplacian(u, grid, boundary)
+
+
+def laplacian_matrix_1d(n: int, h: float, sides: tuple[Side, Side], dtype: torch.dtype) -> torch.Tensor:
+    """Dense ``(n, n)`` matrix of the homogeneous 1D Laplacian ``L₀`` (Dirichlet values set to 0):
+    ``-2/h²`` on the diagonal, ``1/h²`` to each neighbour; a missing neighbour is the wrapped cell
+    (periodic), ``-u₀`` (Dirichlet: ghost ``-u₀``) or ``+u₀`` (zero-gradient: ghost ``u₀``)."""
+    m = torch.zeros(n, n, dtype=dtype)
+    lo, hi = sides
+    for i in range(n):
+        m[i, i] -= 2.0
+        for j, side in ((i - 1, lo), (i + 1, hi)):
+            if 0 <= j < n:
+                m[i, j] += 1.0
+            elif isinstance(side, Periodic):
+                m[i, j % n] += 1.0
+            elif isinstance(side, Dirichlet):
+                m[i, i] -= 1.0
+            else:  # zero-gradient
+                m[i, i] += 1.0
+    return m / h**2
+
+
+def laplacian_matrix(grid: Grid, boundary: Boundary, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Dense matrix of ``L₀`` on the flattened (row-major, ``i * W + k``) grid; 2D is the Kronecker
+    sum ``L_y ⊗ I + I ⊗ L_x`` of the 1D operators."""
+    mats = [laplacian_matrix_1d(n, h, s, dtype) for n, h, s in zip(grid.shape, grid.spacing, boundary.sides)]
+    if grid.ndim == 1:
+        return mats[0]
+    (hh, ww) = grid.shape
+    return torch.kron(mats[0], torch.eye(ww, dtype=dtype)) + torch.kron(torch.eye(hh, dtype=dtype), mats[1])
+
+
+def boundary_term(grid: Grid, boundary: Boundary, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``l_g = L(0)``: the Dirichlet values' contribution, ``2 g / h²`` in the cells next to each
+    Dirichlet face (summed in corners), on the grid's shape."""
+    out = torch.zeros(grid.shape, dtype=dtype)
+    for axis, ((lo, hi), h) in enumerate(zip(boundary.sides, grid.spacing)):
+        for side, index in ((lo, 0), (hi, -1)):
+            if isinstance(side, Dirichlet):
+                sl = [slice(None)] * grid.ndim
+                sl[axis] = index
+                out[tuple(sl)] += 2.0 * float(side.value) / h**2
+    return out
+
+
+def diffuse_implicit(
+    u: torch.Tensor, nu: float | torch.Tensor, dt: float | torch.Tensor, grid: Grid, boundary: Boundary
+) -> torch.Tensor:
+    """Backward Euler by a dense solve: ``(I - nu dt L₀) u⁺ = u + nu dt L(0)`` per batch and channel."""
+    b, c = u.shape[:2]
+    k = as_batch(nu, b, u) * as_batch(dt, b, u)  # (B,)
+    l0 = laplacian_matrix(grid, boundary, u.dtype).to(u.device)
+    lg = boundary_term(grid, boundary, u.dtype).to(u.device).reshape(1, 1, -1)
+    n = l0.shape[0]
+    a = torch.eye(n, dtype=u.dtype, device=u.device) - k.view(b, 1, 1) * l0  # (B, n, n)
+    rhs = u.reshape(b, c, n) + k.view(b, 1, 1) * lg  # (B, C, n)
+    x = torch.linalg.solve(a.unsqueeze(1), rhs.unsqueeze(-1))  # (B, C, n, 1)
+    return x.reshape(u.shape)
+
+
+def diffuse(
+    u: torch.Tensor,
+    nu: float | torch.Tensor,
+    dt: float | torch.Tensor,
+    grid: Grid,
+    boundary: Boundary,
+    scheme: str = "explicit",
+) -> torch.Tensor:
+    """Reference for :func:`taichi_dp.ops.diffuse`."""
+    if scheme == "explicit":
+        return diffuse_explicit(u, nu, dt, grid, boundary)
+    if scheme == "implicit":
+        return diffuse_implicit(u, nu, dt, grid, boundary)
+    raise ValueError(f"unknown scheme {scheme!r}")
