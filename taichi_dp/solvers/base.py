@@ -96,5 +96,5 @@ def rollout(
             u = stepper(u)
             states.append(u)
     if not states:
-        return u0[:, :0]
+        return u0.new_empty((u0.shape[0], 0, *u0.shape[1:]))
     return torch.stack(states, dim=1)
