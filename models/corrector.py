@@ -81,7 +81,9 @@ class ResidualCNN(nn.Module):
             for name in self.conditioning:
                 c = conditioning[name].to(state.dtype).reshape(-1)
                 if c.shape[0] != state.shape[0]:
-                    raise ValueError(f"conditioning {name!r} must have shape ({state.shape[0]},), got {tuple(conditioning[name].shape)}")
+                    raise ValueError(
+                        f"conditioning {name!r} must have shape ({state.shape[0]},), got {tuple(conditioning[name].shape)}"
+                    )
                 extra.append(c.view(-1, 1, *([1] * self.dim)).expand(-1, 1, *spatial))
             x = torch.cat([state, *extra], dim=1)
         return self.out(self.blocks(self.inp(x)))

@@ -1,4 +1,5 @@
 """taichi_dp: differentiable grid PDE solvers in Taichi, bridged to PyTorch autograd."""
+
 from .grid import Boundary, Dirichlet, Grid, Periodic, ZeroGradient
 from .runtime import Runtime, current, init
 

@@ -20,7 +20,9 @@ def _common(p: argparse.ArgumentParser, out: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m taichi_dp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m taichi_dp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("burgers", help="solver-in-the-loop training + evaluation on 1D Burgers")
@@ -84,7 +86,9 @@ def _inverse(args: argparse.Namespace, out: Path) -> int:
     ax[2].set(xlabel="x", title="initial state")
     ax[2].legend()
     io.save_figure(out / "plots" / "inverse.png", fig)
-    print(f"loss {r.losses[0]:.3e} -> {r.losses[-1]:.3e} ({r.reduction:.1e}x) in {r.seconds:.1f} s; wrote {out}/plots/inverse.png")
+    print(
+        f"loss {r.losses[0]:.3e} -> {r.losses[-1]:.3e} ({r.reduction:.1e}x) in {r.seconds:.1f} s; wrote {out}/plots/inverse.png"
+    )
     return 0
 
 

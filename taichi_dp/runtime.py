@@ -17,8 +17,8 @@ from dataclasses import dataclass
 # Never phone home: set before taichi is imported anywhere in this package.
 os.environ.setdefault("TI_SKIP_VERSION_CHECK", "ON")
 
-import taichi as ti  # noqa: E402
-import torch  # noqa: E402
+import taichi as ti
+import torch
 
 ARCHS = ("auto", "cpu", "cuda", "vulkan")
 PRECISIONS = {"f32": torch.float32, "f64": torch.float64}
@@ -83,10 +83,7 @@ def init(
         chosen = next(a for a in ("cuda", "vulkan", "cpu") if _arch_available(a))
     else:
         if not _arch_available(arch):
-            raise RuntimeError(
-                f"arch={arch!r} was requested but is not available on this machine "
-                f"(use arch='auto' or 'cpu')"
-            )
+            raise RuntimeError(f"arch={arch!r} was requested but is not available on this machine (use arch='auto' or 'cpu')")
         chosen = arch
 
     if _current is not None and (_current.arch, _current.precision, _current.check_inputs) == (

@@ -59,7 +59,9 @@ def test_burgers_order_before_shock():
     MacCormack cannot raise the order, but it cuts the error constant ~5× (measured 5.5×)."""
     errors = {}
     for diffusion, advection in [("explicit", "semi_lagrangian"), ("implicit", "semi_lagrangian"), ("explicit", "maccormack")]:
-        errors[advection, diffusion] = e = [_cole_hopf_error(n, 0.25, diffusion=diffusion, advection=advection) for n in (64, 128, 256)]
+        errors[advection, diffusion] = e = [
+            _cole_hopf_error(n, 0.25, diffusion=diffusion, advection=advection) for n in (64, 128, 256)
+        ]
         print(f"\nBurgers/Cole-Hopf t=0.25 {diffusion}+{advection}: L1 errors {e}, orders {_orders(e)}")
         assert min(_orders(e)) > 0.85
     sl, mc = errors["semi_lagrangian", "explicit"], errors["maccormack", "explicit"]
@@ -89,7 +91,11 @@ def test_burgers_step_gradcheck(ndim, diffusion, advection):
     torch.manual_seed(1)
     shape = (8,) if ndim == 1 else (5, 6)
     grid = tdp.Grid(shape, tuple((0.0, 1.0) for _ in shape))
-    bc = tdp.Boundary.periodic(ndim) if ndim == 1 else tdp.Boundary(((tdp.Dirichlet(0.1), tdp.ZeroGradient()), (tdp.Periodic(), tdp.Periodic())))
+    bc = (
+        tdp.Boundary.periodic(ndim)
+        if ndim == 1
+        else tdp.Boundary(((tdp.Dirichlet(0.1), tdp.ZeroGradient()), (tdp.Periodic(), tdp.Periodic())))
+    )
     u = (0.5 * torch.randn(2, ndim, *shape, dtype=torch.float64)).requires_grad_()
     nu = torch.tensor([0.002, 0.003], dtype=torch.float64, requires_grad=True)
     dt = torch.tensor([0.1, 0.15], dtype=torch.float64, requires_grad=True)

@@ -15,7 +15,15 @@ def test_burgers_quick_writes_a_complete_run_folder(tmp_path):
     out = tmp_path / "run"
     p = _run("burgers", "--quick", "--out", str(out), "--no-progress")
     assert p.returncode == 0, p.stderr[-3000:]
-    for name in ("config.json", "metrics.json", "report.md", "plots/error_over_time.png", "plots/states.png", "checkpoints/non.pt", "checkpoints/sol4.pt"):
+    for name in (
+        "config.json",
+        "metrics.json",
+        "report.md",
+        "plots/error_over_time.png",
+        "plots/states.png",
+        "checkpoints/non.pt",
+        "checkpoints/sol4.pt",
+    ):
         assert (out / name).is_file(), name
     m = json.loads((out / "metrics.json").read_text())
     assert set(m["mean_relative_l2"]) == {"source", "NON", "SOL-4"}

@@ -36,7 +36,7 @@ def test_hybrid_step_is_solver_plus_correction():
     st = _solver()
     u = 0.5 * torch.randn(2, 1, 16, dtype=torch.float64)
     lin = nn.Conv1d(1, 1, 3, padding=1, padding_mode="circular").double()
-    model = lambda s: lin(s)  # noqa: E731 - any callable with the model signature
+    model = lambda s: lin(s)
     s = st(u)
     assert torch.allclose(hybrid_step(st, model, u, {}), s + lin(s))
     assert torch.equal(hybrid_step(st, None, u, {}), s)
@@ -52,7 +52,7 @@ def test_sol_gradient_through_solver_gradchecks():
     w0, b0 = lin.weight.detach().clone().requires_grad_(), lin.bias.detach().clone().requires_grad_()
 
     def loss(w, b):
-        model = lambda s: nn.functional.conv1d(nn.functional.pad(s, (1, 1), mode="circular"), w, b)  # noqa: E731
+        model = lambda s: nn.functional.conv1d(nn.functional.pad(s, (1, 1), mode="circular"), w, b)
         return sol_loss(st, model, ref, {})
 
     assert torch.autograd.gradcheck(loss, (w0, b0))
@@ -117,7 +117,7 @@ def test_checkpoint_io_is_atomic_and_safe(tmp_path):
     save_checkpoint(path, {"w": torch.ones(3), "step": 4})
     assert load_checkpoint(path)["step"] == 4
     assert [p.name for p in path.parent.iterdir()] == ["m.pt"]  # no temporary files left behind
-    with pytest.raises(FileNotFoundError, match="missing.pt"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
         load_checkpoint(tmp_path / "missing.pt")
     path.write_bytes(path.read_bytes()[:50])  # truncated
     with pytest.raises(ValueError, match="corrupt"):
@@ -133,7 +133,9 @@ def test_checkpoint_io_is_atomic_and_safe(tmp_path):
 
 
 def test_burgers_experiment_pieces_and_sol_training_reduces_loss():
-    cfg = BurgersExperimentConfig(n=16, steps=8, train_nus=(0.005, 0.02), test_nus=(0.01,), train_states=2, test_states=1, unroll=3, width=8, blocks=1)
+    cfg = BurgersExperimentConfig(
+        n=16, steps=8, train_nus=(0.005, 0.02), test_nus=(0.01,), train_states=2, test_states=1, unroll=3, width=8, blocks=1
+    )
     cfg.train = TrainConfig(iterations=30, batch_size=4, lr=3e-3)
     gen = torch.Generator().manual_seed(0)
     data = reference_data(cfg, cfg.train_nus, cfg.train_states, gen)

@@ -106,7 +106,9 @@ def make_model(cfg: BurgersExperimentConfig, seed: int) -> ResidualCNN:
     return model.to(dtype=rt.dtype, device=rt.device)
 
 
-def train_non(cfg: BurgersExperimentConfig, data: BurgersData, progress: bool = True, checkpoint: Path | None = None) -> tuple[ResidualCNN, TrainResult]:
+def train_non(
+    cfg: BurgersExperimentConfig, data: BurgersData, progress: bool = True, checkpoint: Path | None = None
+) -> tuple[ResidualCNN, TrainResult]:
     """NON: supervised one-step correction of pre-computed source states."""
     s, t1 = data.reference.shape[:2]
     ref = data.reference
@@ -124,7 +126,9 @@ def train_non(cfg: BurgersExperimentConfig, data: BurgersData, progress: bool = 
     return model, result
 
 
-def train_sol(cfg: BurgersExperimentConfig, data: BurgersData, progress: bool = True, checkpoint: Path | None = None) -> tuple[ResidualCNN, TrainResult]:
+def train_sol(
+    cfg: BurgersExperimentConfig, data: BurgersData, progress: bool = True, checkpoint: Path | None = None
+) -> tuple[ResidualCNN, TrainResult]:
     """SOL-k: k hybrid steps unrolled through the differentiable solver."""
     k = cfg.unroll
     s, t1 = data.reference.shape[:2]
@@ -232,7 +236,10 @@ def _report(cfg: BurgersExperimentConfig, m: dict, sol_name: str, rt) -> str:
         "|---|---|---|---|---|",
     ]
     for name, t in m["train"].items():
-        lines.append(f"| {name} | {t['iterations']} | {t['seconds']:.1f} s | {1000 * t['seconds'] / max(t['iterations'], 1):.1f} ms | {t['final_loss']:.3e} |")
+        per_update = 1000 * t["seconds"] / max(t["iterations"], 1)
+        lines.append(
+            f"| {name} | {t['iterations']} | {t['seconds']:.1f} s | {per_update:.1f} ms | {t['final_loss']:.3e} |"
+        )
     lines += ["", "![error over time](plots/error_over_time.png)", "", "![states](plots/states.png)", ""]
     return "\n".join(lines)
 
@@ -264,7 +271,9 @@ def _plots(folder: Path, cfg: BurgersExperimentConfig, data: BurgersData, errors
     cond = {"nu": nu_feature(cfg, nu)}
     steps = data.reference.shape[1] - 1
     with torch.no_grad():
-        trajs = {name: hybrid_rollout(solver, m, u0, steps, cond)[0, :, 0].cpu() for name, m in {"source": None, **models}.items()}
+        trajs = {
+            name: hybrid_rollout(solver, m, u0, steps, cond)[0, :, 0].cpu() for name, m in {"source": None, **models}.items()
+        }
     x = _periodic_line(cfg.n)[0].centers(0)
     times = [steps // 4, steps // 2, steps]
     fig, axes = plt.subplots(1, len(times), figsize=(4 * len(times), 3.2), sharey=True)

@@ -18,7 +18,9 @@ from torch import nn
 Solver = Callable[[torch.Tensor], torch.Tensor]
 
 
-def hybrid_step(solver: Solver, model: nn.Module | None, u: torch.Tensor, conditioning: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def hybrid_step(
+    solver: Solver, model: nn.Module | None, u: torch.Tensor, conditioning: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
     """One corrected step ``s = solver(u); s + model(s, **conditioning)``; ``model=None`` is the bare solver."""
     s = solver(u)
     return s if model is None else s + model(s, **conditioning)
@@ -42,15 +44,15 @@ def hybrid_rollout(
     return torch.stack(states, dim=1)
 
 
-def sol_loss(
-    solver: Solver, model: nn.Module, reference: torch.Tensor, conditioning: Mapping[str, torch.Tensor]
-) -> torch.Tensor:
+def sol_loss(solver: Solver, model: nn.Module, reference: torch.Tensor, conditioning: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """SOL-k loss: unroll ``k = T − 1`` hybrid steps from ``reference[:, 0]`` with gradients through the
     solver; mean squared error against ``reference[:, 1:]`` averaged over the k steps.
 
     ``reference``: ``(B, k + 1, C, *S)`` window of the reference trajectory.
     """
-    pred = hybrid_rollout(solver, model, reference[:, 0].contiguous(), reference.shape[1] - 1, conditioning, include_initial=False)
+    pred = hybrid_rollout(
+        solver, model, reference[:, 0].contiguous(), reference.shape[1] - 1, conditioning, include_initial=False
+    )
     return torch.mean((pred - reference[:, 1:]) ** 2)
 
 

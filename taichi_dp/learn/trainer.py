@@ -97,7 +97,9 @@ def train(
             )
 
     model.train()
-    bar = tqdm(range(start, config.iterations), desc=desc, disable=not progress, initial=start, total=config.iterations, leave=False)
+    bar = tqdm(
+        range(start, config.iterations), desc=desc, disable=not progress, initial=start, total=config.iterations, leave=False
+    )
     t0 = time.perf_counter()
     for it in bar:
         for group in opt.param_groups:

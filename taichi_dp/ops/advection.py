@@ -42,9 +42,7 @@ def _semi_lagrangian_1d(q: nd3, v: nd3, dt: nd1, out: nd3, bc: ti.template(), g:
 
 
 @ti.kernel
-def _maccormack_1d(
-    q: nd3, q_hat: nd3, v: nd3, dt: nd1, out: nd3, bc: ti.template(), g: ti.template(), inv_h: float
-):
+def _maccormack_1d(q: nd3, q_hat: nd3, v: nd3, dt: nd1, out: nd3, bc: ti.template(), g: ti.template(), inv_h: float):
     """out = clamp(q̂ + ½(q − q̄), lo, hi) with q̄ = q̂ traced forwards and [lo, hi] the range of the
     two values of q that q̂[i] was interpolated from."""
     for b, c, i in ti.ndrange(q.shape[0], q.shape[1], q.shape[2]):
@@ -56,9 +54,7 @@ def _maccormack_1d(
 
 
 @ti.kernel
-def _semi_lagrangian_2d(
-    q: nd4, v: nd4, dt: nd1, out: nd4, bc: ti.template(), g: ti.template(), inv_hy: float, inv_hx: float
-):
+def _semi_lagrangian_2d(q: nd4, v: nd4, dt: nd1, out: nd4, bc: ti.template(), g: ti.template(), inv_hy: float, inv_hx: float):
     """out[b,c,i,k] = q[b,c](i − dt·v_y/h_y, k − dt·v_x/h_x)   (bilinear interpolation)."""
     for b, c, i, k in ti.ndrange(q.shape[0], q.shape[1], q.shape[2], q.shape[3]):
         py = i - dt[b] * v[b, 0, i, k] * inv_hy

@@ -40,9 +40,7 @@ def _add_laplacian_1d(u: nd3, k: nd1, out: nd3, bc: ti.template(), g: ti.templat
 
 
 @ti.kernel
-def _add_laplacian_2d(
-    u: nd4, k: nd1, out: nd4, bc: ti.template(), g: ti.template(), inv_hy2: float, inv_hx2: float
-):
+def _add_laplacian_2d(u: nd4, k: nd1, out: nd4, bc: ti.template(), g: ti.template(), inv_hy2: float, inv_hx2: float):
     """out = u + k[b] · ((u[i±1,k] − 2u)/h_y² + (u[i,k±1] − 2u)/h_x²)   (5-point Laplacian)."""
     for b, c, i, j in ti.ndrange(u.shape[0], u.shape[1], u.shape[2], u.shape[3]):
         centre = u[b, c, i, j]
@@ -122,7 +120,9 @@ def diffuse(
     return apply_diffusion(u, nu_b, dt_b, grid, boundary, scheme, rtol=rtol, max_iter=max_iter)
 
 
-def diffuse_explicit(u: torch.Tensor, nu: float | torch.Tensor, dt: float | torch.Tensor, grid: Grid, boundary: Boundary) -> torch.Tensor:
+def diffuse_explicit(
+    u: torch.Tensor, nu: float | torch.Tensor, dt: float | torch.Tensor, grid: Grid, boundary: Boundary
+) -> torch.Tensor:
     """Forward-Euler step ``u + ν Δt L(u)``; see :func:`diffuse`."""
     return diffuse(u, nu, dt, grid, boundary, "explicit")
 

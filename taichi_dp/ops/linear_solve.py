@@ -126,7 +126,9 @@ def solve_spd(
 
 class _ImplicitSolve(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, matvec: Callable, opts: dict, x0: torch.Tensor | None, b: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx: Any, matvec: Callable, opts: dict, x0: torch.Tensor | None, b: torch.Tensor, *params: torch.Tensor
+    ) -> torch.Tensor:
         dparams = tuple(p.detach() for p in params)
         x = cg(lambda v: matvec(v, *dparams), b.detach(), None if x0 is None else x0.detach(), **opts)
         ctx.matvec, ctx.opts = matvec, opts

@@ -40,11 +40,13 @@ def pbdl_burgers(batch: int = 1, *, n: int = 128, advection: str = "semi_lagrang
     return Scene(stepper, sine_initial(grid, batch), 32)
 
 
-def random_sines(grid: Grid, batch: int, *, modes: int = 4, amplitude: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Smooth periodic random 1D velocities: ``Σ_k a_k sin(π k x / L·2 + φ_k)`` for ``k = 1..modes``
-    with amplitudes ``~ U(−1, 1)/k``, normalised to ``max|u| = amplitude``. Shape ``(batch, 1, N)``."""
+def random_sines(
+    grid: Grid, batch: int, *, modes: int = 4, amplitude: float = 1.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Smooth periodic random 1D velocities ``Σ_k a_k sin(2π k (x − lo)/L + φ_k)``, ``k = 1..modes``,
+    ``a_k ~ U(−1, 1)/k``, ``φ_k ~ U(0, 2π)``, rescaled to ``max|u| = amplitude``. Shape ``(batch, 1, N)``."""
     rt = ensure_init()
-    (lo, hi), n = grid.bounds[0], grid.shape[0]
+    lo, hi = grid.bounds[0]
     x = (grid.centers(0, torch.float64) - lo) / (hi - lo)  # in [0, 1)
     k = torch.arange(1, modes + 1, dtype=torch.float64)
     a = (torch.rand(batch, modes, generator=generator, dtype=torch.float64) * 2 - 1) / k
