@@ -162,7 +162,7 @@ def semi_lagrangian(
     (1D) or bilinear (2D) interpolation with the boundary's ghost values."""
     dt_b = as_batch(dt, q.shape[0], q)
     shifts = _shifts(v, dt_b, grid)
-    pos = [x - s for x, s in zip(_centres(grid, q.device, q.dtype), shifts)]
+    pos = [x - s for x, s in zip(_centres(grid, q.device, q.dtype), shifts, strict=True)]
     if grid.ndim == 1:
         return interp_1d(q, pos[0], boundary)
     return interp_2d(q, pos[0], pos[1], boundary)
@@ -181,8 +181,8 @@ def maccormack(
     q_hat = semi_lagrangian(q, v, dt_b, grid, boundary)
     shifts = _shifts(v, dt_b, grid)
     centres = _centres(grid, q.device, q.dtype)
-    back = [x - s for x, s in zip(centres, shifts)]
-    fwd = [x + s for x, s in zip(centres, shifts)]
+    back = [x - s for x, s in zip(centres, shifts, strict=True)]
+    fwd = [x + s for x, s in zip(centres, shifts, strict=True)]
     if grid.ndim == 1:
         q0, q1, _ = stencil_1d(q, back[0], boundary)
         lo, hi = torch.minimum(q0, q1), torch.maximum(q0, q1)
@@ -259,7 +259,8 @@ def laplacian_matrix_1d(n: int, h: float, sides: tuple[Side, Side], dtype: torch
 def laplacian_matrix(grid: Grid, boundary: Boundary, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Dense matrix of ``L₀`` on the flattened (row-major, ``i * W + k``) grid; 2D is the Kronecker
     sum ``L_y ⊗ I + I ⊗ L_x`` of the 1D operators."""
-    mats = [laplacian_matrix_1d(n, h, s, dtype) for n, h, s in zip(grid.shape, grid.spacing, boundary.sides)]
+    axes = zip(grid.shape, grid.spacing, boundary.sides, strict=True)
+    mats = [laplacian_matrix_1d(n, h, s, dtype) for n, h, s in axes]
     if grid.ndim == 1:
         return mats[0]
     (hh, ww) = grid.shape
@@ -270,7 +271,7 @@ def boundary_term(grid: Grid, boundary: Boundary, dtype: torch.dtype = torch.flo
     """``l_g = L(0)``: the Dirichlet values' contribution, ``2 g / h²`` in the cells next to each
     Dirichlet face (summed in corners), on the grid's shape."""
     out = torch.zeros(grid.shape, dtype=dtype)
-    for axis, ((lo, hi), h) in enumerate(zip(boundary.sides, grid.spacing)):
+    for axis, ((lo, hi), h) in enumerate(zip(boundary.sides, grid.spacing, strict=True)):
         for side, index in ((lo, 0), (hi, -1)):
             if isinstance(side, Dirichlet):
                 sl = [slice(None)] * grid.ndim

@@ -72,12 +72,14 @@ def test_gradients_match_reference(scheme, ndim, bname):
     cot = torch.randn(q.shape, generator=torch.Generator().manual_seed(7), dtype=F64)
     got = torch.autograd.grad(advect(q, v, dt, grid, boundary, scheme), (q, v, dt), cot)
     want = torch.autograd.grad(ref_advect(q, v, dt, grid, boundary, scheme), (q, v, dt), cot)
-    for name, g, w in zip(("q", "velocity", "dt"), got, want):
+    for name, g, w in zip(("q", "velocity", "dt"), got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=0, atol=1e-10, msg=lambda m, n=name: f"d/d{n}: {m}")
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-@pytest.mark.parametrize(("ndim", "bname"), [(1, "periodic"), (1, "dirichlet"), (2, "periodic_y_walls_x"), (2, "dirichlet")])
+@pytest.mark.parametrize(
+    ("ndim", "bname"), [(1, "periodic"), (1, "dirichlet"), (2, "periodic_y_walls_x"), (2, "dirichlet")]
+)
 def test_large_displacement_matches_reference(scheme, ndim, bname):
     """CFL up to ~2N: periodic traces wrap around the domain several times, walls clamp the trace."""
     grid, boundary = GRIDS[ndim], BOUNDARIES[ndim][bname]
@@ -131,7 +133,11 @@ def test_maccormack_limiter_keeps_range(ndim, bname):
 def test_dt_forms_agree(form):
     grid, boundary = GRIDS[1], BOUNDARIES[1]["dirichlet_lo_zerograd_hi"]
     q, v, _ = make_inputs(1, seed=4)
-    dt = {"float": 0.12, "0d": torch.tensor(0.12, dtype=F64), "(1,)": torch.tensor([0.12], dtype=F64),
-          "(B,)": torch.full((B,), 0.12, dtype=F64)}[form]
+    dt = {
+        "float": 0.12,
+        "0d": torch.tensor(0.12, dtype=F64),
+        "(1,)": torch.tensor([0.12], dtype=F64),
+        "(B,)": torch.full((B,), 0.12, dtype=F64),
+    }[form]
     out = advect(q, v, dt, grid, boundary, "maccormack")
     torch.testing.assert_close(out, ref_advect(q, v, 0.12, grid, boundary, "maccormack"), rtol=0, atol=1e-12)

@@ -66,7 +66,10 @@ def test_parameters_are_in_the_intended_regimes():
 @pytest.mark.parametrize(("ndim", "bname"), CASES)
 def test_gradcheck(scheme, ndim, bname):
     grid, boundary = GRIDS[ndim], BOUNDARIES[ndim][bname]
-    assert torch.autograd.gradcheck(op(scheme, grid, boundary), make_inputs(scheme, ndim, seed=ndim + len(bname)))
+    u, nu, dt = make_inputs(scheme, ndim, seed=ndim + len(bname))
+    if scheme == "implicit" and ndim == 2:  # one CG solve per perturbation: keep it to one channel
+        u = u.detach()[:, :1].contiguous().requires_grad_()
+    assert torch.autograd.gradcheck(op(scheme, grid, boundary), (u, nu, dt))
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -87,7 +90,7 @@ def test_gradients_match_reference(scheme, ndim, bname):
     cot = torch.randn(u.shape, generator=torch.Generator().manual_seed(7), dtype=F64)
     got = torch.autograd.grad(op(scheme, grid, boundary)(u, nu, dt), (u, nu, dt), cot)
     want = torch.autograd.grad(ref_diffuse(u, nu, dt, grid, boundary, scheme), (u, nu, dt), cot)
-    for name, g, w in zip(("u", "nu", "dt"), got, want):
+    for name, g, w in zip(("u", "nu", "dt"), got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=0, atol=1e-10, msg=lambda m, n=name: f"d/d{n}: {m}")
 
 
@@ -103,7 +106,9 @@ def test_reference_matrix_agrees_with_ghost_laplacian(ndim, bname):
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-@pytest.mark.parametrize(("ndim", "bname"), [(1, "periodic"), (1, "zero_gradient"), (2, "periodic"), (2, "zero_gradient")])
+@pytest.mark.parametrize(
+    ("ndim", "bname"), [(1, "periodic"), (1, "zero_gradient"), (2, "periodic"), (2, "zero_gradient")]
+)
 def test_conserves_mass_without_dirichlet(scheme, ndim, bname):
     grid, boundary = GRIDS[ndim], BOUNDARIES[ndim][bname]
     u, nu, dt = (t.detach() for t in make_inputs(scheme, ndim, seed=9))

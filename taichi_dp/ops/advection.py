@@ -35,16 +35,22 @@ SCHEMES = ("semi_lagrangian", "maccormack")
 
 # ---------------------------------------------------------------------------------------- kernels
 @ti.kernel
-def _semi_lagrangian_1d(q: nd3, v: nd3, dt: nd1, out: nd3, bc: ti.template(), g: ti.template(), inv_h: float):
+def _semi_lagrangian_1d(
+    q: nd3, v: nd3, dt: nd1, out: nd3, bc: ti.template(), g: ti.template(), inv_h: float, serial: ti.template()
+):
     """out[b,c,i] = q[b,c](i − dt[b]·v[b,0,i]/h)   (linear interpolation, index space)."""
+    ti.loop_config(serialize=serial)
     for b, c, i in ti.ndrange(q.shape[0], q.shape[1], q.shape[2]):
         out[b, c, i] = interp_1d(q, b, c, i - dt[b] * v[b, 0, i] * inv_h, bc, g)
 
 
 @ti.kernel
-def _maccormack_1d(q: nd3, q_hat: nd3, v: nd3, dt: nd1, out: nd3, bc: ti.template(), g: ti.template(), inv_h: float):
+def _maccormack_1d(
+    q: nd3, q_hat: nd3, v: nd3, dt: nd1, out: nd3, bc: ti.template(), g: ti.template(), inv_h: float, serial: ti.template()
+):
     """out = clamp(q̂ + ½(q − q̄), lo, hi) with q̄ = q̂ traced forwards and [lo, hi] the range of the
     two values of q that q̂[i] was interpolated from."""
+    ti.loop_config(serialize=serial)
     for b, c, i in ti.ndrange(q.shape[0], q.shape[1], q.shape[2]):
         shift = dt[b] * v[b, 0, i] * inv_h
         q0, q1, _ = stencil_1d(q, b, c, i - shift, bc, g)
@@ -54,8 +60,11 @@ def _maccormack_1d(q: nd3, q_hat: nd3, v: nd3, dt: nd1, out: nd3, bc: ti.templat
 
 
 @ti.kernel
-def _semi_lagrangian_2d(q: nd4, v: nd4, dt: nd1, out: nd4, bc: ti.template(), g: ti.template(), inv_hy: float, inv_hx: float):
+def _semi_lagrangian_2d(
+    q: nd4, v: nd4, dt: nd1, out: nd4, bc: ti.template(), g: ti.template(), inv_hy: float, inv_hx: float, serial: ti.template()
+):
     """out[b,c,i,k] = q[b,c](i − dt·v_y/h_y, k − dt·v_x/h_x)   (bilinear interpolation)."""
+    ti.loop_config(serialize=serial)
     for b, c, i, k in ti.ndrange(q.shape[0], q.shape[1], q.shape[2], q.shape[3]):
         py = i - dt[b] * v[b, 0, i, k] * inv_hy
         px = k - dt[b] * v[b, 1, i, k] * inv_hx
@@ -73,8 +82,10 @@ def _maccormack_2d(
     g: ti.template(),
     inv_hy: float,
     inv_hx: float,
+    serial: ti.template(),
 ):
     """2D MacCormack correction with the min/max limiter over the four back-trace corners."""
+    ti.loop_config(serialize=serial)
     for b, c, i, k in ti.ndrange(q.shape[0], q.shape[1], q.shape[2], q.shape[3]):
         sy = dt[b] * v[b, 0, i, k] * inv_hy
         sx = dt[b] * v[b, 1, i, k] * inv_hx

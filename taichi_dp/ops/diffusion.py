@@ -32,16 +32,20 @@ nd4 = ti.types.ndarray(ndim=4)
 
 # ---------------------------------------------------------------------------------------- kernels
 @ti.kernel
-def _add_laplacian_1d(u: nd3, k: nd1, out: nd3, bc: ti.template(), g: ti.template(), inv_h2: float):
+def _add_laplacian_1d(u: nd3, k: nd1, out: nd3, bc: ti.template(), g: ti.template(), inv_h2: float, serial: ti.template()):
     """out[b,c,i] = u + k[b] · (u[i−1] − 2u[i] + u[i+1]) / h²   (ghost values from ``bc``, ``g``)."""
+    ti.loop_config(serialize=serial)
     for b, c, i in ti.ndrange(u.shape[0], u.shape[1], u.shape[2]):
         lap = value_1d(u, b, c, i - 1, bc, g) - 2.0 * u[b, c, i] + value_1d(u, b, c, i + 1, bc, g)
         out[b, c, i] = u[b, c, i] + k[b] * lap * inv_h2
 
 
 @ti.kernel
-def _add_laplacian_2d(u: nd4, k: nd1, out: nd4, bc: ti.template(), g: ti.template(), inv_hy2: float, inv_hx2: float):
+def _add_laplacian_2d(
+    u: nd4, k: nd1, out: nd4, bc: ti.template(), g: ti.template(), inv_hy2: float, inv_hx2: float, serial: ti.template()
+):
     """out = u + k[b] · ((u[i±1,k] − 2u)/h_y² + (u[i,k±1] − 2u)/h_x²)   (5-point Laplacian)."""
+    ti.loop_config(serialize=serial)
     for b, c, i, j in ti.ndrange(u.shape[0], u.shape[1], u.shape[2], u.shape[3]):
         centre = u[b, c, i, j]
         lap_y = value_2d(u, b, c, i - 1, j, bc, g) - 2.0 * centre + value_2d(u, b, c, i + 1, j, bc, g)
@@ -69,17 +73,23 @@ def stability_number(nu: float, dt: float, grid: Grid) -> float:
 
 
 def check_explicit_stability(nu: float | torch.Tensor, dt: float | torch.Tensor, grid: Grid) -> None:
-    """Raise ``ValueError`` if explicit diffusion with these parameters would blow up."""
+    """Raise ``ValueError`` if explicit diffusion with these parameters would blow up: the largest
+    per-batch-element ``ν Δt Σ 1/h²`` must be ≤ 1/2 (``nu``, ``dt``: floats or ``(B,)`` tensors)."""
     if not ensure_init().check_inputs:
         return
-    nu_max = float(torch.as_tensor(nu).detach().abs().max())
-    dt_max = float(torch.as_tensor(dt).detach().abs().max())
-    s = stability_number(nu_max, dt_max, grid)
+    nu_t = torch.as_tensor(nu).detach().reshape(-1).abs().double().cpu()
+    dt_t = torch.as_tensor(dt).detach().reshape(-1).abs().double().cpu()
+    if nu_t.numel() != dt_t.numel() and 1 not in (nu_t.numel(), dt_t.numel()):
+        raise ValueError(f"nu has {nu_t.numel()} values but dt has {dt_t.numel()}; give one per batch element or a scalar")
+    k = nu_t * dt_t
+    worst = int(torch.argmax(k))
+    s = float(k[worst]) * sum(1.0 / h**2 for h in grid.spacing)
     if s > 0.5:
+        nu_w, dt_w = float(nu_t[worst % nu_t.numel()]), float(dt_t[worst % dt_t.numel()])
         raise ValueError(
             f"explicit diffusion is unstable: nu*dt*sum(1/h^2) = {s:.3g} > 0.5 "
-            f"(nu={nu_max:.3g}, dt={dt_max:.3g}, h={grid.spacing}); use diffusion='implicit' or "
-            f"dt <= {0.5 / (nu_max * sum(1.0 / h**2 for h in grid.spacing)):.3g}"
+            f"(nu={nu_w:.3g}, dt={dt_w:.3g}, h={grid.spacing}); use the implicit scheme or "
+            f"dt <= {0.5 / (nu_w * sum(1.0 / h**2 for h in grid.spacing)):.3g}"
         )
 
 

@@ -68,9 +68,12 @@ def cg(
         max_iter: iteration cap; reaching it warns with the residual (:class:`NotConvergedWarning`).
     """
     with torch.no_grad():
-        x = torch.zeros_like(b) if x0 is None else x0.clone()
-        r = b - apply_a(x) if x0 is not None else b.clone()
         b_norm = _bdot(b, b).sqrt()
+        if x0 is None:
+            x, r = torch.zeros_like(b), b.clone()
+        else:  # warm start; an element with b = 0 has the exact solution 0, whatever its guess
+            x = torch.where(b_norm == 0, torch.zeros_like(x0), x0)
+            r = b - apply_a(x)
         target = torch.clamp(rtol * b_norm, min=atol)
         p = r.clone()
         rr = _bdot(r, r)

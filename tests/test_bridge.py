@@ -1,0 +1,176 @@
+"""The Taichi -> torch autograd bridge, exercised through the public ops."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from reference import advect as ref_advect
+from reference import diffuse as ref_diffuse
+
+from taichi_dp import Boundary, Dirichlet, Grid, Periodic, ZeroGradient
+from taichi_dp.bridge import KernelOp
+from taichi_dp.ops import advect, diffuse
+from taichi_dp.ops.advection import _SL
+
+F64 = torch.float64
+GRID1 = Grid.line(7)
+GRID2 = Grid.rect((5, 6), (1.0, 1.5))
+BD1 = Boundary(((Dirichlet(0.5), ZeroGradient()),))
+BD2 = Boundary(((Periodic(), Periodic()), (Dirichlet(0.3), ZeroGradient())))
+
+
+def data(seed: int = 0, ndim: int = 1, channels: int = 2):
+    gen = torch.Generator().manual_seed(seed)
+    grid = GRID1 if ndim == 1 else GRID2
+    q = torch.randn(2, channels, *grid.shape, generator=gen, dtype=F64)
+    v = (torch.rand(2, ndim, *grid.shape, generator=gen, dtype=F64) * 2 - 1) * 1.5
+    dt = torch.tensor([0.1, 0.13], dtype=F64)
+    nu = torch.tensor([0.05, 0.06], dtype=F64)
+    cot = torch.randn(q.shape, generator=gen, dtype=F64)
+    return q, v, dt, nu, cot
+
+
+# Each op as a function of (q, v, dt, nu) in both implementations; v/nu are ignored where unused.
+OPS = {
+    "semi_lagrangian": (
+        lambda q, v, dt, nu: advect(q, v, dt, GRID1, BD1),
+        lambda q, v, dt, nu: ref_advect(q, v, dt, GRID1, BD1),
+    ),
+    "maccormack": (
+        lambda q, v, dt, nu: advect(q, v, dt, GRID1, BD1, "maccormack"),
+        lambda q, v, dt, nu: ref_advect(q, v, dt, GRID1, BD1, "maccormack"),
+    ),
+    "explicit": (
+        lambda q, v, dt, nu: diffuse(q, nu, dt, GRID1, BD1),
+        lambda q, v, dt, nu: ref_diffuse(q, nu, dt, GRID1, BD1),
+    ),
+    "implicit": (
+        lambda q, v, dt, nu: diffuse(q, nu * 4, dt, GRID1, BD1, "implicit", rtol=1e-13),
+        lambda q, v, dt, nu: ref_diffuse(q, nu * 4, dt, GRID1, BD1, "implicit"),
+    ),
+}
+
+
+@pytest.mark.parametrize("which", [0, 1, 2, 3])
+@pytest.mark.parametrize("name", list(OPS))
+def test_gradients_when_only_some_inputs_require_grad(name, which):
+    """Exactly one of (q, v, dt, nu) requires grad; its gradient matches the reference, and the
+    output is detached when the op does not depend on it."""
+    fn, ref_fn = OPS[name]
+    args = list(data(1)[:4])
+    args[which] = args[which].clone().requires_grad_()
+    out = fn(*args)
+    uses = {"semi_lagrangian": (0, 1, 2), "maccormack": (0, 1, 2), "explicit": (0, 2, 3), "implicit": (0, 2, 3)}[name]
+    if which not in uses:
+        assert not out.requires_grad
+        return
+    (g,) = torch.autograd.grad(out.square().sum(), args[which])
+    (w,) = torch.autograd.grad(ref_fn(*args).square().sum(), args[which])
+    torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("scheme", ["semi_lagrangian", "maccormack"])
+def test_self_advection_same_tensor_twice(scheme):
+    """advect(u, u, ...): the one tensor is both quantity and velocity; gradients of both uses add up."""
+    u = data(2)[1][:, :1].contiguous().requires_grad_()  # (B, 1, N) velocity field
+    cot = torch.randn(u.shape, dtype=F64)
+    out = advect(u, u, 0.12, GRID1, BD1, scheme)
+    ref = ref_advect(u, u, 0.12, GRID1, BD1, scheme)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    (g,) = torch.autograd.grad(out, u, cot)
+    (w,) = torch.autograd.grad(ref, u, cot)
+    torch.testing.assert_close(g, w, rtol=0, atol=1e-10)
+    assert torch.autograd.gradcheck(lambda x: advect(x, x, 0.12, GRID1, BD1, scheme), (u,))
+
+
+@pytest.mark.parametrize("name", list(OPS))
+def test_no_grad_returns_plain_tensors(name):
+    fn, ref_fn = OPS[name]
+    q, v, dt, nu, _ = data(3)
+    args = [t.requires_grad_() for t in (q, v, dt, nu)]
+    with torch.no_grad():
+        out = fn(*args)
+    assert out.grad_fn is None and not out.requires_grad
+    torch.testing.assert_close(out, ref_fn(*args).detach(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+@pytest.mark.parametrize("name", list(OPS))
+def test_backward_twice_on_independent_graphs_is_identical(name, ndim):
+    """No state leaks between calls (e.g. Taichi accumulating into kernel gradients)."""
+    grid, boundary = (GRID1, BD1) if ndim == 1 else (GRID2, BD2)
+    q0, v0, dt0, nu0, cot = data(4, ndim)
+    fn = {
+        "semi_lagrangian": lambda q, v, dt, nu: advect(q, v, dt, grid, boundary),
+        "maccormack": lambda q, v, dt, nu: advect(q, v, dt, grid, boundary, "maccormack"),
+        "explicit": lambda q, v, dt, nu: diffuse(q, nu * 0.5, dt, grid, boundary),
+        "implicit": lambda q, v, dt, nu: diffuse(q, nu, dt, grid, boundary, "implicit", rtol=1e-12),
+    }[name]
+    grads = []
+    for _ in range(2):
+        leaves = [t.clone().requires_grad_() for t in (q0, v0, dt0, nu0)]
+        fn(*leaves).backward(cot)
+        grads.append([leaf.grad for leaf in leaves])
+    for a, b in zip(*grads, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.equal(a, b)
+
+
+def test_grad_accumulates_like_torch_across_backward_calls():
+    q, v, dt, _, cot = data(5)
+    q.requires_grad_()
+    out = advect(q, v, dt, GRID1, BD1, "maccormack")
+    out.backward(cot, retain_graph=True)
+    first = q.grad.clone()
+    out.backward(cot)
+    torch.testing.assert_close(q.grad, 2 * first, rtol=0, atol=1e-14)
+
+
+def test_inside_a_longer_torch_graph_gradchecks():
+    """conv -> advect -> conv -> diffuse (implicit): gradients through Taichi and torch ops combined."""
+    q, v, dt, _, _ = data(6)
+    gen = torch.Generator().manual_seed(6)
+    w1 = (0.5 * torch.randn(2, 2, 3, generator=gen, dtype=F64)).requires_grad_()
+    w2 = (0.5 * torch.randn(2, 2, 3, generator=gen, dtype=F64)).requires_grad_()
+
+    def model(x, vel, w1_, w2_, dt_):
+        h = torch.tanh(F.conv1d(x, w1_, padding=1))
+        h = advect(h, vel, dt_, GRID1, BD1, "maccormack")
+        h = F.conv1d(h, w2_, padding=1)
+        return diffuse(h, 0.2, dt_, GRID1, BD1, "implicit", rtol=1e-13)
+
+    args = (q.requires_grad_(), v.requires_grad_(), w1, w2, dt.requires_grad_())
+    assert torch.autograd.gradcheck(model, args)
+
+
+@pytest.mark.parametrize("name", list(OPS))
+def test_inputs_are_not_modified(name):
+    fn, _ = OPS[name]
+    args = [t.requires_grad_() for t in data(7)[:4]]
+    before = [t.detach().clone() for t in args]
+    cot = torch.randn(args[0].shape, dtype=F64)
+    cot_before = cot.clone()
+    out = fn(*args)
+    out.backward(cot)
+    for t, b in zip(args, before, strict=True):
+        assert torch.equal(t.detach(), b)
+    assert torch.equal(cot, cot_before)
+
+
+def test_non_contiguous_incoming_gradient():
+    """Gradients arriving with odd strides (expand from .sum(), slicing) are handled."""
+    q, v, dt, _, _ = data(8)
+    q.requires_grad_()
+    out = advect(q, v, dt, GRID1, BD1, "maccormack")
+    (g,) = torch.autograd.grad(out[..., ::2].sum() + out.sum(), q)
+    ref = ref_advect(q, v, dt, GRID1, BD1, "maccormack")
+    (w,) = torch.autograd.grad(ref[..., ::2].sum() + ref.sum(), q)
+    torch.testing.assert_close(g, w, rtol=0, atol=1e-10)
+
+
+def test_kernel_op_rejects_wrong_argument_counts():
+    op = _SL[1]
+    assert isinstance(op, KernelOp) and "semi_lagrangian_1d" in repr(op)
+    q = torch.zeros(1, 1, 7, dtype=F64)
+    with pytest.raises(TypeError, match="expected 3 inputs and 1 outputs"):
+        op((q, q), (q.shape,))
