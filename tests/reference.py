@@ -155,9 +155,7 @@ def _centres(grid: Grid, device: torch.device, dtype: torch.dtype) -> list[torch
     ]
 
 
-def semi_lagrangian(
-    q: torch.Tensor, v: torch.Tensor, dt: float | torch.Tensor, grid: Grid, boundary: Boundary
-) -> torch.Tensor:
+def semi_lagrangian(q: torch.Tensor, v: torch.Tensor, dt: float | torch.Tensor, grid: Grid, boundary: Boundary) -> torch.Tensor:
     """One semi-Lagrangian step: ``q⁺[i] = q(i - dt v[i] / h)`` (index space, per axis), by linear
     (1D) or bilinear (2D) interpolation with the boundary's ghost values."""
     dt_b = as_batch(dt, q.shape[0], q)
@@ -168,9 +166,7 @@ def semi_lagrangian(
     return interp_2d(q, pos[0], pos[1], boundary)
 
 
-def maccormack(
-    q: torch.Tensor, v: torch.Tensor, dt: float | torch.Tensor, grid: Grid, boundary: Boundary
-) -> torch.Tensor:
+def maccormack(q: torch.Tensor, v: torch.Tensor, dt: float | torch.Tensor, grid: Grid, boundary: Boundary) -> torch.Tensor:
     """MacCormack with the min/max limiter.
 
     ``q̂ = SL(q)``; ``q̄`` = ``q̂`` interpolated at the forward trace ``i + dt v / h``;

@@ -2,33 +2,14 @@
 
 import pytest
 import torch
+from cases import BOUNDARIES, CASES, F64, GRIDS, B, C
 from reference import advect as ref_advect
 
-from taichi_dp import Boundary, Dirichlet, Grid, Periodic, ZeroGradient
+from taichi_dp import Boundary, Grid
 from taichi_dp.ops import advect
 
-F64 = torch.float64
-B, C = 2, 2
-GRIDS = {1: Grid.line(7), 2: Grid.rect((5, 6), (1.0, 1.5))}  # h = 1/7; (h_y, h_x) = (0.2, 0.25)
 DT = (0.1, 0.13)
 
-BOUNDARIES = {
-    1: {
-        "periodic": Boundary.periodic(1),
-        "dirichlet": Boundary(((Dirichlet(0.7), Dirichlet(-0.4)),)),
-        "zero_gradient": Boundary.uniform(ZeroGradient(), 1),
-        "dirichlet_lo_zerograd_hi": Boundary(((Dirichlet(0.5), ZeroGradient()),)),
-        "zerograd_lo_dirichlet_hi": Boundary(((ZeroGradient(), Dirichlet(-0.3)),)),
-    },
-    2: {
-        "periodic": Boundary.periodic(2),
-        "dirichlet": Boundary(((Dirichlet(0.7), Dirichlet(-0.4)), (Dirichlet(0.3), Dirichlet(1.1)))),
-        "zero_gradient": Boundary.uniform(ZeroGradient(), 2),
-        "periodic_y_walls_x": Boundary(((Periodic(), Periodic()), (Dirichlet(0.5), ZeroGradient()))),
-        "walls_y_periodic_x": Boundary(((ZeroGradient(), Dirichlet(-0.6)), (Periodic(), Periodic()))),
-    },
-}
-CASES = [(ndim, name) for ndim in (1, 2) for name in BOUNDARIES[ndim]]
 SCHEMES = ("semi_lagrangian", "maccormack")
 
 
@@ -77,9 +58,7 @@ def test_gradients_match_reference(scheme, ndim, bname):
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-@pytest.mark.parametrize(
-    ("ndim", "bname"), [(1, "periodic"), (1, "dirichlet"), (2, "periodic_y_walls_x"), (2, "dirichlet")]
-)
+@pytest.mark.parametrize(("ndim", "bname"), [(1, "periodic"), (1, "dirichlet"), (2, "periodic_y_walls_x"), (2, "dirichlet")])
 def test_large_displacement_matches_reference(scheme, ndim, bname):
     """CFL up to ~2N: periodic traces wrap around the domain several times, walls clamp the trace."""
     grid, boundary = GRIDS[ndim], BOUNDARIES[ndim][bname]

@@ -8,6 +8,9 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from ..grid import Boundary, Grid, check_grid_boundary
+from ..ops.advection import SCHEMES as ADVECTION_SCHEMES
+from ..ops.diffusion import SCHEMES as DIFFUSION_SCHEMES
+from ..ops.diffusion import check_explicit_stability
 from ..runtime import as_batch_param, check_param, check_state
 
 
@@ -23,6 +26,8 @@ class Stepper(ABC):
     grid: Grid
     boundary: Boundary
     dt: float | torch.Tensor
+    diffusion: str  # "explicit" | "implicit", for steppers with a diffusion term
+    advection: str  # "semi_lagrangian" | "maccormack", for steppers with an advection term
 
     @property
     def channels(self) -> int | None:
@@ -38,12 +43,20 @@ class Stepper(ABC):
     def step(self, u: torch.Tensor) -> torch.Tensor:
         """One step on a validated state (no checks here)."""
 
-    def _check_fields(self, *positive: str) -> None:
-        """Constructor checks shared by all steppers: grid/boundary match, ``dt`` and the named
-        physical parameters are finite and ≥ 0."""
+    def _check_fields(self, diffusivity: str) -> None:
+        """Constructor checks shared by the advection–diffusion-type steppers: grid/boundary match;
+        ``dt`` and the diffusivity field named ``diffusivity`` finite and ≥ 0; known ``diffusion`` and
+        ``advection`` schemes; explicit diffusion stable."""
         check_grid_boundary(self.grid, self.boundary)
-        for name in ("dt", *positive):
+        for name in ("dt", diffusivity):
             check_param(name, getattr(self, name), positive=True)
+        diffusion, advection = self.diffusion, self.advection
+        if diffusion not in DIFFUSION_SCHEMES:
+            raise ValueError(f"diffusion must be one of {DIFFUSION_SCHEMES}, got {diffusion!r}")
+        if advection not in ADVECTION_SCHEMES:
+            raise ValueError(f"advection must be one of {ADVECTION_SCHEMES}, got {advection!r}")
+        if diffusion == "explicit":
+            check_explicit_stability(getattr(self, diffusivity), self.dt, self.grid)
 
     def param(self, name: str, batch: int) -> torch.Tensor:
         """Field ``name`` (a float or tensor) as a ``(B,)`` tensor of the runtime dtype."""
