@@ -10,6 +10,7 @@ Precision is global (Taichi's ``default_fp``): every state tensor must have the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -33,11 +34,10 @@ class Runtime:
     device: torch.device
     dtype: torch.dtype
     check_inputs: bool
-    generation: int  # bumped on every re-initialisation; per-runtime caches key on it
 
 
 _current: Runtime | None = None
-_generation = 0
+_ti_key: tuple | None = None  # the ti.init arguments of the current runtime
 
 
 def _arch_available(name: str) -> bool:
@@ -70,10 +70,11 @@ def init(
         offline_cache: keep Taichi's compiled-kernel cache on disk between processes.
         debug: Taichi debug mode (bounds checks in kernels; slow).
 
-    Idempotent: a second call with the same arguments returns the current runtime unchanged; different
-    arguments re-initialise Taichi (previously compiled kernels are recompiled on next use).
+    Idempotent: a second call with the same arguments returns the current runtime unchanged; a change
+    of ``check_inputs`` alone takes effect without touching Taichi; any other change re-initialises
+    Taichi (compiled kernels are recompiled on next use, from the offline cache when enabled).
     """
-    global _current, _generation
+    global _current, _ti_key
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
     if precision not in PRECISIONS:
@@ -86,14 +87,14 @@ def init(
             raise RuntimeError(f"arch={arch!r} was requested but is not available on this machine (use arch='auto' or 'cpu')")
         chosen = arch
 
-    if _current is not None and (_current.arch, _current.precision, _current.check_inputs) == (
-        chosen,
-        precision,
-        check_inputs,
-    ):
+    key = (chosen, precision, offline_cache, debug)
+    if _current is not None and key == _ti_key:  # nothing Taichi-side changed: no re-initialisation
+        if _current.check_inputs != check_inputs:
+            _current = dataclasses.replace(_current, check_inputs=check_inputs)
         return _current
     if _current is not None:
         ti.reset()
+        _current = _ti_key = None
 
     ti.init(
         arch=getattr(ti, chosen),
@@ -109,9 +110,9 @@ def init(
         ti.reset()
         raise RuntimeError(f"Taichi could not start arch={chosen!r} (it fell back to {got!r})")
 
-    _generation += 1
+    _ti_key = key
     device = torch.device("cuda", torch.cuda.current_device()) if chosen == "cuda" else torch.device("cpu")
-    _current = Runtime(chosen, precision, device, PRECISIONS[precision], check_inputs, _generation)
+    _current = Runtime(chosen, precision, device, PRECISIONS[precision], check_inputs)
     return _current
 
 
@@ -137,7 +138,6 @@ def check_state(
     x: object,
     spatial: tuple[int, ...] | None = None,
     *,
-    ndim_spatial: int | None = None,
     channels: int | None = None,
     batch: int | None = None,
     finite: bool = True,
@@ -151,7 +151,7 @@ def check_state(
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not rt.check_inputs:
         return x
-    nd = len(spatial) if spatial is not None else ndim_spatial
+    nd = None if spatial is None else len(spatial)
     if nd is not None and x.ndim != nd + 2:
         layout = "(B, C, " + ", ".join(("N",) if nd == 1 else ("H", "W")) + ")"
         hint = " (add a batch dimension with x[None])" if x.ndim == nd + 1 else ""

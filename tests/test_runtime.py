@@ -5,6 +5,7 @@ import os
 import torch
 
 import taichi_dp as tdp
+from taichi_dp.solvers import Burgers
 
 
 def test_init_is_idempotent_and_reports_the_runtime():
@@ -25,3 +26,20 @@ def test_auto_arch_picks_an_available_arch_and_reinit_switches_precision():
     finally:
         rt = tdp.init("cpu", "f64")
     assert rt.dtype == torch.float64
+
+
+def test_check_inputs_toggles_without_reinitialising_taichi():
+    import taichi as ti
+
+    rt = tdp.init("cpu", "f64")
+    prog = ti.lang.impl.get_runtime().prog
+    try:
+        grid = tdp.Grid.line(8)
+        u = torch.randn(2, 1, 8, dtype=torch.float64)
+        expected = Burgers(grid, tdp.Boundary.periodic(1), 0.01, 0.05)(u)
+        off = tdp.init("cpu", "f64", check_inputs=False)
+        assert not off.check_inputs and ti.lang.impl.get_runtime().prog is prog
+        assert torch.equal(Burgers(grid, tdp.Boundary.periodic(1), 0.01, 0.05)(u), expected)
+    finally:
+        assert tdp.init("cpu", "f64").check_inputs
+    assert tdp.current() == rt

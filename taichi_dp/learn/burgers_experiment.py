@@ -237,9 +237,7 @@ def _report(cfg: BurgersExperimentConfig, m: dict, sol_name: str, rt) -> str:
     ]
     for name, t in m["train"].items():
         per_update = 1000 * t["seconds"] / max(t["iterations"], 1)
-        lines.append(
-            f"| {name} | {t['iterations']} | {t['seconds']:.1f} s | {per_update:.1f} ms | {t['final_loss']:.3e} |"
-        )
+        lines.append(f"| {name} | {t['iterations']} | {t['seconds']:.1f} s | {per_update:.1f} ms | {t['final_loss']:.3e} |")
     lines += ["", "![error over time](plots/error_over_time.png)", "", "![states](plots/states.png)", ""]
     return "\n".join(lines)
 
