@@ -154,3 +154,16 @@ def test_burgers_constructor_and_state_errors():
         st(torch.full((1, 1, 16), float("nan"), dtype=torch.float64))
     with pytest.raises(ValueError, match="batch size"):
         Burgers(grid, bc, torch.full((3,), 0.01, dtype=torch.float64), 0.01)(torch.zeros(2, 1, 16, dtype=torch.float64))
+
+
+def test_forcing_enters_as_dt_times_f_and_is_differentiable():
+    torch.manual_seed(4)
+    grid = tdp.Grid.line(10, -1, 1)
+    bc = tdp.Boundary.periodic(1)
+    u = 0.3 * torch.randn(2, 1, 10, dtype=torch.float64)
+    f = torch.randn(1, 1, 10, dtype=torch.float64, requires_grad=True)
+    plain = Burgers(grid, bc, 0.01, 0.05)
+    assert torch.allclose(Burgers(grid, bc, 0.01, 0.05, forcing=f)(u), plain(u + 0.05 * f))
+    assert torch.autograd.gradcheck(lambda f: rollout(Burgers(grid, bc, 0.01, 0.05, forcing=f), u, 3), (f,))
+    with pytest.raises(ValueError, match="forcing"):
+        Burgers(grid, bc, 0.01, 0.05, forcing=torch.zeros(1, 2, 10, dtype=torch.float64))
