@@ -1,0 +1,202 @@
+"""Staggered (MAC) velocity on a 2D grid, flow boundary conditions, and centred ⇄ staggered conversion.
+
+Layout: one tensor ``(B, 2, H + 1, W + 1)`` per velocity field, so that a staggered state travels
+through torch (and a hybrid step) as a single tensor:
+
+- channel 0, ``v_y`` on the horizontal faces: ``v[:, 0, i, j]`` sits at ``y = lo_y + i h_y`` and the
+  centre of column ``j``, between cells ``(i − 1, j)`` and ``(i, j)``; ``i ∈ [0, H]``, ``j ∈ [0, W)``;
+  column ``W`` is padding and always zero;
+- channel 1, ``v_x`` on the vertical faces: ``v[:, 1, i, j]`` sits at the centre of row ``i`` and
+  ``x = lo_x + j h_x``, between cells ``(i, j − 1)`` and ``(i, j)``; ``i ∈ [0, H)``, ``j ∈ [0, W]``;
+  row ``H`` is padding and always zero.
+
+Faces ``0`` and ``H`` (``W``) lie on the domain boundary; with periodic sides they are the same face
+and are kept equal. Networks see centred ``(B, 2, H, W)`` tensors (:func:`to_centred`); corrections come
+back through :func:`to_staggered`. Both conversions are linear torch ops (differentiable).
+
+Obstacles are a fluid mask ``(B or 1, 1, H, W)`` (1 = fluid, 0 = solid); faces touching a solid cell
+are closed (zero normal velocity: static obstacles).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ._cartesian import Boundary, Dirichlet, Grid, Periodic, ZeroGradient
+
+
+@dataclass(frozen=True)
+class Wall:
+    """Solid wall: zero normal velocity; tangential velocity 0 (no-slip) or zero-gradient (``slip``)."""
+
+    slip: bool = False
+
+
+@dataclass(frozen=True)
+class Inflow:
+    """Prescribed normal velocity ``speed`` (along the axis direction; > 0 points to higher index) and
+    zero tangential velocity."""
+
+    speed: float = 1.0
+
+
+@dataclass(frozen=True)
+class Outflow:
+    """Open boundary: zero-gradient velocity, pressure 0."""
+
+
+FlowSide = Wall | Inflow | Outflow | Periodic
+
+
+@dataclass(frozen=True)
+class FlowBoundary:
+    """Flow boundary conditions of a 2D domain: ``((y_lo, y_hi), (x_lo, x_hi))`` sides.
+
+    >>> FlowBoundary.box()                                             # closed cavity, no-slip walls
+    >>> FlowBoundary(((Inflow(1.0), Outflow()), (Wall(), Wall())))     # channel flow along +y
+    """
+
+    sides: tuple[tuple[FlowSide, FlowSide], tuple[FlowSide, FlowSide]]
+
+    def __post_init__(self) -> None:
+        if len(self.sides) != 2 or any(len(p) != 2 for p in self.sides):
+            raise ValueError(f"FlowBoundary.sides must be ((y_lo, y_hi), (x_lo, x_hi)), got {self.sides!r}")
+        for axis, pair in enumerate(self.sides):
+            for s in pair:
+                if not isinstance(s, (Wall, Inflow, Outflow, Periodic)):
+                    raise TypeError(f"FlowBoundary.sides[{axis}] entries must be Wall/Inflow/Outflow/Periodic, got {s!r}")
+            if isinstance(pair[0], Periodic) != isinstance(pair[1], Periodic):
+                raise ValueError(f"FlowBoundary.sides[{axis}]: Periodic must be set on both sides, got {pair!r}")
+
+    @staticmethod
+    def box(slip: bool = False) -> FlowBoundary:
+        """Walls on all four sides."""
+        return FlowBoundary(((Wall(slip), Wall(slip)), (Wall(slip), Wall(slip))))
+
+    @staticmethod
+    def periodic() -> FlowBoundary:
+        return FlowBoundary(((Periodic(), Periodic()), (Periodic(), Periodic())))
+
+    @property
+    def has_outflow(self) -> bool:
+        return any(isinstance(s, Outflow) for pair in self.sides for s in pair)
+
+    def pressure(self) -> Boundary:
+        """Boundary conditions of the pressure: 0 at outflows, zero-gradient at walls and inflows."""
+
+        def p(s: FlowSide):
+            return s if isinstance(s, Periodic) else Dirichlet(0.0) if isinstance(s, Outflow) else ZeroGradient()
+
+        return Boundary(tuple((p(lo), p(hi)) for lo, hi in self.sides))
+
+    def component(self, c: int) -> Boundary:
+        """Boundary conditions of the cell-centred velocity component ``c`` (0: v_y, 1: v_x), for
+        advection, diffusion and interpolation."""
+
+        def bc(s: FlowSide, normal: bool):
+            if isinstance(s, Periodic):
+                return s
+            if isinstance(s, Outflow):
+                return ZeroGradient()
+            if isinstance(s, Inflow):
+                return Dirichlet(s.speed if normal else 0.0)
+            return ZeroGradient() if (s.slip and not normal) else Dirichlet(0.0)
+
+        return Boundary(tuple((bc(lo, axis == c), bc(hi, axis == c)) for axis, (lo, hi) in enumerate(self.sides)))
+
+
+def staggered_shape(grid: Grid) -> tuple[int, int, int]:
+    """``(2, H + 1, W + 1)``: the per-sample shape of a staggered velocity on ``grid``."""
+    if grid.ndim != 2:
+        raise ValueError(f"staggered velocity needs a 2D grid, got shape {grid.shape}")
+    h, w = grid.shape
+    return (2, h + 1, w + 1)
+
+
+def valid_faces(grid: Grid, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> torch.Tensor:
+    """``(1, 2, H + 1, W + 1)`` mask: 1 on real faces, 0 on the padding."""
+    h, w = grid.shape
+    m = torch.zeros(1, 2, h + 1, w + 1, dtype=dtype, device=device)
+    m[:, 0, :, :w] = 1
+    m[:, 1, :h, :] = 1
+    return m
+
+
+def to_centred(v: torch.Tensor) -> torch.Tensor:
+    """Staggered ``(B, 2, H+1, W+1)`` → centred ``(B, 2, H, W)`` by averaging the two faces of each cell."""
+    vy = 0.5 * (v[:, 0, :-1, :-1] + v[:, 0, 1:, :-1])
+    vx = 0.5 * (v[:, 1, :-1, :-1] + v[:, 1, :-1, 1:])
+    return torch.stack([vy, vx], dim=1)
+
+
+def to_staggered(c: torch.Tensor, boundary: FlowBoundary) -> torch.Tensor:
+    """Centred ``(B, 2, H, W)`` → staggered ``(B, 2, H+1, W+1)``: interior faces average their two
+    cells; boundary faces follow ``boundary`` (wall 0, inflow ``speed``, outflow the adjacent cell,
+    periodic the average across the seam)."""
+    vy = _faces_along(c[:, 0], 1, boundary.sides[0])  # (B, H+1, W)
+    vx = _faces_along(c[:, 1], 2, boundary.sides[1])  # (B, H, W+1)
+    return torch.stack(
+        [torch.nn.functional.pad(vy, (0, 1)), torch.nn.functional.pad(vx, (0, 0, 0, 1))],
+        dim=1,
+    )
+
+
+def _faces_along(q: torch.Tensor, dim: int, sides: tuple[FlowSide, FlowSide]) -> torch.Tensor:
+    """Face values of the normal component ``q`` (cells along ``dim``) including both boundary faces."""
+    n = q.shape[dim]
+    first, last = q.narrow(dim, 0, 1), q.narrow(dim, n - 1, 1)
+    inner = 0.5 * (q.narrow(dim, 0, n - 1) + q.narrow(dim, 1, n - 1))
+
+    def face(side: FlowSide, adjacent: torch.Tensor) -> torch.Tensor:
+        if isinstance(side, Periodic):
+            return 0.5 * (first + last)
+        if isinstance(side, Outflow):
+            return adjacent
+        return torch.full_like(adjacent, side.speed if isinstance(side, Inflow) else 0.0)
+
+    return torch.cat([face(sides[0], first), inner, face(sides[1], last)], dim=dim)
+
+
+def open_faces(fluid: torch.Tensor, boundary: FlowBoundary) -> torch.Tensor:
+    """``(B, 2, H+1, W+1)`` mask of faces that flow may cross: both neighbouring cells are fluid. Across
+    a periodic seam the neighbour is the cell on the other side; other cells outside the domain count as
+    fluid (the boundary conditions decide there). Padding is 0."""
+    py, px = (isinstance(boundary.sides[a][0], Periodic) for a in (0, 1))
+    fy = (
+        torch.cat([fluid[:, :, -1:], fluid, fluid[:, :, :1]], 2)
+        if py
+        else torch.nn.functional.pad(fluid, (0, 0, 1, 1), value=1.0)
+    )
+    fx = torch.cat([fluid[..., -1:], fluid, fluid[..., :1]], 3) if px else torch.nn.functional.pad(fluid, (1, 1, 0, 0), value=1.0)
+    oy = fy[:, :, :-1] * fy[:, :, 1:]  # (B, 1, H+1, W)
+    ox = fx[..., :-1] * fx[..., 1:]  # (B, 1, H, W+1)
+    return torch.cat([torch.nn.functional.pad(oy, (0, 1)), torch.nn.functional.pad(ox, (0, 0, 0, 1))], dim=1)
+
+
+def apply_boundary(v: torch.Tensor, grid: Grid, boundary: FlowBoundary, fluid: torch.Tensor | None = None) -> torch.Tensor:
+    """Impose the boundary conditions on the normal faces of a staggered velocity ``(B, 2, H+1, W+1)``:
+    walls 0, inflows their speed, periodic seams equal, faces touching a solid cell 0 (static obstacle),
+    padding 0. Outflow faces are left free (the pressure projection sets them). Differentiable."""
+    h, w = grid.shape
+    keep = valid_faces(grid, v.dtype, v.device)
+    fixed = torch.zeros_like(keep)
+    for c, (lo, hi) in enumerate(boundary.sides):
+        for side, idx in ((lo, 0), (hi, h if c == 0 else w)):
+            if isinstance(side, (Wall, Inflow)):
+                face = (slice(None), c, idx, slice(None)) if c == 0 else (slice(None), c, slice(None), idx)
+                keep[face] = 0.0
+                fixed[face] = side.speed if isinstance(side, Inflow) else 0.0
+    fixed = fixed * valid_faces(grid, v.dtype, v.device)
+    if fluid is not None:
+        open_ = open_faces(fluid.to(v.dtype), boundary)
+        keep, fixed = keep * open_, fixed * open_
+    out = v * keep + fixed
+    if isinstance(boundary.sides[0][0], Periodic):  # seam faces 0 and H are one face
+        vy = torch.cat([out[:, 0, :h], out[:, 0, :1]], dim=1)
+        out = torch.stack([vy, out[:, 1]], dim=1)
+    if isinstance(boundary.sides[1][0], Periodic):
+        vx = torch.cat([out[:, 1, :, :w], out[:, 1, :, :1]], dim=2)
+        out = torch.stack([out[:, 0], vx], dim=1)
+    return out

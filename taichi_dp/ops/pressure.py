@@ -1,0 +1,209 @@
+"""Pressure projection of a staggered (MAC) velocity onto divergence-free fields, with obstacles.
+
+With the divergence ``D`` (faces → cells) and the pressure gradient ``G`` (cells → open faces):
+
+    A p = −D v          on fluid cells  (A = −D G: the negative Laplacian, symmetric positive (semi)definite)
+    p   = 0             on solid cells  (identity rows, right-hand side 0: decoupled, still SPD)
+    v⁺  = v − G p       ⇒  D v⁺ = 0 on every fluid cell
+
+``p`` is the pressure scaled by ``Δt/ρ``. Boundary conditions of the pressure follow from the flow
+boundary: outflow sides are Dirichlet ``p = 0`` on the boundary face (ghost ``−p``), walls and inflows
+are zero-gradient (no flux change), periodic sides wrap. Faces touching a solid cell are closed.
+Without an outflow side the constant pressure is a null space: the right-hand side is projected onto
+the range (its mean over fluid cells removed) and the returned pressure has zero mean over fluid cells.
+Isolated fluid pockets (fluid enclosed by solid) are not supported.
+
+The Poisson solve is CG (:func:`taichi_dp.ops.linear_solve.solve_spd`), differentiated implicitly:
+the backward pass solves ``A λ = ∂L/∂p`` with a tolerance relative to the incoming gradient.
+"""
+
+# No `from __future__ import annotations`: Taichi reads kernel annotations at definition time.
+
+import taichi as ti
+import torch
+
+from ..bridge import KernelOp
+from ..grid import PERIODIC, Grid
+from ..grid.staggered import FlowBoundary, apply_boundary, staggered_shape
+from ..runtime import check_state, check_tensor, ensure_init
+from ._stencil import ghost
+from .linear_solve import solve_spd
+
+nd4 = ti.types.ndarray(ndim=4)
+
+
+# ---------------------------------------------------------------------------------------- kernels
+@ti.func
+def _neighbour(p: ti.template(), fluid: ti.template(), b, i, k, bc: ti.template()):
+    """Pressure at cell ``(i, k)`` (possibly one cell outside the domain: ghost value from ``bc`` with
+    zero Dirichlet values) and its fluid weight (1 outside the domain unless periodic, where the wrapped
+    cell's mask applies)."""
+    h, w = p.shape[2], p.shape[3]
+    ji, _, si = ghost(i, h, bc[0], bc[1], 0.0, 0.0)
+    jk, _, sk = ghost(k, w, bc[2], bc[3], 0.0, 0.0)
+    inside_i = 0 <= i < h
+    inside_k = 0 <= k < w
+    if ti.static(bc[0] == PERIODIC):
+        inside_i = True
+    if ti.static(bc[2] == PERIODIC):
+        inside_k = True
+    weight = ti.select(inside_i and inside_k, fluid[b % fluid.shape[0], 0, ji, jk], 1.0)
+    return si * sk * p[b, 0, ji, jk], weight
+
+
+@ti.kernel
+def _divergence_2d(v: nd4, out: nd4, inv_hy: float, inv_hx: float, serial: ti.template()):
+    """out[b,0,i,j] = (v_y[i+1,j] − v_y[i,j]) / h_y + (v_x[i,j+1] − v_x[i,j]) / h_x."""
+    ti.loop_config(serialize=serial)
+    for b, i, j in ti.ndrange(out.shape[0], out.shape[2], out.shape[3]):
+        out[b, 0, i, j] = (v[b, 0, i + 1, j] - v[b, 0, i, j]) * inv_hy + (v[b, 1, i, j + 1] - v[b, 1, i, j]) * inv_hx
+
+
+@ti.kernel
+def _neg_laplacian_2d(p: nd4, out: nd4, fluid: nd4, bc: ti.template(), inv_hy2: float, inv_hx2: float, serial: ti.template()):
+    """out = Σ_neighbours w_n (p_c − p_n) / h² on fluid cells (w_n: neighbour is fluid), p_c on solid cells."""
+    ti.loop_config(serialize=serial)
+    for b, i, j in ti.ndrange(p.shape[0], p.shape[2], p.shape[3]):
+        centre = p[b, 0, i, j]
+        pd, wd = _neighbour(p, fluid, b, i - 1, j, bc)
+        pu, wu = _neighbour(p, fluid, b, i + 1, j, bc)
+        pl, wl = _neighbour(p, fluid, b, i, j - 1, bc)
+        pr, wr = _neighbour(p, fluid, b, i, j + 1, bc)
+        lap = (wd * (centre - pd) + wu * (centre - pu)) * inv_hy2 + (wl * (centre - pl) + wr * (centre - pr)) * inv_hx2
+        out[b, 0, i, j] = ti.select(fluid[b % fluid.shape[0], 0, i, j] > 0.5, lap, centre)
+
+
+@ti.kernel
+def _subtract_gradient_2d(
+    v: nd4, p: nd4, out: nd4, fluid: nd4, bc: ti.template(), inv_hy: float, inv_hx: float, serial: ti.template()
+):
+    """out = v − w_lo w_hi (p_hi − p_lo) / h on every face (w: both neighbouring cells fluid); padding
+    entries are copied."""
+    ti.loop_config(serialize=serial)
+    for b, c, i, k in ti.ndrange(v.shape[0], 2, v.shape[2], v.shape[3]):
+        h, w = p.shape[2], p.shape[3]
+        valid = (c == 0 and k < w) or (c == 1 and i < h)
+        p_lo, w_lo = _neighbour(p, fluid, b, i - (1 - c), k - c, bc)
+        p_hi, w_hi = _neighbour(p, fluid, b, i, k, bc)
+        grad = w_lo * w_hi * (p_hi - p_lo) * ti.select(c == 0, inv_hy, inv_hx)
+        out[b, c, i, k] = v[b, c, i, k] - ti.select(valid, grad, 0.0)
+
+
+_DIVERGENCE = KernelOp(_divergence_2d, 1, 1, "divergence_2d")
+_NEG_LAPLACIAN = KernelOp(_neg_laplacian_2d, 1, 1, "neg_laplacian_2d")
+_SUBTRACT_GRADIENT = KernelOp(_subtract_gradient_2d, 2, 1, "subtract_gradient_2d")
+
+
+# ---------------------------------------------------------------------------------- torch-facing
+def divergence(v: torch.Tensor, grid: Grid) -> torch.Tensor:
+    """Cell-centred divergence ``(B, 1, H, W)`` of a staggered velocity ``(B, 2, H+1, W+1)``."""
+    _check_velocity(v, grid)
+    return apply_divergence(v, grid)
+
+
+def apply_divergence(v: torch.Tensor, grid: Grid) -> torch.Tensor:
+    """:func:`divergence` without validation."""
+    h, w = grid.shape
+    hy, hx = grid.spacing
+    return _DIVERGENCE((v,), ((v.shape[0], 1, h, w),), (1.0 / hy, 1.0 / hx))[0]
+
+
+def project(
+    v: torch.Tensor,
+    grid: Grid,
+    boundary: FlowBoundary,
+    fluid: torch.Tensor | None = None,
+    *,
+    pressure_guess: torch.Tensor | None = None,
+    rtol: float = 1e-5,
+    max_iter: int = 5000,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Project a staggered velocity onto divergence-free fields (see module docstring).
+
+    Args:
+        v: ``(B, 2, H+1, W+1)`` staggered velocity (layout in :mod:`taichi_dp.grid.staggered`).
+        grid: the 2D grid.
+        boundary: flow boundary conditions (walls, inflow, outflow, periodic).
+        fluid: optional ``(B or 1, 1, H, W)`` mask, 1 = fluid, 0 = solid obstacle (bool or float).
+        pressure_guess: ``(B, 1, H, W)`` warm start for the Poisson solve (e.g. the previous step's).
+        rtol: CG tolerance relative to ``‖D v‖`` (and, in backward, to the incoming gradient).
+        max_iter: CG iteration cap (a ``NotConvergedWarning`` with the residual when reached).
+
+    Returns:
+        ``(v⁺, p)``: the projected velocity with the boundary conditions imposed, and the pressure
+        ``(B, 1, H, W)``. Both are differentiable w.r.t. ``v``.
+    """
+    _check_velocity(v, grid)
+    if not isinstance(boundary, FlowBoundary):
+        raise TypeError(f"boundary must be a FlowBoundary, got {type(boundary).__name__}")
+    mask = fluid_mask(fluid, grid, v.shape[0])
+    if pressure_guess is not None:
+        check_state("pressure_guess", pressure_guess, grid.shape, channels=1, batch=v.shape[0])
+    return apply_projection(v, grid, boundary, mask, pressure_guess, rtol=rtol, max_iter=max_iter)
+
+
+def fluid_mask(fluid: torch.Tensor | None, grid: Grid, batch: int) -> torch.Tensor:
+    """Validate an obstacle mask and return it as a ``(B or 1, 1, H, W)`` tensor of the runtime dtype
+    (all fluid when ``None``). Raises ``ValueError`` for a wrong shape or a sample with no fluid cell."""
+    rt = ensure_init()
+    h, w = grid.shape
+    if fluid is None:
+        return torch.ones(1, 1, h, w, dtype=rt.dtype, device=rt.device)
+    if not isinstance(fluid, torch.Tensor):
+        raise TypeError(f"fluid must be a torch.Tensor mask, got {type(fluid).__name__}")
+    if fluid.ndim != 4 or fluid.shape[1] != 1 or tuple(fluid.shape[2:]) != (h, w) or fluid.shape[0] not in (1, batch):
+        raise ValueError(f"fluid must have shape (1 or {batch}, 1, {h}, {w}) to match the velocity, got {tuple(fluid.shape)}")
+    mask = (fluid.detach() > 0.5).to(dtype=rt.dtype).contiguous()
+    check_tensor("fluid", mask)
+    empty = mask.flatten(1).sum(1) == 0
+    if bool(empty.any()):
+        raise ValueError(f"fluid mask has no fluid cell in sample(s) {torch.nonzero(empty).flatten().tolist()}")
+    return mask
+
+
+def apply_projection(
+    v: torch.Tensor,
+    grid: Grid,
+    boundary: FlowBoundary,
+    fluid: torch.Tensor,
+    pressure_guess: torch.Tensor | None = None,
+    *,
+    rtol: float = 1e-5,
+    max_iter: int = 5000,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`project` without validation; ``fluid`` is a ``(B or 1, 1, H, W)`` runtime-dtype mask."""
+    hy, hx = grid.spacing
+    pbc = boundary.pressure()
+    v = apply_boundary(v, grid, boundary, fluid)
+    rhs = -apply_divergence(v, grid) * fluid
+    singular = not boundary.has_outflow
+    if singular:
+        rhs = rhs - _fluid_mean(rhs, fluid) * fluid
+
+    def matvec(p: torch.Tensor) -> torch.Tensor:
+        return _NEG_LAPLACIAN((p,), (p.shape,), (fluid, pbc.codes, 1.0 / hy**2, 1.0 / hx**2))[0]
+
+    guess = None if pressure_guess is None else pressure_guess.detach() * fluid
+    p = solve_spd(matvec, rhs, (), x0=guess, rtol=rtol, max_iter=max_iter)
+    if singular:
+        p = (p - _fluid_mean(p, fluid)) * fluid
+    (out,) = _SUBTRACT_GRADIENT((v, p), (v.shape,), (fluid, pbc.codes, 1.0 / hy, 1.0 / hx))
+    return out, p
+
+
+def _fluid_mean(x: torch.Tensor, fluid: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean of ``x`` over fluid cells, shape ``(B, 1, 1, 1)``."""
+    f = fluid.expand_as(x)
+    return ((x * f).flatten(1).sum(1) / f.flatten(1).sum(1)).view(-1, 1, 1, 1)
+
+
+def _check_velocity(v: torch.Tensor, grid: Grid) -> None:
+    shape = staggered_shape(grid)
+    if not isinstance(v, torch.Tensor):
+        raise TypeError(f"v must be a torch.Tensor, got {type(v).__name__}")
+    if v.ndim != 4 or tuple(v.shape[1:]) != shape:
+        raise ValueError(
+            f"v must be a staggered velocity of shape (B, {shape[0]}, {shape[1]}, {shape[2]}) for grid {grid.shape} "
+            f"(see taichi_dp.grid.staggered; convert centred (B, 2, H, W) fields with to_staggered), got {tuple(v.shape)}"
+        )
+    check_tensor("v", v)
