@@ -1,5 +1,16 @@
 """Ready-made problems (presets, initial conditions, exact solutions)."""
 
 from .burgers import Scene, cole_hopf, pbdl_burgers, random_sines, sine_initial
+from .flow import FlowScene, karman, taylor_green, taylor_green_velocity
 
-__all__ = ["Scene", "cole_hopf", "pbdl_burgers", "random_sines", "sine_initial"]
+__all__ = [
+    "FlowScene",
+    "Scene",
+    "cole_hopf",
+    "karman",
+    "pbdl_burgers",
+    "random_sines",
+    "sine_initial",
+    "taylor_green",
+    "taylor_green_velocity",
+]

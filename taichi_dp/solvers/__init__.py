@@ -3,5 +3,6 @@
 from .advection_diffusion import AdvectionDiffusion
 from .base import Stepper, rollout
 from .burgers import Burgers
+from .navier_stokes import NavierStokes
 
-__all__ = ["AdvectionDiffusion", "Burgers", "Stepper", "rollout"]
+__all__ = ["AdvectionDiffusion", "Burgers", "NavierStokes", "Stepper", "rollout"]

@@ -1,0 +1,128 @@
+"""Incompressible Navier–Stokes on the staggered (MAC) grid, with obstacles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..grid import Grid
+from ..grid.staggered import FlowBoundary, apply_boundary, staggered_shape
+from ..ops.advection import SCHEMES as ADVECTION_SCHEMES
+from ..ops.diffusion import check_explicit_stability
+from ..ops.pressure import apply_projection, fluid_mask
+from ..ops.staggered_advection import apply_velocity_advection
+from ..ops.staggered_diffusion import apply_velocity_diffusion
+from ..runtime import check_param, check_tensor
+from .base import Stepper
+
+
+@dataclass(frozen=True, eq=False)
+class NavierStokes(Stepper):
+    """2D incompressible Navier–Stokes for a staggered velocity ``v`` ``(B, 2, H+1, W+1)``:
+
+        ∂v/∂t + (v · ∇) v = −∇p/ρ + ν ∇²v + f,      ∇ · v = 0
+
+    One step (the order of the PBDL solver-in-the-loop wake): forcing ``v += Δt f``; explicit viscosity;
+    boundary conditions and the inflow region imposed; self-advection (semi-Lagrangian or MacCormack);
+    pressure projection (CG, implicit adjoint), which leaves ``v`` divergence-free on every fluid cell.
+
+    Args:
+        grid: 2D grid ``(H, W)`` = (y, x) with physical extent.
+        boundary: :class:`~taichi_dp.grid.staggered.FlowBoundary` (walls, inflow, outflow, periodic).
+        nu: kinematic viscosity ≥ 0, float or ``(B,)`` tensor (differentiable); explicit diffusion needs
+            ``ν Δt (1/h_y² + 1/h_x²) ≤ 1/2`` (checked).
+        dt: time step (float or ``(B,)``); accuracy wants CFL ``max|v| Δt / h ≲ 1`` (semi-Lagrangian is
+            stable beyond).
+        fluid: obstacle mask ``(B or 1, 1, H, W)``, 1 = fluid (see :mod:`taichi_dp.grid.geometry`).
+        advection: ``"semi_lagrangian"`` or ``"maccormack"``.
+        forcing: optional staggered body force ``(B or 1, 2, H+1, W+1)`` (differentiable).
+        inflow_mask, inflow_velocity: optional staggered ``(1, 2, H+1, W+1)`` region and the velocity
+            imposed there every step (``v ← (1 − m) v + m u``), e.g. the karman inflow band.
+        pressure_rtol, pressure_max_iter: Poisson CG tolerance (relative; the adjoint uses the same,
+            relative to the incoming gradient) and iteration cap.
+    """
+
+    grid: Grid
+    boundary: FlowBoundary
+    nu: float | torch.Tensor
+    dt: float | torch.Tensor
+    fluid: torch.Tensor | None = None
+    advection: str = "semi_lagrangian"
+    forcing: torch.Tensor | None = None
+    inflow_mask: torch.Tensor | None = None
+    inflow_velocity: torch.Tensor | None = None
+    pressure_rtol: float = 1e-5
+    pressure_max_iter: int = 5000
+
+    def __post_init__(self) -> None:
+        shape = staggered_shape(self.grid)
+        if not isinstance(self.boundary, FlowBoundary):
+            raise TypeError(f"boundary must be a FlowBoundary, got {type(self.boundary).__name__}")
+        check_param("dt", self.dt, positive=True)
+        check_param("nu", self.nu, positive=True)
+        check_explicit_stability(self.nu, self.dt, self.grid)
+        if self.advection not in ADVECTION_SCHEMES:
+            raise ValueError(f"advection must be one of {ADVECTION_SCHEMES}, got {self.advection!r}")
+        mask_batch = 1 if self.fluid is None else self.fluid.shape[0]
+        object.__setattr__(self, "fluid", fluid_mask(self.fluid, self.grid, mask_batch))
+        for name in ("forcing", "inflow_mask", "inflow_velocity"):
+            t = getattr(self, name)
+            if t is not None:
+                if t.ndim != 4 or tuple(t.shape[1:]) != shape:
+                    raise ValueError(
+                        f"{name} must be a staggered tensor of shape (B or 1, {', '.join(map(str, shape))}), got {tuple(t.shape)}"
+                    )
+                check_tensor(name, t)
+        if (self.inflow_mask is None) != (self.inflow_velocity is None):
+            raise ValueError("inflow_mask and inflow_velocity must be given together")
+
+    @property
+    def channels(self) -> int:
+        return 2
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        """Advance the staggered velocity ``v`` ``(B, 2, H+1, W+1)`` by one step."""
+        self.check_velocity(v)
+        return self.step(v)
+
+    def check_velocity(self, v: torch.Tensor) -> None:
+        """Validate a staggered velocity for this stepper (shape, dtype, device, finite)."""
+        shape = staggered_shape(self.grid)
+        if not isinstance(v, torch.Tensor) or v.ndim != 4 or tuple(v.shape[1:]) != shape:
+            got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            raise ValueError(
+                f"v must be a staggered velocity of shape (B, {', '.join(map(str, shape))}) for grid {self.grid.shape}; "
+                f"got {got} (convert centred (B, 2, H, W) fields with taichi_dp.grid.staggered.to_staggered)"
+            )
+        check_tensor("v", v)
+        if self.fluid.shape[0] not in (1, v.shape[0]):
+            raise ValueError(f"fluid mask has batch size {self.fluid.shape[0]} but v has {v.shape[0]}")
+
+    def impose(self, v: torch.Tensor) -> torch.Tensor:
+        """Boundary conditions, obstacle faces and the inflow region imposed on ``v``."""
+        v = apply_boundary(v, self.grid, self.boundary, self.fluid)
+        if self.inflow_mask is not None:
+            v = v * (1 - self.inflow_mask) + self.inflow_mask * self.inflow_velocity
+        return v
+
+    def step(self, v: torch.Tensor) -> torch.Tensor:
+        return self.step_with_pressure(v)[0]
+
+    def step_with_pressure(
+        self, v: torch.Tensor, pressure_guess: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step returning ``(v⁺, p)``; ``pressure_guess`` (e.g. the previous ``p``) warm-starts the
+        Poisson solve. ``v`` is not validated here (use ``__call__`` for checked input)."""
+        b = v.shape[0]
+        dt = self.param("dt", b)
+        if self.forcing is not None:
+            v = v + dt.view(-1, 1, 1, 1) * self.forcing
+        if not (isinstance(self.nu, float | int) and self.nu == 0):
+            v = apply_velocity_diffusion(v, self.param("nu", b), dt, self.grid, self.boundary)
+        v = self.impose(v)
+        v = apply_velocity_advection(v, v, dt, self.grid, self.boundary, self.advection)
+        v = self.impose(v)
+        return apply_projection(
+            v, self.grid, self.boundary, self.fluid, pressure_guess, rtol=self.pressure_rtol, max_iter=self.pressure_max_iter
+        )
