@@ -57,8 +57,9 @@ def cg(
     atol: float = 0.0,
     max_iter: int = 1000,
     adjoint: bool = False,
+    precond: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Solve ``A x = b`` for every batch element by conjugate gradients (no autograd).
+    """Solve ``A x = b`` for every batch element by (preconditioned) conjugate gradients (no autograd).
 
     Args:
         apply_a: ``x ↦ A x`` on ``(B, ...)`` tensors; ``A`` symmetric positive definite per element.
@@ -66,6 +67,8 @@ def cg(
         x0: initial guess (warm start), default zeros.
         rtol, atol: stop when ``‖r_b‖ ≤ max(rtol·‖b_b‖, atol)`` for every element ``b``.
         max_iter: iteration cap; reaching it warns with the residual (:class:`NotConvergedWarning`).
+        precond: ``r ↦ M⁻¹ r``, a fixed symmetric positive definite approximation of ``A⁻¹`` (e.g. a
+            multigrid V-cycle); ``None`` for plain CG.
     """
     with torch.no_grad():
         b_norm = _bdot(b, b).sqrt()
@@ -75,20 +78,25 @@ def cg(
             x = torch.where(b_norm == 0, torch.zeros_like(x0), x0)
             r = b - apply_a(x)
         target = torch.clamp(rtol * b_norm, min=atol)
-        p = r.clone()
+        z = r if precond is None else precond(r)
+        p = z.clone()
+        rz = _bdot(r, z)
         rr = _bdot(r, r)
         it = 0
         done = rr.sqrt() <= target
+        zero = torch.zeros_like(rr)
         while not bool(done.all()) and it < max_iter:
             ap = apply_a(p)
             pap = _bdot(p, ap)
-            alpha = torch.where(done, torch.zeros_like(rr), rr / torch.where(pap == 0, torch.ones_like(pap), pap))
+            alpha = torch.where(done | (pap == 0), zero, rz / torch.where(pap == 0, torch.ones_like(pap), pap))
             x += alpha * p
             r -= alpha * ap
-            rr_new = _bdot(r, r)
-            beta = torch.where(done, torch.zeros_like(rr), rr_new / torch.where(rr == 0, torch.ones_like(rr), rr))
-            p = r + beta * p
-            rr = rr_new
+            z = r if precond is None else precond(r)
+            rz_new = _bdot(r, z)
+            beta = torch.where(done | (rz == 0), zero, rz_new / torch.where(rz == 0, torch.ones_like(rz), rz))
+            p = z + beta * p
+            rz = rz_new
+            rr = _bdot(r, r)
             it += 1
             done = rr.sqrt() <= target
         rel = (rr.sqrt() / torch.clamp(b_norm, min=torch.finfo(b.dtype).tiny)).max()
@@ -114,14 +122,16 @@ def solve_spd(
     rtol: float = 1e-6,
     atol: float = 0.0,
     max_iter: int = 1000,
+    precond: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Differentiable solve of ``A(θ) x = b`` with ``A`` applied by ``matvec(x, *params)``.
 
     Gradients flow to ``b`` and to every tensor in ``params`` through the implicit adjoint (see module
     docstring); ``x0`` is a warm start and receives no gradient. The adjoint solve uses ``rtol``
-    relative to the incoming gradient and the same ``max_iter``.
+    relative to the incoming gradient and the same ``max_iter`` and preconditioner (which must not depend
+    on ``params``).
     """
-    opts = dict(rtol=rtol, atol=atol, max_iter=max_iter)
+    opts = dict(rtol=rtol, atol=atol, max_iter=max_iter, precond=precond)
     if torch.is_grad_enabled() and (b.requires_grad or any(p.requires_grad for p in params)):
         return _ImplicitSolve.apply(matvec, opts, x0, b, *params)
     return cg(lambda x: matvec(x, *params), b, x0, **opts)

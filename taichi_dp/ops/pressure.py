@@ -23,54 +23,25 @@ import taichi as ti
 import torch
 
 from ..bridge import KernelOp
-from ..grid import PERIODIC, Grid
+from ..grid import Grid
 from ..grid.staggered import FlowBoundary, apply_boundary, staggered_shape
 from ..runtime import check_state, check_tensor, ensure_init
-from ._stencil import ghost
 from .linear_solve import solve_spd
+from .multigrid import multigrid_for
+from .poisson import _neighbour, apply_poisson
 
 nd4 = ti.types.ndarray(ndim=4)
 
+PRECONDITIONERS = ("multigrid", "none")
+
 
 # ---------------------------------------------------------------------------------------- kernels
-@ti.func
-def _neighbour(p: ti.template(), fluid: ti.template(), b, i, k, bc: ti.template()):
-    """Pressure at cell ``(i, k)`` (possibly one cell outside the domain: ghost value from ``bc`` with
-    zero Dirichlet values) and its fluid weight (1 outside the domain unless periodic, where the wrapped
-    cell's mask applies)."""
-    h, w = p.shape[2], p.shape[3]
-    ji, _, si = ghost(i, h, bc[0], bc[1], 0.0, 0.0)
-    jk, _, sk = ghost(k, w, bc[2], bc[3], 0.0, 0.0)
-    inside_i = 0 <= i < h
-    inside_k = 0 <= k < w
-    if ti.static(bc[0] == PERIODIC):
-        inside_i = True
-    if ti.static(bc[2] == PERIODIC):
-        inside_k = True
-    weight = ti.select(inside_i and inside_k, fluid[b % fluid.shape[0], 0, ji, jk], 1.0)
-    return si * sk * p[b, 0, ji, jk], weight
-
-
 @ti.kernel
 def _divergence_2d(v: nd4, out: nd4, inv_hy: float, inv_hx: float, serial: ti.template()):
     """out[b,0,i,j] = (v_y[i+1,j] − v_y[i,j]) / h_y + (v_x[i,j+1] − v_x[i,j]) / h_x."""
     ti.loop_config(serialize=serial)
     for b, i, j in ti.ndrange(out.shape[0], out.shape[2], out.shape[3]):
         out[b, 0, i, j] = (v[b, 0, i + 1, j] - v[b, 0, i, j]) * inv_hy + (v[b, 1, i, j + 1] - v[b, 1, i, j]) * inv_hx
-
-
-@ti.kernel
-def _neg_laplacian_2d(p: nd4, out: nd4, fluid: nd4, bc: ti.template(), inv_hy2: float, inv_hx2: float, serial: ti.template()):
-    """out = Σ_neighbours w_n (p_c − p_n) / h² on fluid cells (w_n: neighbour is fluid), p_c on solid cells."""
-    ti.loop_config(serialize=serial)
-    for b, i, j in ti.ndrange(p.shape[0], p.shape[2], p.shape[3]):
-        centre = p[b, 0, i, j]
-        pd, wd = _neighbour(p, fluid, b, i - 1, j, bc)
-        pu, wu = _neighbour(p, fluid, b, i + 1, j, bc)
-        pl, wl = _neighbour(p, fluid, b, i, j - 1, bc)
-        pr, wr = _neighbour(p, fluid, b, i, j + 1, bc)
-        lap = (wd * (centre - pd) + wu * (centre - pu)) * inv_hy2 + (wl * (centre - pl) + wr * (centre - pr)) * inv_hx2
-        out[b, 0, i, j] = ti.select(fluid[b % fluid.shape[0], 0, i, j] > 0.5, lap, centre)
 
 
 @ti.kernel
@@ -90,7 +61,6 @@ def _subtract_gradient_2d(
 
 
 _DIVERGENCE = KernelOp(_divergence_2d, 1, 1, "divergence_2d")
-_NEG_LAPLACIAN = KernelOp(_neg_laplacian_2d, 1, 1, "neg_laplacian_2d")
 _SUBTRACT_GRADIENT = KernelOp(_subtract_gradient_2d, 2, 1, "subtract_gradient_2d")
 
 
@@ -117,6 +87,7 @@ def project(
     pressure_guess: torch.Tensor | None = None,
     rtol: float = 1e-5,
     max_iter: int = 5000,
+    preconditioner: str = "multigrid",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Project a staggered velocity onto divergence-free fields (see module docstring).
 
@@ -128,6 +99,8 @@ def project(
         pressure_guess: ``(B, 1, H, W)`` warm start for the Poisson solve (e.g. the previous step's).
         rtol: CG tolerance relative to ``‖D v‖`` (and, in backward, to the incoming gradient).
         max_iter: CG iteration cap (a ``NotConvergedWarning`` with the residual when reached).
+        preconditioner: ``"multigrid"`` (a geometric V-cycle, :mod:`taichi_dp.ops.multigrid`; iteration
+            counts stay nearly flat as the grid grows) or ``"none"`` (plain CG).
 
     Returns:
         ``(v⁺, p)``: the projected velocity with the boundary conditions imposed, and the pressure
@@ -139,7 +112,9 @@ def project(
     mask = fluid_mask(fluid, grid, v.shape[0])
     if pressure_guess is not None:
         check_state("pressure_guess", pressure_guess, grid.shape, channels=1, batch=v.shape[0])
-    return apply_projection(v, grid, boundary, mask, pressure_guess, rtol=rtol, max_iter=max_iter)
+    if preconditioner not in PRECONDITIONERS:
+        raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {preconditioner!r}")
+    return apply_projection(v, grid, boundary, mask, pressure_guess, rtol=rtol, max_iter=max_iter, preconditioner=preconditioner)
 
 
 def fluid_mask(fluid: torch.Tensor | None, grid: Grid, batch: int) -> torch.Tensor:
@@ -170,6 +145,7 @@ def apply_projection(
     *,
     rtol: float = 1e-5,
     max_iter: int = 5000,
+    preconditioner: str = "multigrid",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`project` without validation; ``fluid`` is a ``(B or 1, 1, H, W)`` runtime-dtype mask."""
     hy, hx = grid.spacing
@@ -181,10 +157,14 @@ def apply_projection(
         rhs = rhs - _fluid_mean(rhs, fluid) * fluid
 
     def matvec(p: torch.Tensor) -> torch.Tensor:
-        return _NEG_LAPLACIAN((p,), (p.shape,), (fluid, pbc.codes, 1.0 / hy**2, 1.0 / hx**2))[0]
+        return apply_poisson(p, fluid, grid, pbc.codes)
 
+    precond = None
+    if preconditioner == "multigrid":
+        mg = multigrid_for(grid, fluid, pbc.codes)
+        precond = mg if not singular else lambda r: (lambda z: z - _fluid_mean(z, fluid) * fluid)(mg(r))
     guess = None if pressure_guess is None else pressure_guess.detach() * fluid
-    p = solve_spd(matvec, rhs, (), x0=guess, rtol=rtol, max_iter=max_iter)
+    p = solve_spd(matvec, rhs, (), x0=guess, rtol=rtol, max_iter=max_iter, precond=precond)
     if singular:
         p = (p - _fluid_mean(p, fluid)) * fluid
     (out,) = _SUBTRACT_GRADIENT((v, p), (v.shape,), (fluid, pbc.codes, 1.0 / hy, 1.0 / hx))

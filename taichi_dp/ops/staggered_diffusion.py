@@ -7,7 +7,9 @@ with the 5-point Laplacian ``L``. Neighbours along a component's normal axis are
 included; beyond them the value is extrapolated with zero gradient, periodic axes wrap with period N);
 along its tangential axis they are ghost values of :meth:`FlowBoundary.component` (no-slip walls and
 inflows: 0 on the wall; slip walls and outflows: zero gradient). Faces next to obstacles hold 0, which
-acts as a no-slip obstacle surface. Boundary and obstacle faces are re-imposed by the caller.
+acts as a no-slip obstacle surface. Boundary and obstacle faces are re-imposed by the caller. On a
+periodic axis the seam faces ``0`` and ``N`` must be equal on input (as :func:`apply_boundary` leaves
+them): face ``N`` reads its tangential neighbours from face ``0``'s row.
 """
 
 # No `from __future__ import annotations`: Taichi reads kernel annotations at definition time.

@@ -10,7 +10,7 @@ from ..grid import Grid
 from ..grid.staggered import FlowBoundary, apply_boundary, staggered_shape
 from ..ops.advection import SCHEMES as ADVECTION_SCHEMES
 from ..ops.diffusion import check_explicit_stability
-from ..ops.pressure import apply_projection, fluid_mask
+from ..ops.pressure import PRECONDITIONERS, apply_projection, fluid_mask
 from ..ops.staggered_advection import apply_velocity_advection
 from ..ops.staggered_diffusion import apply_velocity_diffusion
 from ..runtime import check_param, check_tensor
@@ -41,6 +41,7 @@ class NavierStokes(Stepper):
             imposed there every step (``v ← (1 − m) v + m u``), e.g. the karman inflow band.
         pressure_rtol, pressure_max_iter: Poisson CG tolerance (relative; the adjoint uses the same,
             relative to the incoming gradient) and iteration cap.
+        pressure_preconditioner: ``"multigrid"`` (default; a geometric V-cycle) or ``"none"``.
     """
 
     grid: Grid
@@ -54,6 +55,7 @@ class NavierStokes(Stepper):
     inflow_velocity: torch.Tensor | None = None
     pressure_rtol: float = 1e-5
     pressure_max_iter: int = 5000
+    pressure_preconditioner: str = "multigrid"
 
     def __post_init__(self) -> None:
         shape = staggered_shape(self.grid)
@@ -62,6 +64,8 @@ class NavierStokes(Stepper):
         check_param("dt", self.dt, positive=True)
         check_param("nu", self.nu, positive=True)
         check_explicit_stability(self.nu, self.dt, self.grid)
+        if self.pressure_preconditioner not in PRECONDITIONERS:
+            raise ValueError(f"pressure_preconditioner must be one of {PRECONDITIONERS}, got {self.pressure_preconditioner!r}")
         if self.advection not in ADVECTION_SCHEMES:
             raise ValueError(f"advection must be one of {ADVECTION_SCHEMES}, got {self.advection!r}")
         mask_batch = 1 if self.fluid is None else self.fluid.shape[0]
@@ -124,5 +128,12 @@ class NavierStokes(Stepper):
         v = apply_velocity_advection(v, v, dt, self.grid, self.boundary, self.advection)
         v = self.impose(v)
         return apply_projection(
-            v, self.grid, self.boundary, self.fluid, pressure_guess, rtol=self.pressure_rtol, max_iter=self.pressure_max_iter
+            v,
+            self.grid,
+            self.boundary,
+            self.fluid,
+            pressure_guess,
+            rtol=self.pressure_rtol,
+            max_iter=self.pressure_max_iter,
+            preconditioner=self.pressure_preconditioner,
         )

@@ -1,0 +1,260 @@
+"""Plain-PyTorch reference for the staggered (MAC) operators, written from the documented semantics.
+
+Vectorised, differentiable by torch autograd, works in the dtype of its inputs (f32/f64). Positions are in
+cell-index space (cell ``(i, j)`` centred at ``(i, j)``); the ``v_y`` face ``(i, j)`` sits at ``(i − ½, j)``
+and the ``v_x`` face ``(i, j)`` at ``(i, j − ½)``. Staggered tensors are ``(B, 2, H + 1, W + 1)`` with
+zero padding (column ``W`` of channel 0, row ``H`` of channel 1).
+"""
+
+import torch
+import torch.nn.functional as F
+
+from taichi_dp.grid import Boundary, Dirichlet, Grid, Periodic, ZeroGradient
+from taichi_dp.grid.staggered import FlowBoundary
+
+
+# ------------------------------------------------------------------------------------- helpers
+def _take(u: torch.Tensor, iy: torch.Tensor, ix: torch.Tensor) -> torch.Tensor:
+    """``u[b, c, iy[b, m], ix[b, m]]`` for ``u`` (B, C, ny, nx) and indices (B, M): returns (B, C, M)."""
+    b, c, _, nx = u.shape
+    flat = (iy * nx + ix).unsqueeze(1).expand(b, c, iy.shape[1])
+    return u.reshape(b, c, -1).gather(2, flat)
+
+
+def _clamp(p: torch.Tensor, n: int, lo, hi) -> torch.Tensor:
+    """Clamp a cell-space position to where the boundary defines values (wall face or first/last centre)."""
+    if isinstance(lo, Dirichlet):
+        p = torch.clamp(p, min=-0.5)
+    elif isinstance(lo, ZeroGradient):
+        p = torch.clamp(p, min=0.0)
+    if isinstance(hi, Dirichlet):
+        p = torch.clamp(p, max=n - 0.5)
+    elif isinstance(hi, ZeroGradient):
+        p = torch.clamp(p, max=n - 1.0)
+    return p
+
+
+def _ghost(i: torch.Tensor, n: int, lo, hi, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Integer cell index ``i`` → ``(j, a, s)`` with value ``a + s·u[j]``, ``0 <= j < n`` (Dirichlet ``g``: ``2g − u``)."""
+    one = torch.ones(i.shape, dtype=dtype, device=i.device)
+    if isinstance(lo, Periodic):
+        return torch.remainder(i, n), torch.zeros_like(one), one
+    j = torch.clamp(i, 0, n - 1)
+    a, s = torch.zeros_like(one), one
+    for bc, outside in ((lo, i < 0), (hi, i >= n)):
+        if isinstance(bc, Dirichlet):
+            a = torch.where(outside, 2.0 * float(bc.value), a)
+            s = torch.where(outside, -1.0, s)
+    return j, a, s
+
+
+def _floor_split(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    f = torch.floor(q)
+    return f.long(), q - f
+
+
+# --------------------------------------------------------------------------- cell-centred scalar
+def scalar_stencil(q: torch.Tensor, py: torch.Tensor, px: torch.Tensor, boundary: Boundary) -> tuple[torch.Tensor, ...]:
+    """Corners ``(q00, q01, q10, q11)`` (B, C, M) and weights ``(wy, wx)`` (B, 1, M) of bilinear interpolation of a
+    cell-centred ``q`` (B, C, H, W) at positions ``py, px`` (B, M), with ghost values of ``boundary``."""
+    _, _, h, w = q.shape
+    (ylo, yhi), (xlo, xhi) = boundary.sides
+    iy, wy = _floor_split(_clamp(py, h, ylo, yhi))
+    ix, wx = _floor_split(_clamp(px, w, xlo, xhi))
+    corners = []
+    for di in (0, 1):
+        ji, ai, si = _ghost(iy + di, h, ylo, yhi, q.dtype)
+        for dk in (0, 1):
+            jk, ak, sk = _ghost(ix + dk, w, xlo, xhi, q.dtype)
+            u = _take(q, ji, jk)
+            corners.append(ai.unsqueeze(1) + si.unsqueeze(1) * (ak.unsqueeze(1) + sk.unsqueeze(1) * u))
+    return (*corners, wy.unsqueeze(1), wx.unsqueeze(1))
+
+
+def _bilinear(v00, v01, v10, v11, wy, wx):
+    return (1.0 - wy) * ((1.0 - wx) * v00 + wx * v01) + wy * ((1.0 - wx) * v10 + wx * v11)
+
+
+def _limit(x, v00, v01, v10, v11):
+    lo = torch.minimum(torch.minimum(v00, v01), torch.minimum(v10, v11))
+    hi = torch.maximum(torch.maximum(v00, v01), torch.maximum(v10, v11))
+    return torch.minimum(torch.maximum(x, lo), hi)
+
+
+def sample_scalar(q: torch.Tensor, py: torch.Tensor, px: torch.Tensor, boundary: Boundary) -> torch.Tensor:
+    """Bilinear interpolation of ``q`` (B, C, H, W) at cell-space positions (B, M) → (B, C, M)."""
+    return _bilinear(*scalar_stencil(q, py, px, boundary))
+
+
+# ------------------------------------------------------------------------------ staggered velocity
+def _normal(p: torch.Tensor, n: int, periodic: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Face-index position ``p`` on a normal axis with faces ``0..n`` → ``(i0, i1, w)``."""
+    if periodic:
+        i, w = _floor_split(p)
+        return torch.remainder(i, n), torch.remainder(i + 1, n), w
+    i, w = _floor_split(torch.clamp(p, 0.0, float(n)))
+    return i, torch.clamp(i + 1, max=n), w
+
+
+def _tangential(p: torch.Tensor, n: int, lo, hi, dtype) -> tuple[torch.Tensor, ...]:
+    """Cell-space position on a tangential axis (zero wall values / zero gradient) → ``(j0, s0, j1, s1, w)``."""
+    i, w = _floor_split(_clamp(p, n, lo, hi))
+    j0, _, s0 = _ghost(i, n, lo, hi, dtype)
+    j1, _, s1 = _ghost(i + 1, n, lo, hi, dtype)
+    return j0, s0, j1, s1, w
+
+
+def _tangential_sides(boundary: FlowBoundary, c: int):
+    """Ghost conditions of component ``c`` along its tangential axis, with zero Dirichlet values."""
+    t = 1 - c
+    sides = boundary.component(c).sides[t]
+    return tuple(Dirichlet(0.0) if isinstance(s, Dirichlet) else s for s in sides)
+
+
+def velocity_stencil(
+    v: torch.Tensor, c: int, py: torch.Tensor, px: torch.Tensor, boundary: FlowBoundary
+) -> tuple[torch.Tensor, ...]:
+    """Corners ``(v00, v01, v10, v11)`` (B, M) and weights ``(wy, wx)`` for sampling component ``c`` of the
+    staggered ``v`` at cell-space positions ``(py, px)`` (B, M); ``v01`` is one step in x."""
+    _, _, h1, w1 = v.shape
+    h, w = h1 - 1, w1 - 1
+    u = v[:, c : c + 1]
+    lo, hi = _tangential_sides(boundary, c)
+    periodic = isinstance(boundary.sides[c][0], Periodic)
+    if c == 0:
+        i0, i1, wy = _normal(py + 0.5, h, periodic)
+        j0, s0, j1, s1, wx = _tangential(px, w, lo, hi, v.dtype)
+        one = torch.ones_like(s0)
+        rows, cols = (i0, one, i1, one), (j0, s0, j1, s1)
+    else:
+        i0, s0, i1, s1, wy = _tangential(py, h, lo, hi, v.dtype)
+        j0, j1, wx = _normal(px + 0.5, w, periodic)
+        one = torch.ones_like(s0)
+        rows, cols = (i0, s0, i1, s1), (j0, one, j1, one)
+    corners = []
+    for r, sr in ((rows[0], rows[1]), (rows[2], rows[3])):
+        for k, sk in ((cols[0], cols[1]), (cols[2], cols[3])):
+            corners.append(sr * sk * _take(u, r, k)[:, 0])
+    return (*corners, wy, wx)
+
+
+def sample_velocity(v: torch.Tensor, c: int, py: torch.Tensor, px: torch.Tensor, boundary: FlowBoundary) -> torch.Tensor:
+    """Component ``c`` of the staggered ``v`` (B, 2, H+1, W+1) at cell-space positions (B, M) → (B, M)."""
+    return _bilinear(*velocity_stencil(v, c, py, px, boundary))
+
+
+def face_positions(grid: Grid, c: int, batch: int, dtype: torch.dtype, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cell-space positions (B, M) of the real faces of component ``c``, row-major over its face grid."""
+    h, w = grid.shape
+    rows = torch.arange(h + (c == 0), dtype=dtype, device=device) - (0.5 if c == 0 else 0.0)
+    cols = torch.arange(w + (c == 1), dtype=dtype, device=device) - (0.5 if c == 1 else 0.0)
+    py, px = torch.meshgrid(rows, cols, indexing="ij")
+    return py.reshape(1, -1).expand(batch, -1), px.reshape(1, -1).expand(batch, -1)
+
+
+def cell_positions(grid: Grid, batch: int, dtype: torch.dtype, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    h, w = grid.shape
+    py, px = torch.meshgrid(
+        torch.arange(h, dtype=dtype, device=device), torch.arange(w, dtype=dtype, device=device), indexing="ij"
+    )
+    return py.reshape(1, -1).expand(batch, -1), px.reshape(1, -1).expand(batch, -1)
+
+
+def _shifts(vel, dt, py, px, grid, boundary):
+    hy, hx = grid.spacing
+    d = dt.reshape(-1, 1)
+    return d * sample_velocity(vel, 0, py, px, boundary) / hy, d * sample_velocity(vel, 1, py, px, boundary) / hx
+
+
+def _assemble(vals: list[torch.Tensor], grid: Grid) -> torch.Tensor:
+    """Real-face values of both components (B, M_c) → staggered (B, 2, H+1, W+1) with zero padding."""
+    h, w = grid.shape
+    vy = F.pad(vals[0].reshape(-1, h + 1, w), (0, 1))
+    vx = F.pad(vals[1].reshape(-1, h, w + 1), (0, 0, 0, 1))
+    return torch.stack([vy, vx], dim=1)
+
+
+def _real(v: torch.Tensor, c: int) -> torch.Tensor:
+    """Real faces of component ``c`` flattened to (B, M_c)."""
+    return (v[:, 0, :, :-1] if c == 0 else v[:, 1, :-1, :]).reshape(v.shape[0], -1)
+
+
+def velocity_advection(
+    v: torch.Tensor, velocity: torch.Tensor, dt: torch.Tensor, grid: Grid, boundary: FlowBoundary, scheme: str
+) -> torch.Tensor:
+    """Advect the staggered ``v`` by the staggered ``velocity`` for ``dt`` (B,); boundary faces not re-imposed."""
+    b = v.shape[0]
+    traces = []
+    for c in (0, 1):
+        py, px = face_positions(grid, c, b, v.dtype, v.device)
+        sy, sx = _shifts(velocity, dt, py, px, grid, boundary)
+        traces.append((py, px, sy, sx))
+    v_hat = _assemble([sample_velocity(v, c, py - sy, px - sx, boundary) for c, (py, px, sy, sx) in enumerate(traces)], grid)
+    if scheme == "semi_lagrangian":
+        return v_hat
+    assert scheme == "maccormack", scheme
+    out = []
+    for c, (py, px, sy, sx) in enumerate(traces):
+        bar = sample_velocity(v_hat, c, py + sy, px + sx, boundary)
+        corrected = _real(v_hat, c) + 0.5 * (_real(v, c) - bar)
+        corners = velocity_stencil(v, c, py - sy, px - sx, boundary)[:4]
+        out.append(_limit(corrected, *corners))
+    return _assemble(out, grid)
+
+
+def scalar_advection(
+    q: torch.Tensor,
+    velocity: torch.Tensor,
+    dt: torch.Tensor,
+    grid: Grid,
+    scalar_boundary: Boundary,
+    boundary: FlowBoundary,
+    scheme: str,
+) -> torch.Tensor:
+    """Advect a cell-centred ``q`` (B, C, H, W) by the staggered ``velocity`` sampled at the cell centres."""
+    b, ch, h, w = q.shape
+    py, px = cell_positions(grid, b, q.dtype, q.device)
+    sy, sx = _shifts(velocity, dt, py, px, grid, boundary)
+    q_hat = sample_scalar(q, py - sy, px - sx, scalar_boundary).reshape(b, ch, h, w)
+    if scheme == "semi_lagrangian":
+        return q_hat
+    assert scheme == "maccormack", scheme
+    bar = sample_scalar(q_hat, py + sy, px + sx, scalar_boundary)
+    corrected = q_hat.reshape(b, ch, -1) + 0.5 * (q.reshape(b, ch, -1) - bar)
+    corners = scalar_stencil(q, py - sy, px - sx, scalar_boundary)[:4]
+    return _limit(corrected, *corners).reshape(b, ch, h, w)
+
+
+# ----------------------------------------------------------------------------------- diffusion
+def _normal_index(i: torch.Tensor, n: int, periodic: bool) -> torch.Tensor:
+    return torch.remainder(i, n) if periodic else torch.clamp(i, 0, n)
+
+
+def velocity_laplacian(v: torch.Tensor, grid: Grid, boundary: FlowBoundary) -> list[torch.Tensor]:
+    """5-point Laplacian of each component on its own face grid: ``[(B, H+1, W), (B, H, W+1)]``."""
+    h, w = grid.shape
+    hy, hx = grid.spacing
+    out = []
+    for c in (0, 1):
+        u = v[:, 0, :, :w] if c == 0 else v[:, 1, :h, :]
+        ny, nx = u.shape[1:]
+        lo, hi = _tangential_sides(boundary, c)
+        periodic = isinstance(boundary.sides[c][0], Periodic)
+        ir, ic = torch.arange(ny, device=v.device), torch.arange(nx, device=v.device)
+        if c == 0:
+            up, down = u[:, _normal_index(ir - 1, h, periodic)], u[:, _normal_index(ir + 1, h, periodic)]
+            (jl, _, sl), (jr, _, sr) = _ghost(ic - 1, w, lo, hi, v.dtype), _ghost(ic + 1, w, lo, hi, v.dtype)
+            left, right = sl * u[:, :, jl], sr * u[:, :, jr]
+        else:
+            (ju, _, su), (jd, _, sd) = _ghost(ir - 1, h, lo, hi, v.dtype), _ghost(ir + 1, h, lo, hi, v.dtype)
+            up, down = su.view(-1, 1) * u[:, ju], sd.view(-1, 1) * u[:, jd]
+            left, right = u[:, :, _normal_index(ic - 1, w, periodic)], u[:, :, _normal_index(ic + 1, w, periodic)]
+        out.append((up - 2.0 * u + down) / hy**2 + (left - 2.0 * u + right) / hx**2)
+    return out
+
+
+def velocity_diffusion(v: torch.Tensor, nu: torch.Tensor, dt: torch.Tensor, grid: Grid, boundary: FlowBoundary) -> torch.Tensor:
+    """Explicit viscosity step ``v + ν Δt L(v)`` on every real face (padding 0); ``nu``, ``dt``: (B,)."""
+    k = (nu * dt).reshape(-1, 1, 1)
+    lap = velocity_laplacian(v, grid, boundary)
+    return _assemble([(_real(v, c).reshape(lap[c].shape) + k * lap[c]).reshape(v.shape[0], -1) for c in (0, 1)], grid)
