@@ -305,3 +305,167 @@ def diffuse(
     if scheme == "implicit":
         return diffuse_implicit(u, nu, dt, grid, boundary)
     raise ValueError(f"unknown scheme {scheme!r}")
+
+
+# ------------------------------------------------------------- staggered (MAC) velocity and pressure projection
+# Written from the docstrings of taichi_dp.grid.staggered and taichi_dp.ops.pressure, with dense matrices
+# assembled by plain Python loops (small grids only). A staggered velocity is packed as (B, 2, H+1, W+1):
+# channel 0 (v_y) face (i, k) lies between cells (i-1, k) and (i, k), i in [0, H], k in [0, W);
+# channel 1 (v_x) face (i, k) lies between cells (i, k-1) and (i, k), i in [0, H), k in [0, W]; the other
+# entries are padding. Flattening is row-major over (2, H+1, W+1); cells are row-major over (H, W).
+
+from taichi_dp.grid.staggered import FlowBoundary, Inflow, Outflow, Wall  # noqa: E402
+
+
+def face_index(c: int, i: int, k: int, grid: Grid) -> int:
+    """Flat index of the packed staggered entry ``(c, i, k)``."""
+    h, w = grid.shape
+    return (c * (h + 1) + i) * (w + 1) + k
+
+
+def real_faces(grid: Grid) -> list[tuple[int, int, int]]:
+    """``(c, i, k)`` of every real (non-padding) face."""
+    h, w = grid.shape
+    return [(0, i, k) for i in range(h + 1) for k in range(w)] + [(1, i, k) for i in range(h) for k in range(w + 1)]
+
+
+def _face_cells(c: int, i: int, k: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The (possibly outside) cells below/left (``lo``) and above/right (``hi``) of face ``(c, i, k)``."""
+    return ((i - 1, k), (i, k)) if c == 0 else ((i, k - 1), (i, k))
+
+
+def _resolve(
+    cell: tuple[int, int], axis: int, grid: Grid, boundary: FlowBoundary, fluid: torch.Tensor
+) -> tuple[int, float, float]:
+    """``(flat cell, pressure coefficient, fluid weight)`` of a cell one step across ``axis`` (maybe
+    outside): periodic wraps (the wrapped cell's mask applies); an outflow ghost is ``-p`` of the nearest
+    cell (Dirichlet 0 on the face); a wall/inflow ghost is ``+p`` (zero gradient); outside cells count as
+    fluid."""
+    h, w = grid.shape
+    n = (h, w)[axis]
+    idx = list(cell)
+    coef, outside = 1.0, not 0 <= idx[axis] < n
+    if outside:
+        side = boundary.sides[axis][0 if idx[axis] < 0 else 1]
+        if isinstance(side, Periodic):
+            idx[axis] %= n
+            outside = False
+        else:
+            idx[axis] = min(max(idx[axis], 0), n - 1)
+            coef = -1.0 if isinstance(side, Outflow) else 1.0
+    weight = 1.0 if outside else float(fluid[idx[0], idx[1]])
+    return idx[0] * w + idx[1], coef, weight
+
+
+def ref_open_faces(fluid: torch.Tensor, grid: Grid, boundary: FlowBoundary) -> torch.Tensor:
+    """``(2, H+1, W+1)`` 0/1 mask of open faces for one ``(H, W)`` fluid mask (padding 0)."""
+    h, w = grid.shape
+    out = torch.zeros(2, h + 1, w + 1, dtype=torch.float64)
+    for c, i, k in real_faces(grid):
+        lo, hi = _face_cells(c, i, k)
+        out[c, i, k] = _resolve(lo, c, grid, boundary, fluid)[2] * _resolve(hi, c, grid, boundary, fluid)[2]
+    return out
+
+
+def divergence_matrix(grid: Grid, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Dense ``D``: ``(H W, 2 (H+1) (W+1))``, ``(D v)[i, k] = (v_y[i+1,k] - v_y[i,k]) / h_y + (v_x[i,k+1] - v_x[i,k]) / h_x``
+    (padding columns are zero)."""
+    h, w = grid.shape
+    hy, hx = grid.spacing
+    d = torch.zeros(h * w, 2 * (h + 1) * (w + 1), dtype=dtype)
+    for i in range(h):
+        for k in range(w):
+            row = i * w + k
+            d[row, face_index(0, i + 1, k, grid)] += 1.0 / hy
+            d[row, face_index(0, i, k, grid)] -= 1.0 / hy
+            d[row, face_index(1, i, k + 1, grid)] += 1.0 / hx
+            d[row, face_index(1, i, k, grid)] -= 1.0 / hx
+    return d
+
+
+def gradient_matrix(grid: Grid, boundary: FlowBoundary, fluid: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Dense pressure gradient ``G``: ``(2 (H+1) (W+1), H W)`` for one ``(H, W)`` fluid mask:
+    ``(p_hi - p_lo) / h`` on open faces with the boundary's ghost values, 0 on closed faces and padding."""
+    h, w = grid.shape
+    g = torch.zeros(2 * (h + 1) * (w + 1), h * w, dtype=dtype)
+    for c, i, k in real_faces(grid):
+        lo, hi = _face_cells(c, i, k)
+        j_lo, s_lo, w_lo = _resolve(lo, c, grid, boundary, fluid)
+        j_hi, s_hi, w_hi = _resolve(hi, c, grid, boundary, fluid)
+        if w_lo * w_hi == 0.0:
+            continue
+        row, step = face_index(c, i, k, grid), grid.spacing[c]
+        g[row, j_hi] += s_hi / step
+        g[row, j_lo] -= s_lo / step
+    return g
+
+
+def pressure_matrix(grid: Grid, boundary: FlowBoundary, fluid: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``A = -D G`` on fluid rows, identity rows on solid cells."""
+    f = fluid.reshape(-1).to(dtype)
+    return -f[:, None] * (divergence_matrix(grid, dtype) @ gradient_matrix(grid, boundary, fluid, dtype)) + torch.diag(1.0 - f)
+
+
+def ref_apply_boundary(v: torch.Tensor, grid: Grid, boundary: FlowBoundary, fluid: torch.Tensor | None = None) -> torch.Tensor:
+    """Normal-face boundary conditions of a staggered ``v`` (B, 2, H+1, W+1): wall faces 0, inflow faces
+    their speed, outflow faces unchanged, faces touching a solid cell 0, padding 0; on a periodic axis the
+    seam face ``H`` (``W``) is set to face ``0`` (the implementation's choice of "seams equal")."""
+    h, w = grid.shape
+    b = v.shape[0]
+    keep = torch.zeros(b, 2, h + 1, w + 1, dtype=v.dtype)
+    fixed = torch.zeros_like(keep)
+    for c, i, k in real_faces(grid):
+        n, pos = (h, i) if c == 0 else (w, k)
+        side = boundary.sides[c][0] if pos == 0 else boundary.sides[c][1] if pos == n else None
+        if isinstance(side, Wall):
+            continue
+        if isinstance(side, Inflow):
+            fixed[:, c, i, k] = float(side.speed)
+        else:
+            keep[:, c, i, k] = 1.0
+    if fluid is not None:
+        masks = [ref_open_faces(fluid[s, 0], grid, boundary).to(v.dtype) for s in range(fluid.shape[0])]
+        open_ = torch.stack(masks).expand(b, -1, -1, -1)
+        keep, fixed = keep * open_, fixed * open_
+    out = v * keep + fixed
+    seam = torch.zeros(1, 2, h + 1, w + 1, dtype=torch.bool)
+    if isinstance(boundary.sides[0][0], Periodic):  # v_y[H] := v_y[0]
+        seam[:, 0, h, :w] = True
+        out = torch.where(seam, out.roll(h, 2), out)
+    if isinstance(boundary.sides[1][0], Periodic):  # v_x[:, W] := v_x[:, 0]
+        seam = torch.zeros_like(seam)
+        seam[:, 1, :h, w] = True
+        out = torch.where(seam, out.roll(w, 3), out)
+    return out
+
+
+def ref_project(
+    v: torch.Tensor, grid: Grid, boundary: FlowBoundary, fluid: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense reference of :func:`taichi_dp.ops.pressure.project`: ``v_bc`` = boundary conditions imposed,
+    ``A p = -D v_bc`` on fluid cells (``p = 0`` on solid cells), ``v⁺ = v_bc - G p``. Without an outflow
+    side the right-hand side has its fluid mean removed and the null space (constant on fluid cells) is
+    fixed by solving ``(A + f fᵀ / n_f) p = rhs`` (which gives the zero-fluid-mean solution of ``A p = rhs``)."""
+    h, w = grid.shape
+    b = v.shape[0]
+    if fluid is None:
+        fluid = torch.ones(1, 1, h, w, dtype=v.dtype)
+    fluid = (fluid > 0.5).to(v.dtype)
+    singular = not any(isinstance(side, Outflow) for pair in boundary.sides for side in pair)
+    v_bc = ref_apply_boundary(v, grid, boundary, fluid)
+    d = divergence_matrix(grid, v.dtype)
+    outs, ps = [], []
+    for s in range(b):
+        f2 = fluid[s % fluid.shape[0], 0]
+        f = f2.reshape(-1)
+        g = gradient_matrix(grid, boundary, f2, v.dtype)
+        a = -f[:, None] * (d @ g) + torch.diag(1.0 - f)
+        vs = v_bc[s].reshape(-1)
+        rhs = -(d @ vs) * f
+        if singular:
+            rhs = rhs - (rhs * f).sum() / f.sum() * f
+            a = a + torch.outer(f, f) / f.sum()
+        p = torch.linalg.solve(a, rhs)
+        outs.append((vs - g @ p).reshape(2, h + 1, w + 1))
+        ps.append(p.reshape(1, h, w))
+    return torch.stack(outs), torch.stack(ps)

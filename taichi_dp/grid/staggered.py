@@ -20,6 +20,7 @@ are closed (zero normal velocity: static obstacles).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -29,9 +30,17 @@ from ._cartesian import Boundary, Dirichlet, Grid, Periodic, ZeroGradient
 
 @dataclass(frozen=True)
 class Wall:
-    """Solid wall: zero normal velocity; tangential velocity 0 (no-slip) or zero-gradient (``slip``)."""
+    """Solid wall: zero normal velocity. Tangential velocity ``velocity`` on the wall (no-slip; a moving
+    lid when non-zero, along the other axis' direction) or zero-gradient (``slip=True``)."""
 
     slip: bool = False
+    velocity: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.velocity):
+            raise ValueError(f"Wall velocity must be finite, got {self.velocity}")
+        if self.slip and self.velocity != 0.0:
+            raise ValueError(f"a slip wall has no tangential velocity, got velocity={self.velocity}")
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,10 @@ class Inflow:
     zero tangential velocity."""
 
     speed: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.speed):
+            raise ValueError(f"Inflow speed must be finite, got {self.speed}")
 
 
 @dataclass(frozen=True)
@@ -55,13 +68,18 @@ class FlowBoundary:
     """Flow boundary conditions of a 2D domain: ``((y_lo, y_hi), (x_lo, x_hi))`` sides.
 
     >>> FlowBoundary.box()                                             # closed cavity, no-slip walls
+    >>> FlowBoundary(((Wall(), Wall(velocity=1.0)), (Wall(), Wall())))  # lid-driven cavity (lid at y_hi)
     >>> FlowBoundary(((Inflow(1.0), Outflow()), (Wall(), Wall())))     # channel flow along +y
     """
 
     sides: tuple[tuple[FlowSide, FlowSide], tuple[FlowSide, FlowSide]]
 
     def __post_init__(self) -> None:
-        if len(self.sides) != 2 or any(len(p) != 2 for p in self.sides):
+        if (
+            not isinstance(self.sides, tuple)
+            or len(self.sides) != 2
+            or any(not isinstance(p, tuple) or len(p) != 2 for p in self.sides)
+        ):
             raise ValueError(f"FlowBoundary.sides must be ((y_lo, y_hi), (x_lo, x_hi)), got {self.sides!r}")
         for axis, pair in enumerate(self.sides):
             for s in pair:
@@ -92,8 +110,10 @@ class FlowBoundary:
         return Boundary(tuple((p(lo), p(hi)) for lo, hi in self.sides))
 
     def component(self, c: int) -> Boundary:
-        """Boundary conditions of the cell-centred velocity component ``c`` (0: v_y, 1: v_x), for
-        advection, diffusion and interpolation."""
+        """Boundary conditions of the velocity component ``c`` (0: v_y, 1: v_x) for advection, diffusion
+        and interpolation: along ``c``'s own axis only periodicity matters (the boundary faces carry their
+        values); across it, walls and inflows are Dirichlet (the wall's tangential velocity, 0 for an
+        inflow) and slip walls and outflows zero-gradient."""
 
         def bc(s: FlowSide, normal: bool):
             if isinstance(s, Periodic):
@@ -102,7 +122,9 @@ class FlowBoundary:
                 return ZeroGradient()
             if isinstance(s, Inflow):
                 return Dirichlet(s.speed if normal else 0.0)
-            return ZeroGradient() if (s.slip and not normal) else Dirichlet(0.0)
+            if normal:
+                return Dirichlet(0.0)
+            return ZeroGradient() if s.slip else Dirichlet(s.velocity)
 
         return Boundary(tuple((bc(lo, axis == c), bc(hi, axis == c)) for axis, (lo, hi) in enumerate(self.sides)))
 

@@ -109,12 +109,29 @@ def project(
     _check_velocity(v, grid)
     if not isinstance(boundary, FlowBoundary):
         raise TypeError(f"boundary must be a FlowBoundary, got {type(boundary).__name__}")
+    check_flux_balance(grid, boundary)
     mask = fluid_mask(fluid, grid, v.shape[0])
     if pressure_guess is not None:
         check_state("pressure_guess", pressure_guess, grid.shape, channels=1, batch=v.shape[0])
     if preconditioner not in PRECONDITIONERS:
         raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {preconditioner!r}")
     return apply_projection(v, grid, boundary, mask, pressure_guess, rtol=rtol, max_iter=max_iter, preconditioner=preconditioner)
+
+
+def check_flux_balance(grid: Grid, boundary: FlowBoundary) -> None:
+    """Without an outflow side, the inflows must balance (net volume flux 0), or no divergence-free
+    field exists; raise ``ValueError`` naming the net flux otherwise."""
+    if boundary.has_outflow:
+        return
+    net = 0.0
+    for axis, (lo, hi) in enumerate(boundary.sides):
+        length = grid.bounds[1 - axis][1] - grid.bounds[1 - axis][0]  # the side's extent
+        net += (getattr(lo, "speed", 0.0) - getattr(hi, "speed", 0.0)) * length
+    if abs(net) > 1e-12:
+        raise ValueError(
+            f"boundary {boundary.sides} lets a net volume flux of {net:g} into the domain and has no Outflow side: "
+            "no divergence-free velocity exists; add an Outflow side or balance the inflows"
+        )
 
 
 def fluid_mask(fluid: torch.Tensor | None, grid: Grid, batch: int) -> torch.Tensor:
@@ -162,7 +179,14 @@ def apply_projection(
     precond = None
     if preconditioner == "multigrid":
         mg = multigrid_for(grid, fluid, pbc.codes)
-        precond = mg if not singular else lambda r: (lambda z: z - _fluid_mean(z, fluid) * fluid)(mg(r))
+
+        def precond(r: torch.Tensor) -> torch.Tensor:
+            # Fluid block: the V-cycle. Solid cells are decoupled identity rows: their exact inverse.
+            z = mg(r * fluid) * fluid
+            if singular:
+                z = z - _fluid_mean(z, fluid) * fluid
+            return z + r * (1 - fluid)
+
     guess = None if pressure_guess is None else pressure_guess.detach() * fluid
     p = solve_spd(matvec, rhs, (), x0=guess, rtol=rtol, max_iter=max_iter, precond=precond)
     if singular:

@@ -50,32 +50,41 @@ def _normal_axis(p, n_faces, periodic: ti.template()):
 
 
 @ti.func
-def _tangential_axis(p, n, lo: ti.template(), hi: ti.template()):
-    """Indices, ghost signs and weight ``(j0, s0, j1, s1, w)`` along a tangential (cell-centred) axis
-    with zero Dirichlet values (walls) or zero gradient."""
+def _tangential_axis(p, n, lo: ti.template(), hi: ti.template(), g_lo: ti.template(), g_hi: ti.template()):
+    """Indices, ghost offsets/signs and weight ``(j0, a0, s0, j1, a1, s1, w)`` along a tangential
+    (cell-centred) axis: the value at ``j`` is ``a + s·v[j]`` (Dirichlet wall velocity or zero gradient)."""
     q = clamp_position(p, n, lo, hi)
     f = ti.floor(q)
     i = ti.cast(f, ti.i32)
-    j0, _, s0 = ghost(i, n, lo, hi, 0.0, 0.0)
-    j1, _, s1 = ghost(i + 1, n, lo, hi, 0.0, 0.0)
-    return j0, s0, j1, s1, q - f
+    j0, a0, s0 = ghost(i, n, lo, hi, g_lo, g_hi)
+    j1, a1, s1 = ghost(i + 1, n, lo, hi, g_lo, g_hi)
+    return j0, a0, s0, j1, a1, s1, q - f
 
 
 @ti.func
 def _stencil_vy(v: ti.template(), b, py, px, bc: ti.template()):
     """The four ``v_y`` face values around cell-space position ``(py, px)`` and the weights:
-    ``(v00, v01, v10, v11, wy, wx)``. ``bc``: ``FlowBoundary.component(0).codes``."""
-    i0, i1, wy = _normal_axis(py + 0.5, v.shape[2], ti.static(bc[0] == PERIODIC))
-    j0, s0, j1, s1, wx = _tangential_axis(px, v.shape[3] - 1, bc[2], bc[3])
-    return s0 * v[b, 0, i0, j0], s1 * v[b, 0, i0, j1], s0 * v[b, 0, i1, j0], s1 * v[b, 0, i1, j1], wy, wx
+    ``(v00, v01, v10, v11, wy, wx)``. ``bc``: ``(codes, values)`` of ``FlowBoundary.component(0)``."""
+    i0, i1, wy = _normal_axis(py + 0.5, v.shape[2], ti.static(bc[0][0] == PERIODIC))
+    j0, a0, s0, j1, a1, s1, wx = _tangential_axis(px, v.shape[3] - 1, bc[0][2], bc[0][3], bc[1][2], bc[1][3])
+    v00 = a0 + s0 * v[b, 0, i0, j0]
+    v01 = a1 + s1 * v[b, 0, i0, j1]
+    v10 = a0 + s0 * v[b, 0, i1, j0]
+    v11 = a1 + s1 * v[b, 0, i1, j1]
+    return v00, v01, v10, v11, wy, wx
 
 
 @ti.func
 def _stencil_vx(v: ti.template(), b, py, px, bc: ti.template()):
-    """The four ``v_x`` face values around ``(py, px)``; ``bc``: ``FlowBoundary.component(1).codes``."""
-    i0, s0, i1, s1, wy = _tangential_axis(py, v.shape[2] - 1, bc[0], bc[1])
-    j0, j1, wx = _normal_axis(px + 0.5, v.shape[3], ti.static(bc[2] == PERIODIC))
-    return s0 * v[b, 1, i0, j0], s0 * v[b, 1, i0, j1], s1 * v[b, 1, i1, j0], s1 * v[b, 1, i1, j1], wy, wx
+    """The four ``v_x`` face values around ``(py, px)``; ``bc``: ``(codes, values)`` of
+    ``FlowBoundary.component(1)``."""
+    i0, a0, s0, i1, a1, s1, wy = _tangential_axis(py, v.shape[2] - 1, bc[0][0], bc[0][1], bc[1][0], bc[1][1])
+    j0, j1, wx = _normal_axis(px + 0.5, v.shape[3], ti.static(bc[0][2] == PERIODIC))
+    v00 = a0 + s0 * v[b, 1, i0, j0]
+    v01 = a0 + s0 * v[b, 1, i0, j1]
+    v10 = a1 + s1 * v[b, 1, i1, j0]
+    v11 = a1 + s1 * v[b, 1, i1, j1]
+    return v00, v01, v10, v11, wy, wx
 
 
 @ti.func
@@ -214,7 +223,7 @@ def apply_velocity_advection(
     """Advect the staggered ``v`` ``(B,2,H+1,W+1)`` by the staggered ``velocity`` for ``dt`` ``(B,)``
     (no validation; ``velocity`` may be ``v`` itself). Boundary faces are not re-imposed here."""
     hy, hx = grid.spacing
-    consts = (boundary.component(0).codes, boundary.component(1).codes, 1.0 / hy, 1.0 / hx)
+    consts = (_component_bc(boundary, 0), _component_bc(boundary, 1), 1.0 / hy, 1.0 / hx)
     (v_hat,) = _SL_VELOCITY((v, velocity, dt), (v.shape,), consts)
     if scheme == "semi_lagrangian":
         return v_hat
@@ -236,8 +245,8 @@ def apply_scalar_advection(
     consts = (
         scalar_boundary.codes,
         scalar_boundary.values,
-        boundary.component(0).codes,
-        boundary.component(1).codes,
+        _component_bc(boundary, 0),
+        _component_bc(boundary, 1),
         1.0 / hy,
         1.0 / hx,
     )
@@ -245,3 +254,9 @@ def apply_scalar_advection(
     if scheme == "semi_lagrangian":
         return q_hat
     return _MC_SCALAR((q, q_hat, velocity, dt), (q.shape,), consts)[0]
+
+
+def _component_bc(boundary: FlowBoundary, c: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """``(codes, values)`` of velocity component ``c``: the compile-time boundary description."""
+    bc = boundary.component(c)
+    return bc.codes, bc.values

@@ -21,6 +21,7 @@ from ..bridge import KernelOp
 from ..grid import PERIODIC, Grid
 from ..grid.staggered import FlowBoundary
 from ._stencil import ghost
+from .staggered_advection import _component_bc
 
 nd1 = ti.types.ndarray(ndim=1)
 nd4 = ti.types.ndarray(ndim=4)
@@ -38,17 +39,19 @@ def _normal_index(i, n_faces, periodic: ti.template()):
 
 @ti.func
 def _face_value(v: ti.template(), b, c: ti.template(), i, k, bc: ti.template()):
-    """Component ``c`` at face ``(i, k)`` (one step outside allowed) with the boundary rules above."""
+    """Component ``c`` at face ``(i, k)`` (one step outside allowed) with the boundary rules above;
+    ``bc``: ``(codes, values)`` of ``FlowBoundary.component(c)``."""
     h1, w1 = v.shape[2], v.shape[3]
     value = 0.0
+    codes, g = ti.static(bc[0], bc[1])
     if ti.static(c == 0):
-        ji = _normal_index(i, h1, ti.static(bc[0] == PERIODIC))
-        jk, _, s = ghost(k, w1 - 1, bc[2], bc[3], 0.0, 0.0)
-        value = s * v[b, 0, ji, jk]
+        ji = _normal_index(i, h1, ti.static(codes[0] == PERIODIC))
+        jk, a, s = ghost(k, w1 - 1, codes[2], codes[3], g[2], g[3])
+        value = a + s * v[b, 0, ji, jk]
     else:
-        ji, _, s = ghost(i, h1 - 1, bc[0], bc[1], 0.0, 0.0)
-        jk = _normal_index(k, w1, ti.static(bc[2] == PERIODIC))
-        value = s * v[b, 1, ji, jk]
+        ji, a, s = ghost(i, h1 - 1, codes[0], codes[1], g[0], g[1])
+        jk = _normal_index(k, w1, ti.static(codes[2] == PERIODIC))
+        value = a + s * v[b, 1, ji, jk]
     return value
 
 
@@ -82,5 +85,5 @@ def apply_velocity_diffusion(
     """Explicit viscosity step ``v + ν Δt L(v)`` of a staggered velocity (no validation; ``nu``, ``dt``:
     ``(B,)``). Differentiable w.r.t. ``v``, ``nu`` and ``dt``."""
     hy, hx = grid.spacing
-    consts = (boundary.component(0).codes, boundary.component(1).codes, 1.0 / hy**2, 1.0 / hx**2)
+    consts = (_component_bc(boundary, 0), _component_bc(boundary, 1), 1.0 / hy**2, 1.0 / hx**2)
     return _ADD_LAPLACIAN_MAC((v, nu * dt), (v.shape,), consts)[0]

@@ -1,13 +1,14 @@
 """Ready-made problems (presets, initial conditions, exact solutions)."""
 
 from .burgers import Scene, cole_hopf, pbdl_burgers, random_sines, sine_initial
-from .flow import FlowScene, karman, taylor_green, taylor_green_velocity
+from .flow import FlowScene, karman, lid_driven_cavity, taylor_green, taylor_green_velocity
 
 __all__ = [
     "FlowScene",
     "Scene",
     "cole_hopf",
     "karman",
+    "lid_driven_cavity",
     "pbdl_burgers",
     "random_sines",
     "sine_initial",

@@ -10,7 +10,7 @@ from ..grid import Grid
 from ..grid.staggered import FlowBoundary, apply_boundary, staggered_shape
 from ..ops.advection import SCHEMES as ADVECTION_SCHEMES
 from ..ops.diffusion import check_explicit_stability
-from ..ops.pressure import PRECONDITIONERS, apply_projection, fluid_mask
+from ..ops.pressure import PRECONDITIONERS, apply_projection, check_flux_balance, fluid_mask
 from ..ops.staggered_advection import apply_velocity_advection
 from ..ops.staggered_diffusion import apply_velocity_diffusion
 from ..runtime import check_param, check_tensor
@@ -64,6 +64,7 @@ class NavierStokes(Stepper):
         check_param("dt", self.dt, positive=True)
         check_param("nu", self.nu, positive=True)
         check_explicit_stability(self.nu, self.dt, self.grid)
+        check_flux_balance(self.grid, self.boundary)
         if self.pressure_preconditioner not in PRECONDITIONERS:
             raise ValueError(f"pressure_preconditioner must be one of {PRECONDITIONERS}, got {self.pressure_preconditioner!r}")
         if self.advection not in ADVECTION_SCHEMES:
