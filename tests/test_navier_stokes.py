@@ -109,7 +109,8 @@ def test_navier_stokes_input_errors():
     grid = tdp.Grid.rect((6, 5), (1.0, 1.0))
     bc = FlowBoundary.box()
     with pytest.raises(ValueError, match="unstable"):
-        NavierStokes(grid, bc, nu=1.0, dt=1.0)
+        NavierStokes(grid, bc, nu=1.0, dt=1.0, viscosity_substeps=1)
+    assert NavierStokes(grid, bc, nu=1.0, dt=1.0).viscosity_substeps == 122  # ceil(1·1·(36 + 25) / 0.5): sub-stepped
     with pytest.raises(TypeError, match="FlowBoundary"):
         NavierStokes(grid, tdp.Boundary.periodic(2), nu=0.01, dt=0.1)
     with pytest.raises(ValueError, match="no fluid cell"):

@@ -1,7 +1,7 @@
 """Ready-made problems (presets, initial conditions, exact solutions)."""
 
 from .burgers import Scene, cole_hopf, pbdl_burgers, random_sines, sine_initial
-from .flow import FlowScene, karman, lid_driven_cavity, taylor_green, taylor_green_velocity
+from .flow import FlowScene, karman, lid_driven_cavity, smoke_plume, taylor_green, taylor_green_velocity
 
 __all__ = [
     "FlowScene",
@@ -12,6 +12,7 @@ __all__ = [
     "pbdl_burgers",
     "random_sines",
     "sine_initial",
+    "smoke_plume",
     "taylor_green",
     "taylor_green_velocity",
 ]

@@ -12,6 +12,7 @@ from ..grid.geometry import disc
 from ..grid.staggered import FlowBoundary, Inflow, Outflow, Wall, staggered_shape, valid_faces
 from ..runtime import ensure_init
 from ..solvers.navier_stokes import NavierStokes
+from ..solvers.smoke import SmokePlume, pack_smoke
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,6 +101,23 @@ def lid_driven_cavity(
     boundary = FlowBoundary(((Wall(), Wall(velocity=lid_speed)), (Wall(), Wall())))
     stepper = NavierStokes(grid, boundary, nu=nu, dt=dt, advection=advection, pressure_rtol=1e-6)
     return FlowScene(stepper, torch.zeros(batch, *staggered_shape(grid), dtype=rt.dtype, device=rt.device))
+
+
+def smoke_plume(
+    n: int = 64, buoyancy: float | torch.Tensor = 0.5, batch: int = 1, *, source_strength: float = 0.2
+) -> tuple[SmokePlume, torch.Tensor]:
+    """A rising smoke plume in a closed 100 × 100 box (no-slip walls, inviscid): a disc source of radius
+    5 at (y, x) = (10, 50) injects ``source_strength`` density per unit time, buoyancy ``β`` lifts it;
+    dt = 1 on an ``n × n`` grid. Returns ``(stepper, state0)`` with the packed state at rest, no smoke."""
+    rt = ensure_init()
+    grid = Grid.rect((n, n), (100.0, 100.0))
+    flow = NavierStokes(grid, FlowBoundary.box(), nu=0.0, dt=1.0, pressure_rtol=1e-4)
+    source = source_strength * (1.0 - disc(grid, (10.0, 50.0), 5.0))
+    state0 = pack_smoke(
+        torch.zeros(batch, *staggered_shape(grid), dtype=rt.dtype, device=rt.device),
+        torch.zeros(batch, 1, n, n, dtype=rt.dtype, device=rt.device),
+    )
+    return SmokePlume(flow, buoyancy=buoyancy, source=source.contiguous()), state0
 
 
 def taylor_green(

@@ -4,5 +4,6 @@ from .advection_diffusion import AdvectionDiffusion
 from .base import Stepper, rollout
 from .burgers import Burgers
 from .navier_stokes import NavierStokes
+from .smoke import SmokePlume, pack_smoke, unpack_smoke
 
-__all__ = ["AdvectionDiffusion", "Burgers", "NavierStokes", "Stepper", "rollout"]
+__all__ = ["AdvectionDiffusion", "Burgers", "NavierStokes", "SmokePlume", "Stepper", "pack_smoke", "rollout", "unpack_smoke"]

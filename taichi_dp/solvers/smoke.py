@@ -1,0 +1,97 @@
+"""Buoyant smoke: a passive density carried by the flow that pushes it upwards (along +y)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..grid import Boundary, Grid, ZeroGradient
+from ..grid.staggered import staggered_shape
+from ..ops.advection import SCHEMES as ADVECTION_SCHEMES
+from ..ops.staggered_advection import apply_scalar_advection
+from ..runtime import as_batch_param, check_param, check_state, check_tensor
+from .base import Stepper
+from .navier_stokes import NavierStokes
+
+
+def pack_smoke(v: torch.Tensor, density: torch.Tensor) -> torch.Tensor:
+    """One state tensor ``(B, 3, H+1, W+1)``: channels 0–1 the staggered velocity, channel 2 the
+    cell-centred density ``(B, 1, H, W)`` padded with a zero row and column. Differentiable."""
+    rho = torch.nn.functional.pad(density, (0, 1, 0, 1))
+    return torch.cat([v, rho], dim=1)
+
+
+def unpack_smoke(state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of :func:`pack_smoke`: ``(v (B, 2, H+1, W+1), density (B, 1, H, W))``."""
+    return state[:, :2].contiguous(), state[:, 2:, :-1, :-1].contiguous()
+
+
+@dataclass(frozen=True, eq=False)
+class SmokePlume(Stepper):
+    """Navier–Stokes with a buoyant passive density ``ρ`` (Boussinesq):
+
+        ∂ρ/∂t + (v · ∇) ρ = s,     ∂v/∂t + … = … + β ρ ŷ
+
+    One step: ``ρ`` advected by the current velocity (MacCormack by default) plus ``Δt·s``; the buoyancy
+    ``β ρ`` (averaged onto the ``v_y`` faces) added to the velocity; then one :class:`NavierStokes` step
+    of ``flow`` (viscosity, advection, projection). The state is :func:`pack_smoke` ``(v, ρ)``.
+
+    Args:
+        flow: the velocity stepper (grid, flow boundary, viscosity, dt, obstacles, ...).
+        buoyancy: ``β`` (float or ``(B,)`` tensor, differentiable); > 0 makes dense smoke rise along +y.
+        source: optional ``(B or 1, 1, H, W)`` density injected per unit time (differentiable).
+        density_boundary: boundary conditions of ``ρ`` (default: zero gradient on every side).
+        density_advection: ``"maccormack"`` or ``"semi_lagrangian"``.
+    """
+
+    flow: NavierStokes
+    buoyancy: float | torch.Tensor = 1.0
+    source: torch.Tensor | None = None
+    density_boundary: Boundary | None = None
+    density_advection: str = "maccormack"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.flow, NavierStokes):
+            raise TypeError(f"flow must be a NavierStokes stepper, got {type(self.flow).__name__}")
+        check_param("buoyancy", self.buoyancy)
+        if self.density_advection not in ADVECTION_SCHEMES:
+            raise ValueError(f"density_advection must be one of {ADVECTION_SCHEMES}, got {self.density_advection!r}")
+        if self.source is not None:
+            check_state("source", self.source, self.flow.grid.shape, channels=1)
+        if self.density_boundary is None:
+            object.__setattr__(self, "density_boundary", Boundary.uniform(ZeroGradient(), 2))
+
+    @property
+    def grid(self) -> Grid:
+        """The flow's grid."""
+        return self.flow.grid
+
+    @property
+    def dt(self) -> float | torch.Tensor:
+        """The flow's time step."""
+        return self.flow.dt
+
+    def __call__(self, state: torch.Tensor) -> torch.Tensor:
+        """Advance a packed smoke state ``(B, 3, H+1, W+1)`` by one step."""
+        _, h1, w1 = staggered_shape(self.flow.grid)
+        if not isinstance(state, torch.Tensor) or state.ndim != 4 or tuple(state.shape[1:]) != (3, h1, w1):
+            got = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
+            raise ValueError(f"state must be a packed smoke state of shape (B, 3, {h1}, {w1}) (see pack_smoke), got {got}")
+        check_tensor("state", state)
+        return self.step(state)
+
+    def step(self, state: torch.Tensor) -> torch.Tensor:
+        flow = self.flow
+        v, rho = unpack_smoke(state)
+        b = v.shape[0]
+        dt = flow.param("dt", b)
+        rho = apply_scalar_advection(rho, v, dt, flow.grid, self.density_boundary, flow.boundary, self.density_advection)
+        if self.source is not None:
+            rho = rho + dt.view(-1, 1, 1, 1) * self.source
+        rho = rho * flow.fluid
+        beta = as_batch_param("buoyancy", self.buoyancy, b).view(-1, 1, 1)
+        face_rho = 0.5 * (torch.nn.functional.pad(rho[:, 0], (0, 0, 1, 0)) + torch.nn.functional.pad(rho[:, 0], (0, 0, 0, 1)))
+        lift = torch.nn.functional.pad(dt.view(-1, 1, 1) * beta * face_rho, (0, 1))  # (B, H+1, W+1) on v_y faces
+        v = torch.stack([v[:, 0] + lift, v[:, 1]], dim=1)
+        return pack_smoke(flow.step(v), rho)
