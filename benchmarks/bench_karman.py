@@ -37,26 +37,29 @@ CPU_ANCHORS = {
 
 
 class _LaunchCounter:
-    """Counts bridged Taichi kernel launches (forward and backward) while active."""
+    """Counts Taichi kernel launches (bridged ops forward and backward, and the multigrid kernels that
+    run outside the bridge) while active."""
 
     def __enter__(self):
+        from taichi_dp.ops import multigrid
+
         self.count = 0
-        self._fwd, self._vjp = KernelOp.forward, KernelOp.vjp
-        counter = self
-
-        def fwd(op, *a, **k):
-            counter.count += 1
-            return counter._fwd(op, *a, **k)
-
-        def vjp(op, *a, **k):
-            counter.count += 1
-            return counter._vjp(op, *a, **k)
-
-        KernelOp.forward, KernelOp.vjp = fwd, vjp
+        self._patched = [(KernelOp, "forward"), (KernelOp, "vjp"), (multigrid, "_down"), (multigrid, "_up")]
+        self._saved = [getattr(obj, name) for obj, name in self._patched]
+        for (obj, name), fn in zip(self._patched, self._saved):
+            setattr(obj, name, self._counting(fn))
         return self
 
+    def _counting(self, fn):
+        def wrapped(*a, **k):
+            self.count += 1
+            return fn(*a, **k)
+
+        return wrapped
+
     def __exit__(self, *exc):
-        KernelOp.forward, KernelOp.vjp = self._fwd, self._vjp
+        for (obj, name), fn in zip(self._patched, self._saved):
+            setattr(obj, name, fn)
 
 
 def _median(fn, repeats: int) -> float:

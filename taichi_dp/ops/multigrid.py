@@ -22,60 +22,96 @@ from dataclasses import dataclass
 import taichi as ti
 import torch
 
-from ..bridge import KernelOp
+from ..bridge import _serial
 from ..grid import DIRICHLET, PERIODIC, Grid
-from .poisson import _neighbour, apply_poisson
+from .poisson import apply_a_at, apply_poisson
 
 nd4 = ti.types.ndarray(ndim=4)
 
 
+@ti.func
+def _jacobi_at(
+    x: ti.template(),
+    rhs: ti.template(),
+    diag: ti.template(),
+    fluid: ti.template(),
+    b,
+    i,
+    j,
+    bc: ti.template(),
+    inv_hy2,
+    inv_hx2,
+    omega,
+):
+    """Damped Jacobi update at one cell: x + ω (rhs − A x) / diag."""
+    ax = apply_a_at(x, fluid, b, i, j, bc, inv_hy2, inv_hx2)
+    return x[b, 0, i, j] + omega * (rhs[b, 0, i, j] - ax) / diag[b % diag.shape[0], 0, i, j]
+
+
 @ti.kernel
-def _jacobi(
-    x: nd4,
+def _down(
     rhs: nd4,
-    out: nd4,
+    x: nd4,
+    tmp: nd4,
+    coarse_rhs: nd4,
     diag: nd4,
     fluid: nd4,
     bc: ti.template(),
     inv_hy2: float,
     inv_hx2: float,
     omega: float,
+    sweeps: ti.template(),
     serial: ti.template(),
 ):
-    """One damped Jacobi sweep: out = x + ω (rhs − A x) / diag."""
+    """Descending half of a V-cycle on one level, in one launch: ``sweeps`` damped Jacobi sweeps from
+    x = 0, then the restricted residual ``coarse_rhs = R (rhs − A x)`` with ``R = Pᵀ/8``.
+    Forward only (never differentiated), so its loops may read what earlier loops wrote."""
     ti.loop_config(serialize=serial)
-    for b, i, j in ti.ndrange(x.shape[0], x.shape[2], x.shape[3]):
-        centre = x[b, 0, i, j]
-        pd, wd = _neighbour(x, fluid, b, i - 1, j, bc)
-        pu, wu = _neighbour(x, fluid, b, i + 1, j, bc)
-        pl, wl = _neighbour(x, fluid, b, i, j - 1, bc)
-        pr, wr = _neighbour(x, fluid, b, i, j + 1, bc)
-        ax = (wd * (centre - pd) + wu * (centre - pu)) * inv_hy2 + (wl * (centre - pl) + wr * (centre - pr)) * inv_hx2
-        ax = ti.select(fluid[b % fluid.shape[0], 0, i, j] > 0.5, ax, centre)
-        out[b, 0, i, j] = centre + omega * (rhs[b, 0, i, j] - ax) / diag[b % diag.shape[0], 0, i, j]
+    for b, i, j in ti.ndrange(x.shape[0], x.shape[2], x.shape[3]):  # first sweep from x = 0
+        x[b, 0, i, j] = omega * rhs[b, 0, i, j] / diag[b % diag.shape[0], 0, i, j]
+    for _ in ti.static(range(sweeps - 1)):
+        ti.loop_config(serialize=serial)
+        for b, i, j in ti.ndrange(x.shape[0], x.shape[2], x.shape[3]):
+            tmp[b, 0, i, j] = _jacobi_at(x, rhs, diag, fluid, b, i, j, bc, inv_hy2, inv_hx2, omega)
+        ti.loop_config(serialize=serial)
+        for b, i, j in ti.ndrange(x.shape[0], x.shape[2], x.shape[3]):
+            x[b, 0, i, j] = tmp[b, 0, i, j]
+    ti.loop_config(serialize=serial)
+    for b, i, j in ti.ndrange(coarse_rhs.shape[0], coarse_rhs.shape[2], coarse_rhs.shape[3]):
+        acc = 0.0
+        for di, dj in ti.static(ti.ndrange(2, 2)):
+            ci, cj = 2 * i + di, 2 * j + dj
+            acc += rhs[b, 0, ci, cj] - apply_a_at(x, fluid, b, ci, cj, bc, inv_hy2, inv_hx2)
+        coarse_rhs[b, 0, i, j] = 0.125 * acc
 
 
 @ti.kernel
-def _restrict(r: nd4, out: nd4, serial: ti.template()):
-    """out[I, J] = (1/8) Σ of the four children (R = Pᵀ / 8)."""
-    ti.loop_config(serialize=serial)
-    for b, i, j in ti.ndrange(out.shape[0], out.shape[2], out.shape[3]):
-        out[b, 0, i, j] = 0.125 * (
-            r[b, 0, 2 * i, 2 * j] + r[b, 0, 2 * i + 1, 2 * j] + r[b, 0, 2 * i, 2 * j + 1] + r[b, 0, 2 * i + 1, 2 * j + 1]
-        )
-
-
-@ti.kernel
-def _prolong_add(x: nd4, e: nd4, out: nd4, serial: ti.template()):
-    """out = x + P e (each coarse value added to its four children)."""
+def _up(
+    rhs: nd4,
+    x: nd4,
+    tmp: nd4,
+    coarse_x: nd4,
+    diag: nd4,
+    fluid: nd4,
+    bc: ti.template(),
+    inv_hy2: float,
+    inv_hx2: float,
+    omega: float,
+    sweeps: ti.template(),
+    serial: ti.template(),
+):
+    """Ascending half of a V-cycle on one level, in one launch: ``x += P coarse_x`` (each coarse value
+    to its four children), then ``sweeps`` damped Jacobi sweeps."""
     ti.loop_config(serialize=serial)
     for b, i, j in ti.ndrange(x.shape[0], x.shape[2], x.shape[3]):
-        out[b, 0, i, j] = x[b, 0, i, j] + e[b, 0, i // 2, j // 2]
-
-
-_JACOBI = KernelOp(_jacobi, 2, 1, "mg_jacobi")
-_RESTRICT = KernelOp(_restrict, 1, 1, "mg_restrict")
-_PROLONG_ADD = KernelOp(_prolong_add, 2, 1, "mg_prolong_add")
+        x[b, 0, i, j] += coarse_x[b, 0, i // 2, j // 2]
+    for _ in ti.static(range(sweeps)):
+        ti.loop_config(serialize=serial)
+        for b, i, j in ti.ndrange(x.shape[0], x.shape[2], x.shape[3]):
+            tmp[b, 0, i, j] = _jacobi_at(x, rhs, diag, fluid, b, i, j, bc, inv_hy2, inv_hx2, omega)
+        ti.loop_config(serialize=serial)
+        for b, i, j in ti.ndrange(x.shape[0], x.shape[2], x.shape[3]):
+            x[b, 0, i, j] = tmp[b, 0, i, j]
 
 
 def diagonal(fluid: torch.Tensor, grid: Grid, bc: tuple[int, ...]) -> torch.Tensor:
@@ -146,11 +182,6 @@ class Multigrid:
             mats.append(torch.linalg.pinv(cols.reshape(n, n).T, hermitian=True))
         return torch.stack(mats)
 
-    def _smooth(self, lvl: _Level, x: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-        for _ in range(self.sweeps):
-            x = _JACOBI((x, rhs), (x.shape,), (lvl.diag, lvl.fluid, *lvl.consts, self.omega))[0]
-        return x
-
     def _vcycle(self, k: int, rhs: torch.Tensor) -> torch.Tensor:
         lvl = self.levels[k]
         if k == len(self.levels) - 1:
@@ -158,12 +189,13 @@ class Multigrid:
             flat = rhs.reshape(b, -1, 1)
             inv = self._coarse_inverse.expand(b, -1, -1) if self._coarse_inverse.shape[0] == 1 else self._coarse_inverse
             return torch.bmm(inv, flat).reshape(rhs.shape)
-        x = self._smooth(lvl, torch.zeros_like(rhs), rhs)
-        r = rhs - apply_poisson(x, lvl.fluid, lvl.grid, lvl.consts[0])
+        x, tmp = torch.empty_like(rhs), torch.empty_like(rhs)
         h, w = self.levels[k + 1].grid.shape
-        rc = _RESTRICT((r,), ((r.shape[0], 1, h, w),), ())[0]
-        x = _PROLONG_ADD((x, self._vcycle(k + 1, rc)), (x.shape,), ())[0]
-        return self._smooth(lvl, x, rhs)
+        coarse_rhs = rhs.new_empty(rhs.shape[0], 1, h, w)
+        consts = (lvl.diag, lvl.fluid, *lvl.consts, self.omega, self.sweeps, _serial((rhs.shape,)))
+        _down(rhs, x, tmp, coarse_rhs, *consts)
+        _up(rhs, x, tmp, self._vcycle(k + 1, coarse_rhs), *consts)
+        return x
 
     def __call__(self, r: torch.Tensor) -> torch.Tensor:
         """Apply the V-cycle to a residual ``(B, 1, H, W)``."""

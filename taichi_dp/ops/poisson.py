@@ -39,18 +39,24 @@ def _neighbour(p: ti.template(), fluid: ti.template(), b, i, k, bc: ti.template(
     return si * sk * p[b, 0, ji, jk], weight
 
 
+@ti.func
+def apply_a_at(p: ti.template(), fluid: ti.template(), b, i, j, bc: ti.template(), inv_hy2, inv_hx2):
+    """``(A p)`` at cell ``(i, j)`` of sample ``b``."""
+    centre = p[b, 0, i, j]
+    pd, wd = _neighbour(p, fluid, b, i - 1, j, bc)
+    pu, wu = _neighbour(p, fluid, b, i + 1, j, bc)
+    pl, wl = _neighbour(p, fluid, b, i, j - 1, bc)
+    pr, wr = _neighbour(p, fluid, b, i, j + 1, bc)
+    lap = (wd * (centre - pd) + wu * (centre - pu)) * inv_hy2 + (wl * (centre - pl) + wr * (centre - pr)) * inv_hx2
+    return ti.select(fluid[b % fluid.shape[0], 0, i, j] > 0.5, lap, centre)
+
+
 @ti.kernel
 def _neg_laplacian_2d(p: nd4, out: nd4, fluid: nd4, bc: ti.template(), inv_hy2: float, inv_hx2: float, serial: ti.template()):
-    """out = Σ_neighbours w_n (p_c − p_n) / h² on fluid cells (w_n: neighbour is fluid), p_c on solid cells."""
+    """out = A p: Σ_neighbours w_n (p_c − p_n) / h² on fluid cells (w_n: neighbour is fluid), p_c on solid cells."""
     ti.loop_config(serialize=serial)
     for b, i, j in ti.ndrange(p.shape[0], p.shape[2], p.shape[3]):
-        centre = p[b, 0, i, j]
-        pd, wd = _neighbour(p, fluid, b, i - 1, j, bc)
-        pu, wu = _neighbour(p, fluid, b, i + 1, j, bc)
-        pl, wl = _neighbour(p, fluid, b, i, j - 1, bc)
-        pr, wr = _neighbour(p, fluid, b, i, j + 1, bc)
-        lap = (wd * (centre - pd) + wu * (centre - pu)) * inv_hy2 + (wl * (centre - pl) + wr * (centre - pr)) * inv_hx2
-        out[b, 0, i, j] = ti.select(fluid[b % fluid.shape[0], 0, i, j] > 0.5, lap, centre)
+        out[b, 0, i, j] = apply_a_at(p, fluid, b, i, j, bc, inv_hy2, inv_hx2)
 
 
 _NEG_LAPLACIAN = KernelOp(_neg_laplacian_2d, 1, 1, "neg_laplacian_2d")
