@@ -44,7 +44,7 @@ class _LaunchCounter:
         from taichi_dp.ops import multigrid
 
         self.count = 0
-        self._patched = [(KernelOp, "forward"), (KernelOp, "vjp"), (multigrid, "_down"), (multigrid, "_up")]
+        self._patched = [(KernelOp, "forward"), (KernelOp, "vjp"), (multigrid, "_vcycle")]
         self._saved = [getattr(obj, name) for obj, name in self._patched]
         for (obj, name), fn in zip(self._patched, self._saved):
             setattr(obj, name, self._counting(fn))

@@ -24,94 +24,110 @@ import torch
 
 from ..bridge import _serial
 from ..grid import DIRICHLET, PERIODIC, Grid
-from .poisson import apply_a_at, apply_poisson
+from ._stencil import ghost
+from .poisson import apply_poisson
 
+nd2 = ti.types.ndarray(ndim=2)
 nd4 = ti.types.ndarray(ndim=4)
 
 
 @ti.func
-def _jacobi_at(
-    x: ti.template(),
-    rhs: ti.template(),
-    diag: ti.template(),
-    fluid: ti.template(),
-    b,
-    i,
-    j,
-    bc: ti.template(),
-    inv_hy2,
-    inv_hx2,
-    omega,
-):
-    """Damped Jacobi update at one cell: x + ω (rhs − A x) / diag."""
-    ax = apply_a_at(x, fluid, b, i, j, bc, inv_hy2, inv_hx2)
-    return x[b, 0, i, j] + omega * (rhs[b, 0, i, j] - ax) / diag[b % diag.shape[0], 0, i, j]
+def _a_flat(work: ti.template(), stat: ti.template(), b, i, j, lv: ti.template(), bc: ti.template()):
+    """``(A x)`` at cell ``(i, j)`` of a level stored flat: ``x`` at ``work[b, lv.x + i·w + j]``, the fluid
+    mask at ``stat[·, lv.fluid + i·w + j]``; same rule as :func:`taichi_dp.ops.poisson.apply_a_at`."""
+    h, w = ti.static(lv[0], lv[1])
+    bm = b % stat.shape[0]
+    centre = work[b, lv[4] + i * w + j]
+    lap = 0.0
+    for s in ti.static(range(4)):
+        ni = i + ti.static((-1, 1, 0, 0)[s])
+        nj = j + ti.static((0, 0, -1, 1)[s])
+        ji, _, si = ghost(ni, h, bc[0], bc[1], 0.0, 0.0)
+        jk, _, sk = ghost(nj, w, bc[2], bc[3], 0.0, 0.0)
+        inside_i = 0 <= ni < h
+        inside_k = 0 <= nj < w
+        if ti.static(bc[0] == PERIODIC):
+            inside_i = True
+        if ti.static(bc[2] == PERIODIC):
+            inside_k = True
+        weight = ti.select(inside_i and inside_k, stat[bm, lv[7] + ji * w + jk], 1.0)
+        lap += weight * (centre - si * sk * work[b, lv[4] + ji * w + jk]) * ti.static(lv[2] if s < 2 else lv[3])
+    return ti.select(stat[bm, lv[7] + i * w + j] > 0.5, lap, centre)
+
+
+@ti.func
+def _smooth_flat(work: ti.template(), stat: ti.template(), lv: ti.template(), bc: ti.template(), omega, serial: ti.template()):
+    """One damped Jacobi sweep on a level: tmp = x + ω (rhs − A x) / diag, then x = tmp."""
+    ti.loop_config(serialize=serial)
+    for b, i, j in ti.ndrange(work.shape[0], lv[0], lv[1]):
+        k = i * lv[1] + j
+        ax = _a_flat(work, stat, b, i, j, lv, bc)
+        work[b, lv[5] + k] = work[b, lv[4] + k] + omega * (work[b, lv[6] + k] - ax) / stat[b % stat.shape[0], lv[8] + k]
+    ti.loop_config(serialize=serial)
+    for b, k in ti.ndrange(work.shape[0], lv[0] * lv[1]):
+        work[b, lv[4] + k] = work[b, lv[5] + k]
 
 
 @ti.kernel
-def _down(
-    rhs: nd4,
-    x: nd4,
-    tmp: nd4,
-    coarse_rhs: nd4,
-    diag: nd4,
-    fluid: nd4,
+def _vcycle(
+    r: nd4,
+    z: nd4,
+    work: nd2,
+    stat: nd2,
+    layout: ti.template(),
+    coarse: ti.template(),
     bc: ti.template(),
-    inv_hy2: float,
-    inv_hx2: float,
     omega: float,
     sweeps: ti.template(),
     serial: ti.template(),
 ):
-    """Descending half of a V-cycle on one level, in one launch: ``sweeps`` damped Jacobi sweeps from
-    x = 0, then the restricted residual ``coarse_rhs = R (rhs − A x)`` with ``R = Pᵀ/8``.
-    Forward only (never differentiated), so its loops may read what earlier loops wrote."""
+    """The whole V-cycle ``z = M⁻¹ r`` in one launch. Levels live flat in ``work`` (x, tmp, rhs per
+    level) and ``stat`` (fluid mask, diagonal, coarsest inverse); ``layout`` holds each level's
+    ``(h, w, 1/h_y², 1/h_x², x, tmp, rhs, fluid, diag)`` offsets as compile-time constants. Top-level loops
+    run in order, so later loops see what earlier ones wrote (forward only: never differentiated)."""
+    top = ti.static(layout[0])
     ti.loop_config(serialize=serial)
-    for b, i, j in ti.ndrange(x.shape[0], x.shape[2], x.shape[3]):  # first sweep from x = 0
-        x[b, 0, i, j] = omega * rhs[b, 0, i, j] / diag[b % diag.shape[0], 0, i, j]
-    for _ in ti.static(range(sweeps - 1)):
+    for b, i, j in ti.ndrange(r.shape[0], top[0], top[1]):
+        work[b, top[6] + i * top[1] + j] = r[b, 0, i, j]
+    for lvl in ti.static(range(len(layout) - 1)):  # descend: pre-smooth, restrict the residual
+        lv, nx = ti.static(layout[lvl], layout[lvl + 1])
         ti.loop_config(serialize=serial)
-        for b, i, j in ti.ndrange(x.shape[0], x.shape[2], x.shape[3]):
-            tmp[b, 0, i, j] = _jacobi_at(x, rhs, diag, fluid, b, i, j, bc, inv_hy2, inv_hx2, omega)
+        for b, k in ti.ndrange(work.shape[0], lv[0] * lv[1]):  # first sweep from x = 0
+            work[b, lv[4] + k] = omega * work[b, lv[6] + k] / stat[b % stat.shape[0], lv[8] + k]
+        for _ in ti.static(range(sweeps - 1)):
+            _smooth_flat(work, stat, lv, bc, omega, serial)
         ti.loop_config(serialize=serial)
-        for b, i, j in ti.ndrange(x.shape[0], x.shape[2], x.shape[3]):
-            x[b, 0, i, j] = tmp[b, 0, i, j]
+        for b, i, j in ti.ndrange(work.shape[0], nx[0], nx[1]):
+            acc = 0.0
+            for di, dj in ti.static(ti.ndrange(2, 2)):
+                ci, cj = 2 * i + di, 2 * j + dj
+                acc += work[b, lv[6] + ci * lv[1] + cj] - _a_flat(work, stat, b, ci, cj, lv, bc)
+            work[b, nx[6] + i * nx[1] + j] = 0.125 * acc
+    low = ti.static(layout[len(layout) - 1])
+    n = ti.static(low[0] * low[1])
+    if ti.static(coarse[0] == 0):  # exact: x = M⁻¹ rhs with the stored pseudo-inverse
+        ti.loop_config(serialize=serial)
+        for b, k in ti.ndrange(work.shape[0], n):
+            acc = 0.0
+            for m in range(n):
+                acc += stat[b % stat.shape[0], coarse[1] + k * n + m] * work[b, low[6] + m]
+            work[b, low[4] + k] = acc
+    else:  # too large for a dense inverse: many Jacobi sweeps from x = 0 (still a symmetric operator)
+        ti.loop_config(serialize=serial)
+        for b, k in ti.ndrange(work.shape[0], n):
+            work[b, low[4] + k] = omega * work[b, low[6] + k] / stat[b % stat.shape[0], low[8] + k]
+        for _ in ti.static(range(coarse[1] - 1)):
+            _smooth_flat(work, stat, low, bc, omega, serial)
+    for lvl in ti.static(range(len(layout) - 2, -1, -1)):  # ascend: prolong the correction, post-smooth
+        lv, nx = ti.static(layout[lvl], layout[lvl + 1])
+        ti.loop_config(serialize=serial)
+        for b, i, j in ti.ndrange(work.shape[0], lv[0], lv[1]):
+            work[b, lv[4] + i * lv[1] + j] += work[b, nx[4] + (i // 2) * nx[1] + j // 2]
+        for _ in ti.static(range(sweeps)):
+            _smooth_flat(work, stat, lv, bc, omega, serial)
     ti.loop_config(serialize=serial)
-    for b, i, j in ti.ndrange(coarse_rhs.shape[0], coarse_rhs.shape[2], coarse_rhs.shape[3]):
-        acc = 0.0
-        for di, dj in ti.static(ti.ndrange(2, 2)):
-            ci, cj = 2 * i + di, 2 * j + dj
-            acc += rhs[b, 0, ci, cj] - apply_a_at(x, fluid, b, ci, cj, bc, inv_hy2, inv_hx2)
-        coarse_rhs[b, 0, i, j] = 0.125 * acc
-
-
-@ti.kernel
-def _up(
-    rhs: nd4,
-    x: nd4,
-    tmp: nd4,
-    coarse_x: nd4,
-    diag: nd4,
-    fluid: nd4,
-    bc: ti.template(),
-    inv_hy2: float,
-    inv_hx2: float,
-    omega: float,
-    sweeps: ti.template(),
-    serial: ti.template(),
-):
-    """Ascending half of a V-cycle on one level, in one launch: ``x += P coarse_x`` (each coarse value
-    to its four children), then ``sweeps`` damped Jacobi sweeps."""
-    ti.loop_config(serialize=serial)
-    for b, i, j in ti.ndrange(x.shape[0], x.shape[2], x.shape[3]):
-        x[b, 0, i, j] += coarse_x[b, 0, i // 2, j // 2]
-    for _ in ti.static(range(sweeps)):
-        ti.loop_config(serialize=serial)
-        for b, i, j in ti.ndrange(x.shape[0], x.shape[2], x.shape[3]):
-            tmp[b, 0, i, j] = _jacobi_at(x, rhs, diag, fluid, b, i, j, bc, inv_hy2, inv_hx2, omega)
-        ti.loop_config(serialize=serial)
-        for b, i, j in ti.ndrange(x.shape[0], x.shape[2], x.shape[3]):
-            x[b, 0, i, j] = tmp[b, 0, i, j]
+    for b, i, j in ti.ndrange(z.shape[0], top[0], top[1]):
+        z[b, 0, i, j] = work[b, top[4] + i * top[1] + j]
 
 
 def diagonal(fluid: torch.Tensor, grid: Grid, bc: tuple[int, ...]) -> torch.Tensor:
@@ -143,11 +159,15 @@ class _Level:
     grid: Grid
     fluid: torch.Tensor
     diag: torch.Tensor
-    consts: tuple
+
+
+MAX_DENSE_COARSE = 1024
+"""Largest coarsest level (cells) solved with a dense pseudo-inverse; beyond, Jacobi sweeps."""
 
 
 class Multigrid:
-    """A V-cycle preconditioner ``z = M⁻¹ r`` for the masked Poisson operator on ``grid``.
+    """A V-cycle preconditioner ``z = M⁻¹ r`` for the masked Poisson operator on ``grid``, one kernel
+    launch per application.
 
     Args:
         grid: the fine 2D grid; fluid: ``(B or 1, 1, H, W)`` mask; bc: pressure boundary codes.
@@ -158,48 +178,54 @@ class Multigrid:
     def __init__(
         self, grid: Grid, fluid: torch.Tensor, bc: tuple[int, ...], *, sweeps: int = 2, omega: float = 0.8, min_size: int = 4
     ) -> None:
-        self.sweeps, self.omega = sweeps, omega
+        self.sweeps, self.omega, self.bc = sweeps, omega, bc
         self.levels: list[_Level] = []
         g, f = grid, fluid
         while True:
-            hy, hx = g.spacing
-            self.levels.append(_Level(g, f, diagonal(f, g, bc), (bc, 1.0 / hy**2, 1.0 / hx**2)))
+            self.levels.append(_Level(g, f, diagonal(f, g, bc)))
             h, w = g.shape
             if h % 2 or w % 2 or h // 2 < min_size or w // 2 < min_size:
                 break
             g, f = g.coarsen(2), _coarsen_mask(f)
-        self._coarse_inverse = self._dense_inverse(self.levels[-1])
+        # Flat storage: per level x, tmp, rhs in the work buffer; fluid, diag (+ coarsest inverse) in stat.
+        layout, work_off, stat_parts, stat_off = [], 0, [], 0
+        for lvl in self.levels:
+            (h, w), (hy, hx), n = lvl.grid.shape, lvl.grid.spacing, lvl.grid.shape[0] * lvl.grid.shape[1]
+            layout.append((h, w, 1.0 / hy**2, 1.0 / hx**2, work_off, work_off + n, work_off + 2 * n, stat_off, stat_off + n))
+            work_off += 3 * n
+            stat_parts += [lvl.fluid.flatten(1), lvl.diag.flatten(1)]
+            stat_off += 2 * n
+        low = self.levels[-1]
+        n_low = low.grid.shape[0] * low.grid.shape[1]
+        if n_low <= MAX_DENSE_COARSE:
+            stat_parts.append(self._dense_inverse(low).flatten(1))
+            self.coarse = (0, stat_off)
+        else:
+            self.coarse = (1, 40)  # Jacobi sweeps on a large coarsest level
+        self.layout = tuple(layout)
+        self.work_size = work_off
+        self.stat = torch.cat(stat_parts, dim=1).contiguous()
 
-    @staticmethod
-    def _dense_inverse(level: _Level) -> torch.Tensor:
+    def _dense_inverse(self, level: _Level) -> torch.Tensor:
         """Pseudo-inverse of the coarsest operator per mask sample, ``(B or 1, n, n)``."""
         h, w = level.grid.shape
         n = h * w
         eye = torch.eye(n, dtype=level.fluid.dtype, device=level.fluid.device).reshape(n, 1, h, w)
-        mats = []
-        for k in range(level.fluid.shape[0]):
-            cols = apply_poisson(eye, level.fluid[k : k + 1].contiguous(), level.grid, level.consts[0])
-            mats.append(torch.linalg.pinv(cols.reshape(n, n).T, hermitian=True))
+        mats = [
+            torch.linalg.pinv(
+                apply_poisson(eye, level.fluid[k : k + 1].contiguous(), level.grid, self.bc).reshape(n, n).T, hermitian=True
+            )
+            for k in range(level.fluid.shape[0])
+        ]
         return torch.stack(mats)
-
-    def _vcycle(self, k: int, rhs: torch.Tensor) -> torch.Tensor:
-        lvl = self.levels[k]
-        if k == len(self.levels) - 1:
-            b = rhs.shape[0]
-            flat = rhs.reshape(b, -1, 1)
-            inv = self._coarse_inverse.expand(b, -1, -1) if self._coarse_inverse.shape[0] == 1 else self._coarse_inverse
-            return torch.bmm(inv, flat).reshape(rhs.shape)
-        x, tmp = torch.empty_like(rhs), torch.empty_like(rhs)
-        h, w = self.levels[k + 1].grid.shape
-        coarse_rhs = rhs.new_empty(rhs.shape[0], 1, h, w)
-        consts = (lvl.diag, lvl.fluid, *lvl.consts, self.omega, self.sweeps, _serial((rhs.shape,)))
-        _down(rhs, x, tmp, coarse_rhs, *consts)
-        _up(rhs, x, tmp, self._vcycle(k + 1, coarse_rhs), *consts)
-        return x
 
     def __call__(self, r: torch.Tensor) -> torch.Tensor:
         """Apply the V-cycle to a residual ``(B, 1, H, W)``."""
-        return self._vcycle(0, r.contiguous())
+        r = r.contiguous()
+        z = torch.empty_like(r)
+        work = r.new_empty(r.shape[0], self.work_size)
+        _vcycle(r, z, work, self.stat, self.layout, self.coarse, self.bc, self.omega, self.sweeps, _serial((r.shape,)))
+        return z
 
 
 _CACHE: "OrderedDict[tuple, tuple[torch.Tensor, int, Multigrid]]" = OrderedDict()
