@@ -197,12 +197,15 @@ def open_faces(fluid: torch.Tensor, boundary: FlowBoundary) -> torch.Tensor:
     return torch.cat([torch.nn.functional.pad(oy, (0, 1)), torch.nn.functional.pad(ox, (0, 0, 0, 1))], dim=1)
 
 
-def apply_boundary(v: torch.Tensor, grid: Grid, boundary: FlowBoundary, fluid: torch.Tensor | None = None) -> torch.Tensor:
-    """Impose the boundary conditions on the normal faces of a staggered velocity ``(B, 2, H+1, W+1)``:
-    walls 0, inflows their speed, periodic seams equal, faces touching a solid cell 0 (static obstacle),
-    padding 0. Outflow faces are left free (the pressure projection sets them). Differentiable."""
+def face_constraints(
+    grid: Grid, boundary: FlowBoundary, fluid: torch.Tensor | None, dtype: torch.dtype, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(keep, fixed)`` masks ``(1 or B, 2, H+1, W+1)``: imposing the boundary is ``v·keep + fixed``
+    (walls 0, inflows their speed, faces touching a solid cell 0, padding 0). Periodic seams are not
+    included here (see :func:`apply_boundary`)."""
     h, w = grid.shape
-    keep = valid_faces(grid, v.dtype, v.device)
+    faces = valid_faces(grid, dtype, device)
+    keep = faces.clone()
     fixed = torch.zeros_like(keep)
     for c, (lo, hi) in enumerate(boundary.sides):
         for side, idx in ((lo, 0), (hi, h if c == 0 else w)):
@@ -210,10 +213,20 @@ def apply_boundary(v: torch.Tensor, grid: Grid, boundary: FlowBoundary, fluid: t
                 face = (slice(None), c, idx, slice(None)) if c == 0 else (slice(None), c, slice(None), idx)
                 keep[face] = 0.0
                 fixed[face] = side.speed if isinstance(side, Inflow) else 0.0
-    fixed = fixed * valid_faces(grid, v.dtype, v.device)
+    fixed = fixed * faces
     if fluid is not None:
-        open_ = open_faces(fluid.to(v.dtype), boundary)
+        open_ = open_faces(fluid.to(dtype), boundary)
         keep, fixed = keep * open_, fixed * open_
+    return keep, fixed
+
+
+def apply_boundary(v: torch.Tensor, grid: Grid, boundary: FlowBoundary, fluid: torch.Tensor | None = None) -> torch.Tensor:
+    """Impose the boundary conditions on the normal faces of a staggered velocity ``(B, 2, H+1, W+1)``:
+    walls 0, inflows their speed, periodic seams equal (face ``N`` := face ``0``), faces touching a solid
+    cell 0 (static obstacle), padding 0. Outflow faces are left free (the pressure projection sets
+    them). Differentiable."""
+    h, w = grid.shape
+    keep, fixed = face_constraints(grid, boundary, fluid, v.dtype, v.device)
     out = v * keep + fixed
     if isinstance(boundary.sides[0][0], Periodic):  # seam faces 0 and H are one face
         vy = torch.cat([out[:, 0, :h], out[:, 0, :1]], dim=1)
@@ -222,3 +235,18 @@ def apply_boundary(v: torch.Tensor, grid: Grid, boundary: FlowBoundary, fluid: t
         vx = torch.cat([out[:, 1, :, :w], out[:, 1, :, :1]], dim=2)
         out = torch.stack([out[:, 0], vx], dim=1)
     return out
+
+
+def free_faces(
+    grid: Grid, boundary: FlowBoundary, fluid: torch.Tensor | None, dtype: torch.dtype, device: torch.device | str
+) -> torch.Tensor:
+    """``(1 or B, 2, H+1, W+1)`` mask of the faces whose velocity is an unknown (not fixed by a wall,
+    inflow, obstacle or padding; on a periodic axis face ``N`` is the duplicate of face ``0``)."""
+    h, w = grid.shape
+    keep, _ = face_constraints(grid, boundary, fluid, dtype, device)
+    keep = keep.clone()
+    if isinstance(boundary.sides[0][0], Periodic):
+        keep[:, 0, h] = 0.0
+    if isinstance(boundary.sides[1][0], Periodic):
+        keep[:, 1, :, w] = 0.0
+    return keep

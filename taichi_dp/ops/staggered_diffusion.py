@@ -19,8 +19,9 @@ import torch
 
 from ..bridge import KernelOp
 from ..grid import PERIODIC, Grid
-from ..grid.staggered import FlowBoundary
+from ..grid.staggered import FlowBoundary, apply_boundary, free_faces
 from ._stencil import ghost
+from .linear_solve import solve_spd
 from .staggered_advection import _component_bc
 
 nd1 = ti.types.ndarray(ndim=1)
@@ -87,3 +88,42 @@ def apply_velocity_diffusion(
     hy, hx = grid.spacing
     consts = (_component_bc(boundary, 0), _component_bc(boundary, 1), 1.0 / hy**2, 1.0 / hx**2)
     return _ADD_LAPLACIAN_MAC((v, nu * dt), (v.shape,), consts)[0]
+
+
+def apply_velocity_diffusion_implicit(
+    v: torch.Tensor,
+    nu: torch.Tensor,
+    dt: torch.Tensor,
+    grid: Grid,
+    boundary: FlowBoundary,
+    fluid: torch.Tensor | None = None,
+    *,
+    rtol: float = 1e-6,
+    max_iter: int = 1000,
+) -> torch.Tensor:
+    """Backward-Euler viscosity step of a staggered velocity (unconditionally stable; no validation).
+
+    With ``F`` the free faces (:func:`free_faces`) and ``g`` the imposed values on the others, the free
+    faces solve the symmetric positive definite system
+
+        F (I − k L₀) F x = F (v + k L(g)),      k = ν Δt,
+
+    where ``L₀`` is the Laplacian with homogeneous boundary values and ``L(g)`` carries the wall
+    velocities and the fixed faces into the right-hand side; fixed faces keep ``g``. Solved by CG and
+    differentiated implicitly (:func:`~taichi_dp.ops.linear_solve.solve_spd`): gradients flow to ``v``,
+    ``nu`` and ``dt`` through one adjoint solve.
+    """
+    hy, hx = grid.spacing
+    free = free_faces(grid, boundary, fluid, v.dtype, v.device)
+    g = apply_boundary(v, grid, boundary, fluid) * (1 - free)  # imposed values on fixed faces
+    k = nu * dt
+    full = (_component_bc(boundary, 0), _component_bc(boundary, 1), 1.0 / hy**2, 1.0 / hx**2)
+    homogeneous = tuple((codes, tuple(0.0 for _ in values)) for codes, values in full[:2]) + full[2:]
+    rhs = free * (v + _ADD_LAPLACIAN_MAC((g, k), (g.shape,), full)[0] - g)
+
+    def matvec(x: torch.Tensor, k_: torch.Tensor) -> torch.Tensor:
+        fx = free * x
+        return free * _ADD_LAPLACIAN_MAC((fx, -k_), (x.shape,), homogeneous)[0] + (1 - free) * x
+
+    x = solve_spd(matvec, rhs.contiguous(), (k,), x0=(free * v).detach().contiguous(), rtol=rtol, max_iter=max_iter)
+    return apply_boundary(x * free + g, grid, boundary, fluid)

@@ -10,10 +10,11 @@ import torch
 from ..grid import Grid
 from ..grid.staggered import FlowBoundary, apply_boundary, staggered_shape
 from ..ops.advection import SCHEMES as ADVECTION_SCHEMES
+from ..ops.diffusion import SCHEMES as DIFFUSION_SCHEMES
 from ..ops.diffusion import check_explicit_stability, stability_number
 from ..ops.pressure import PRECONDITIONERS, apply_projection, check_flux_balance, fluid_mask
 from ..ops.staggered_advection import apply_velocity_advection
-from ..ops.staggered_diffusion import apply_velocity_diffusion
+from ..ops.staggered_diffusion import apply_velocity_diffusion, apply_velocity_diffusion_implicit
 from ..runtime import check_param, check_tensor
 from .base import Stepper
 
@@ -43,6 +44,8 @@ class NavierStokes(Stepper):
         pressure_rtol, pressure_max_iter: Poisson CG tolerance (relative; the adjoint uses the same,
             relative to the incoming gradient) and iteration cap.
         pressure_preconditioner: ``"multigrid"`` (default; a geometric V-cycle) or ``"none"``.
+        diffusion: viscosity scheme, ``"explicit"`` (forward Euler, sub-stepped) or ``"implicit"``
+            (backward Euler by CG with an implicit adjoint; unconditionally stable).
         viscosity_substeps: explicit viscosity sub-steps per step; ``None`` picks the fewest that keep
             each sub-step stable (``ν Δt/n · Σ 1/h² ≤ 1/2``), e.g. 3 for the karman scene at 256×512 and
             Re = 200. An explicit count is checked for stability.
@@ -60,6 +63,7 @@ class NavierStokes(Stepper):
     pressure_rtol: float = 1e-5
     pressure_max_iter: int = 5000
     pressure_preconditioner: str = "multigrid"
+    diffusion: str = "explicit"
     viscosity_substeps: int | None = None
 
     def __post_init__(self) -> None:
@@ -68,12 +72,15 @@ class NavierStokes(Stepper):
             raise TypeError(f"boundary must be a FlowBoundary, got {type(self.boundary).__name__}")
         check_param("dt", self.dt, positive=True)
         check_param("nu", self.nu, positive=True)
+        if self.diffusion not in DIFFUSION_SCHEMES:
+            raise ValueError(f"diffusion must be one of {DIFFUSION_SCHEMES}, got {self.diffusion!r}")
         if self.viscosity_substeps is None:
-            s = stability_number(_max_abs(self.nu), _max_abs(self.dt), self.grid)
+            s = stability_number(_max_abs(self.nu), _max_abs(self.dt), self.grid) if self.diffusion == "explicit" else 0.0
             object.__setattr__(self, "viscosity_substeps", max(1, math.ceil(s / 0.5 - 1e-12)))
         if int(self.viscosity_substeps) != self.viscosity_substeps or self.viscosity_substeps < 1:
             raise ValueError(f"viscosity_substeps must be a positive integer or None, got {self.viscosity_substeps!r}")
-        check_explicit_stability(_max_abs(self.nu), _max_abs(self.dt) / self.viscosity_substeps, self.grid)
+        if self.diffusion == "explicit":
+            check_explicit_stability(_max_abs(self.nu), _max_abs(self.dt) / self.viscosity_substeps, self.grid)
         check_flux_balance(self.grid, self.boundary)
         if self.pressure_preconditioner not in PRECONDITIONERS:
             raise ValueError(f"pressure_preconditioner must be one of {PRECONDITIONERS}, got {self.pressure_preconditioner!r}")
@@ -134,9 +141,14 @@ class NavierStokes(Stepper):
         if self.forcing is not None:
             v = v + dt.view(-1, 1, 1, 1) * self.forcing
         if not (isinstance(self.nu, float | int) and self.nu == 0):
-            nu, sub_dt = self.param("nu", b), dt / self.viscosity_substeps
-            for _ in range(self.viscosity_substeps):
-                v = apply_velocity_diffusion(v, nu, sub_dt, self.grid, self.boundary)
+            nu = self.param("nu", b)
+            if self.diffusion == "implicit":
+                v = apply_velocity_diffusion_implicit(
+                    self.impose(v), nu, dt, self.grid, self.boundary, self.fluid, rtol=self.pressure_rtol
+                )
+            else:
+                for _ in range(self.viscosity_substeps):
+                    v = apply_velocity_diffusion(v, nu, dt / self.viscosity_substeps, self.grid, self.boundary)
         v = self.impose(v)
         v = apply_velocity_advection(v, v, dt, self.grid, self.boundary, self.advection)
         v = self.impose(v)
