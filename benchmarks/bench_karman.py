@@ -5,8 +5,10 @@
 For each grid (32×64 · scale, x × y): one forward step, and forward + backward of a 4-step unroll
 (loss = sum over the 4 states, gradient w.r.t. the initial velocity); pressure-solve iterations per
 step (multigrid-PCG, rel. tol 1e-3 like the anchors); Taichi kernel launches per step; peak memory of
-the process (CPU: max RSS growth) or of the device (CUDA). Float32, batch 1. The PhiFlow / PyTorch
-columns are the anchors measured on the same machine kind (ANCHORS.md), not re-run here.
+the process (CPU: max RSS growth) or of the device (CUDA). Float32, batch 1. With ``--phiflow`` (and
+PhiFlow 3.4 installed: ``pip install -e .[bench]``) the same workload also runs in PhiFlow in this
+process (:mod:`benchmarks.phiflow_karman`; 256×512 skipped, see there); otherwise the PhiFlow and
+``torch.compile`` figures are the anchors measured on the same machine kind (ANCHORS.md).
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def _median(fn, repeats: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def run(scales: list[int], repeats: int) -> list[dict]:
+def run(scales: list[int], repeats: int, phiflow: bool = False) -> list[dict]:
     rows = []
     for scale in scales:
         scene = karman(scale=scale, reynolds=200.0)
@@ -106,6 +108,17 @@ def run(scales: list[int], repeats: int) -> list[dict]:
             "launches_per_step": c.count,
             "peak_rss_growth_mb": peak_mb,
         }
+        if phiflow and st.grid.shape != (512, 256):
+            from benchmarks import phiflow_karman
+
+            row["phiflow_measured_step_s"], row["phiflow_measured_fwd_bwd_s"] = phiflow_karman.karman_times(
+                st.grid.shape[1], st.grid.shape[0], repeats
+            )
+            print(
+                f"{row['grid_xy']:>8}  PhiFlow 3.4 here: step {1e3 * row['phiflow_measured_step_s']:8.1f} ms  "
+                f"fwd+bwd(4) {1e3 * row['phiflow_measured_fwd_bwd_s']:8.1f} ms  → taichi_dp "
+                f"×{row['phiflow_measured_step_s'] / t_step:5.2f} / ×{row['phiflow_measured_fwd_bwd_s'] / t_fb:5.2f}"
+            )
         if anchors:
             row.update(
                 phiflow_step_s=anchors[0],
@@ -133,10 +146,15 @@ def main() -> None:
     ap.add_argument("--scales", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--phiflow", action="store_true", help="also time PhiFlow 3.4 in this process (if installed)")
     args = ap.parse_args()
     rt = tdp.init(args.arch, "f32")
     print("speed-up factors: anchor time / taichi_dp time (> 1 means taichi_dp is faster)")
-    rows = run(args.scales, args.repeats)
+    from benchmarks import phiflow_karman
+
+    if args.phiflow and not phiflow_karman.available():
+        raise SystemExit("--phiflow needs PhiFlow 3.4: pip install -e '.[bench]'")
+    rows = run(args.scales, args.repeats, args.phiflow)
     if args.json:
         meta = {
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -1,0 +1,82 @@
+"""The karman workload in PhiFlow 3.4 (optional: ``pip install -e .[bench]``), for side-by-side timing.
+
+Same scene as :func:`taichi_dp.scenes.karman`: domain 100 (x) × 200 (y), cylinder r = 10 at (50, 50),
+inflow band y < 5 forced to (0, 1), no-slip side walls, open top, dt = 1, ν = 20/Re; explicit
+diffusion → inflow → semi-Lagrangian advection → pressure projection with plain CG (rel. tol 1e-3,
+abs. tol 0), jit-compiled. Known PhiFlow 3.4 pitfalls avoided: phiml pinned to 1.16.0; the inflow band
+is a finite box (``Box(y=(None, 5))`` evaluates to 1 everywhere); 256×512 overflows a 32-bit index
+while PhiFlow builds its pressure matrix, so callers skip it.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+def available() -> bool:
+    try:
+        import phi  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def karman_times(nx: int, ny: int, repeats: int = 3, reynolds: float = 200.0) -> tuple[float, float]:
+    """Median seconds of one jit-compiled step and of forward+backward through 4 steps."""
+    import warnings
+
+    from phi.torch.flow import (
+        ZERO_GRADIENT,
+        Box,
+        Noise,
+        Obstacle,
+        Solve,
+        Sphere,
+        StaggeredGrid,
+        advect,
+        diffuse,
+        fluid,
+        math,
+        vec,
+    )
+
+    warnings.filterwarnings("ignore")
+    bounds = Box(x=100, y=200)
+    bc = {"x": 0, "y-": 0, "y+": ZERO_GRADIENT}
+    v0 = StaggeredGrid(Noise(vector="x,y", scale=20), bc, x=nx, y=ny, bounds=bounds) * 0.1 + StaggeredGrid(
+        vec(x=0, y=1), bc, x=nx, y=ny, bounds=bounds
+    )
+    obstacle = Obstacle(Sphere(x=50, y=50, radius=10))
+    inflow = StaggeredGrid(Box(x=(0, 100), y=(0, 5)), bc, x=nx, y=ny, bounds=bounds)
+    nu = 20.0 / reynolds
+
+    @math.jit_compile
+    def step(v):
+        v = diffuse.explicit(v, nu, 1.0)
+        v = v * (1 - inflow) + inflow * vec(x=0, y=1)
+        v = advect.semi_lagrangian(v, v, 1.0)
+        v, _ = fluid.make_incompressible(v, obstacle, Solve("CG", 1e-3, 0, max_iterations=3000))
+        return v
+
+    def loss(v):
+        total = 0
+        for _ in range(4):
+            v = step(v)
+            total = total + math.sum(v.values**2)
+        return total
+
+    grad = math.gradient(loss, "v", get_output=False)
+    v = v0
+    for _ in range(5):  # develop the flow like the taichi_dp benchmark
+        v = step(v)
+
+    def median(fn, n):
+        fn()
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return sorted(times)[len(times) // 2]
+
+    return median(lambda: step(v), repeats), median(lambda: grad(v), max(1, repeats // 2))
