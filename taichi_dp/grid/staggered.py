@@ -137,6 +137,25 @@ def staggered_shape(grid: Grid) -> tuple[int, int, int]:
     return (2, h + 1, w + 1)
 
 
+def check_staggered(name: str, v: object, grid: Grid, channels: int = 2, hint: str = "") -> torch.Tensor:
+    """Validate a staggered tensor ``(B, channels, H+1, W+1)`` for ``grid`` (shape, then dtype, device,
+    contiguity and finiteness via :func:`taichi_dp.runtime.check_tensor`); errors name ``name``.
+    ``hint`` replaces the default advice on how to build such a tensor."""
+    from ..runtime import check_tensor
+
+    _, h1, w1 = staggered_shape(grid)
+    if not isinstance(v, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(v).__name__}")
+    if v.ndim != 4 or tuple(v.shape[1:]) != (channels, h1, w1):
+        raise ValueError(
+            f"{name} must be a staggered {'velocity' if channels == 2 else 'tensor'} of shape (B, {channels}, {h1}, {w1}) "
+            f"for grid {grid.shape} "
+            f"({hint or 'see taichi_dp.grid.staggered; convert centred (B, 2, H, W) fields with to_staggered'}), "
+            f"got {tuple(v.shape)}"
+        )
+    return check_tensor(name, v)
+
+
 def valid_faces(grid: Grid, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> torch.Tensor:
     """``(1, 2, H + 1, W + 1)`` mask: 1 on real faces, 0 on the padding."""
     h, w = grid.shape

@@ -24,7 +24,7 @@ import torch
 
 from ..bridge import KernelOp
 from ..grid import Grid
-from ..grid.staggered import FlowBoundary, apply_boundary, staggered_shape
+from ..grid.staggered import FlowBoundary, apply_boundary, check_staggered
 from ..runtime import check_state, check_tensor, ensure_init
 from .linear_solve import solve_spd
 from .multigrid import multigrid_for
@@ -67,7 +67,7 @@ _SUBTRACT_GRADIENT = KernelOp(_subtract_gradient_2d, 2, 1, "subtract_gradient_2d
 # ---------------------------------------------------------------------------------- torch-facing
 def divergence(v: torch.Tensor, grid: Grid) -> torch.Tensor:
     """Cell-centred divergence ``(B, 1, H, W)`` of a staggered velocity ``(B, 2, H+1, W+1)``."""
-    _check_velocity(v, grid)
+    check_staggered("v", v, grid)
     return apply_divergence(v, grid)
 
 
@@ -106,7 +106,7 @@ def project(
         ``(v⁺, p)``: the projected velocity with the boundary conditions imposed, and the pressure
         ``(B, 1, H, W)``. Both are differentiable w.r.t. ``v``.
     """
-    _check_velocity(v, grid)
+    check_staggered("v", v, grid)
     if not isinstance(boundary, FlowBoundary):
         raise TypeError(f"boundary must be a FlowBoundary, got {type(boundary).__name__}")
     check_flux_balance(grid, boundary)
@@ -199,15 +199,3 @@ def _fluid_mean(x: torch.Tensor, fluid: torch.Tensor) -> torch.Tensor:
     """Per-sample mean of ``x`` over fluid cells, shape ``(B, 1, 1, 1)``."""
     f = fluid.expand_as(x)
     return ((x * f).flatten(1).sum(1) / f.flatten(1).sum(1)).view(-1, 1, 1, 1)
-
-
-def _check_velocity(v: torch.Tensor, grid: Grid) -> None:
-    shape = staggered_shape(grid)
-    if not isinstance(v, torch.Tensor):
-        raise TypeError(f"v must be a torch.Tensor, got {type(v).__name__}")
-    if v.ndim != 4 or tuple(v.shape[1:]) != shape:
-        raise ValueError(
-            f"v must be a staggered velocity of shape (B, {shape[0]}, {shape[1]}, {shape[2]}) for grid {grid.shape} "
-            f"(see taichi_dp.grid.staggered; convert centred (B, 2, H, W) fields with to_staggered), got {tuple(v.shape)}"
-        )
-    check_tensor("v", v)

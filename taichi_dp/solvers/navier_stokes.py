@@ -8,14 +8,14 @@ from dataclasses import dataclass
 import torch
 
 from ..grid import Grid
-from ..grid.staggered import FlowBoundary, apply_boundary, staggered_shape
+from ..grid.staggered import FlowBoundary, apply_boundary, check_staggered, staggered_shape
 from ..ops.advection import SCHEMES as ADVECTION_SCHEMES
 from ..ops.diffusion import SCHEMES as DIFFUSION_SCHEMES
 from ..ops.diffusion import check_explicit_stability, stability_number
 from ..ops.pressure import PRECONDITIONERS, apply_projection, check_flux_balance, fluid_mask
 from ..ops.staggered_advection import apply_velocity_advection
 from ..ops.staggered_diffusion import apply_velocity_diffusion, apply_velocity_diffusion_implicit
-from ..runtime import check_param, check_tensor
+from ..runtime import check_param
 from .base import Stepper
 
 
@@ -67,7 +67,7 @@ class NavierStokes(Stepper):
     viscosity_substeps: int | None = None
 
     def __post_init__(self) -> None:
-        shape = staggered_shape(self.grid)
+        staggered_shape(self.grid)  # a 2D grid
         if not isinstance(self.boundary, FlowBoundary):
             raise TypeError(f"boundary must be a FlowBoundary, got {type(self.boundary).__name__}")
         check_param("dt", self.dt, positive=True)
@@ -89,13 +89,8 @@ class NavierStokes(Stepper):
         mask_batch = 1 if self.fluid is None else self.fluid.shape[0]
         object.__setattr__(self, "fluid", fluid_mask(self.fluid, self.grid, mask_batch))
         for name in ("forcing", "inflow_mask", "inflow_velocity"):
-            t = getattr(self, name)
-            if t is not None:
-                if t.ndim != 4 or tuple(t.shape[1:]) != shape:
-                    raise ValueError(
-                        f"{name} must be a staggered tensor of shape (B or 1, {', '.join(map(str, shape))}), got {tuple(t.shape)}"
-                    )
-                check_tensor(name, t)
+            if getattr(self, name) is not None:
+                check_staggered(name, getattr(self, name), self.grid)
         if (self.inflow_mask is None) != (self.inflow_velocity is None):
             raise ValueError("inflow_mask and inflow_velocity must be given together")
 
@@ -109,15 +104,8 @@ class NavierStokes(Stepper):
         return self.step(v)
 
     def check_velocity(self, v: torch.Tensor) -> None:
-        """Validate a staggered velocity for this stepper (shape, dtype, device, finite)."""
-        shape = staggered_shape(self.grid)
-        if not isinstance(v, torch.Tensor) or v.ndim != 4 or tuple(v.shape[1:]) != shape:
-            got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
-            raise ValueError(
-                f"v must be a staggered velocity of shape (B, {', '.join(map(str, shape))}) for grid {self.grid.shape}; "
-                f"got {got} (convert centred (B, 2, H, W) fields with taichi_dp.grid.staggered.to_staggered)"
-            )
-        check_tensor("v", v)
+        """Validate a staggered velocity for this stepper (shape, dtype, device, finite, mask batch)."""
+        check_staggered("v", v, self.grid)
         if self.fluid.shape[0] not in (1, v.shape[0]):
             raise ValueError(f"fluid mask has batch size {self.fluid.shape[0]} but v has {v.shape[0]}")
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import torch
 
 from ..grid import Boundary, Grid, ZeroGradient
-from ..grid.staggered import staggered_shape
+from ..grid.staggered import check_staggered
 from ..ops.advection import SCHEMES as ADVECTION_SCHEMES
 from ..ops.staggered_advection import apply_scalar_advection
-from ..runtime import as_batch_param, check_param, check_state, check_tensor
+from ..runtime import as_batch_param, check_param, check_state
 from .base import Stepper
 from .navier_stokes import NavierStokes
 
@@ -74,11 +74,7 @@ class SmokePlume(Stepper):
 
     def __call__(self, state: torch.Tensor) -> torch.Tensor:
         """Advance a packed smoke state ``(B, 3, H+1, W+1)`` by one step."""
-        _, h1, w1 = staggered_shape(self.flow.grid)
-        if not isinstance(state, torch.Tensor) or state.ndim != 4 or tuple(state.shape[1:]) != (3, h1, w1):
-            got = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
-            raise ValueError(f"state must be a packed smoke state of shape (B, 3, {h1}, {w1}) (see pack_smoke), got {got}")
-        check_tensor("state", state)
+        check_staggered("state", state, self.flow.grid, channels=3, hint="build it with pack_smoke(v, density)")
         return self.step(state)
 
     def step(self, state: torch.Tensor) -> torch.Tensor:
