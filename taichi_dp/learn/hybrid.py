@@ -15,6 +15,10 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
+from ..grid import Grid
+from ..grid.staggered import FlowBoundary, free_faces, to_centred, to_staggered
+from ..runtime import ensure_init
+
 Solver = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -62,3 +66,26 @@ def non_loss(
     """NON loss: the correction of pre-computed source states ``solver(reference_t)`` towards
     ``reference_{t+1}``; no solver in the graph. ``source``, ``target``: ``(B, C, *S)``."""
     return torch.mean((source + model(source, **conditioning) - target) ** 2)
+
+
+class StaggeredCorrection(nn.Module):
+    """Turns a model of centred tensors into a correction of a staggered velocity:
+
+        Δv = F ⊙ to_staggered(model(to_centred(v), **conditioning))
+
+    where ``F`` masks the free faces (walls, inflows, obstacle faces and padding keep their imposed
+    values). ``model`` maps ``(B, 2, H, W)`` (+ conditioning) to ``(B, 2, H, W)``; any module from
+    ``models/`` fits. Use it as the ``model`` of :func:`hybrid_step` / :func:`sol_loss` with a
+    :class:`~taichi_dp.solvers.NavierStokes` solver.
+    """
+
+    def __init__(self, model: nn.Module, grid: Grid, boundary: FlowBoundary, fluid: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.grid, self.boundary = grid, boundary
+        rt = ensure_init()
+        self.register_buffer("free", free_faces(grid, boundary, fluid, rt.dtype, rt.device), persistent=False)
+
+    def forward(self, v: torch.Tensor, **conditioning: torch.Tensor) -> torch.Tensor:
+        correction = self.model(to_centred(v), **conditioning)
+        return self.free * to_staggered(correction, self.boundary)

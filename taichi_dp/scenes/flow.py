@@ -30,6 +30,7 @@ def karman(
     *,
     advection: str = "semi_lagrangian",
     pressure_rtol: float = 1e-3,
+    dt: float = 1.0,
 ) -> FlowScene:
     """The PBDL solver-in-the-loop wake: a domain 100 wide (x) × 200 long (y), a cylinder of radius 10
     at (y, x) = (50, 50), inflow speed 1 along +y on the band y < 5, open outflow at y = 200, no-slip
@@ -39,7 +40,8 @@ def karman(
     Args:
         scale: resolution multiple of the 32×64 source grid.
         reynolds: Reynolds number, float or ``(B,)`` tensor (one per batch element).
-        batch: number of samples.
+        batch: number of samples (ignored when ``reynolds`` is a tensor: its length).
+        dt: time step (1 in the book; a reference solver 4× finer in time uses 0.25).
     Returns:
         A :class:`FlowScene` whose ``v0`` is the inflow velocity everywhere with a small antisymmetric
         x-perturbation behind the cylinder (so the wake starts shedding).
@@ -50,7 +52,7 @@ def karman(
     grid = Grid.rect((64 * scale, 32 * scale), (200.0, 100.0))
     boundary = FlowBoundary(((Inflow(1.0), Outflow()), (Wall(), Wall())))
     re = (
-        reynolds
+        reynolds.reshape(-1)
         if isinstance(reynolds, torch.Tensor)
         else torch.full((batch,), float(reynolds), dtype=rt.dtype, device=rt.device)
     )
@@ -70,14 +72,14 @@ def karman(
         grid,
         boundary,
         nu=nu,
-        dt=1.0,
+        dt=dt,
         fluid=disc(grid, (50.0, 50.0), 10.0),
         advection=advection,
         inflow_mask=inflow_mask,
         inflow_velocity=inflow_velocity,
         pressure_rtol=pressure_rtol,
     )
-    v0 = torch.zeros(batch, *staggered_shape(grid), dtype=rt.dtype, device=rt.device)
+    v0 = torch.zeros(re.shape[0], *staggered_shape(grid), dtype=rt.dtype, device=rt.device)
     v0[:, 0] = 1.0
     x = grid.centers(1, rt.dtype, rt.device)
     yc = grid.centers(0, rt.dtype, rt.device)

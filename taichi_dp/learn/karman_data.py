@@ -1,0 +1,103 @@
+"""Reference data for solver-in-the-loop on the Karman wake, generated once and cached on disk.
+
+A reference simulation runs ``factor`` times finer in space and time than the source solver and is
+averaged onto the source grid's staggered faces (:func:`downsample_staggered`: each coarse face gets
+the mean of the fine faces that tile it, so volume fluxes, and hence the discrete divergence of every
+coarse cell, are preserved). Each Reynolds number is one batch element of the reference solver.
+
+Cache format (``<cache_dir>/karman-<key>.pt``, loaded with ``torch.load(weights_only=True)``):
+``{"config": asdict(config), "velocity": (S, T+1, 2, H+1, W+1) float32, "reynolds": (S,) float64,
+"sha256": hex digest of the velocity bytes}``. ``key`` is a hash of the configuration; a file whose
+digest, configuration or shapes do not match is regenerated (with a warning), never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..grid import Grid
+from ..grid.staggered import staggered_shape
+from ..runtime import ensure_init
+from ..scenes.flow import karman
+from . import io
+
+
+@dataclass(frozen=True)
+class KarmanDataConfig:
+    """What a reference data set is: Reynolds numbers, source resolution, refinement and length."""
+
+    reynolds: tuple[float, ...] = (100.0, 200.0, 400.0, 800.0)
+    scale: int = 1  # source grid (64·scale, 32·scale)
+    factor: int = 2  # reference refinement in space and time (4 in the book)
+    warmup: int = 40  # source-time steps simulated before recording (vortex street developed)
+    steps: int = 60  # recorded source-time steps
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def downsample_staggered(v: torch.Tensor, factor: int) -> torch.Tensor:
+    """Average a fine staggered velocity ``(B, 2, f·H+1, f·W+1)`` onto the coarse faces ``(B, 2, H+1, W+1)``:
+    a coarse ``v_y`` face is the mean of the ``f`` fine ``v_y`` faces on the same line, likewise for
+    ``v_x``. Flux-conserving, differentiable."""
+    b, _, h1, w1 = v.shape
+    h, w = (h1 - 1) // factor, (w1 - 1) // factor
+    vy = v[:, 0, ::factor, : w * factor].reshape(b, h + 1, w, factor).mean(-1)  # (B, H+1, W)
+    vx = v[:, 1, : h * factor, ::factor].reshape(b, h, factor, w + 1).mean(2)  # (B, H, W+1)
+    return torch.stack([torch.nn.functional.pad(vy, (0, 1)), torch.nn.functional.pad(vx, (0, 0, 0, 1))], dim=1)
+
+
+def generate(config: KarmanDataConfig, *, progress: bool = True) -> dict[str, torch.Tensor]:
+    """Run the reference simulations and return ``{"velocity": (S, T+1, 2, H+1, W+1), "reynolds": (S,)}``
+    on the source grid (float32, CPU)."""
+    rt = ensure_init()
+    re = torch.tensor(config.reynolds, dtype=rt.dtype, device=rt.device)
+    scene = karman(scale=config.scale * config.factor, reynolds=re, dt=1.0 / config.factor)
+    v = scene.v0
+    frames = []
+    total = (config.warmup + config.steps) * config.factor
+    with torch.no_grad():
+        for n in tqdm(range(total + 1), desc="karman reference", disable=not progress, leave=False):
+            if n >= config.warmup * config.factor and n % config.factor == 0:
+                frames.append(downsample_staggered(v, config.factor).float().cpu())
+            if n < total:
+                v = scene.stepper(v)
+    return {"velocity": torch.stack(frames, dim=1).contiguous(), "reynolds": re.double().cpu()}
+
+
+def _digest(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
+
+
+def load_or_generate(config: KarmanDataConfig, cache_dir: str | Path, *, progress: bool = True) -> dict[str, torch.Tensor]:
+    """The data set for ``config`` from ``cache_dir``, generated (and written atomically) when missing
+    or invalid."""
+    path = Path(cache_dir) / f"karman-{config.key()}.pt"
+    if path.is_file():
+        try:
+            data = io.load_checkpoint(path)
+            expected = (len(config.reynolds), config.steps + 1, *staggered_shape(source_grid(config)))
+            if data.get("config") != asdict(config):
+                raise ValueError("configuration differs")
+            if tuple(data["velocity"].shape) != expected:
+                raise ValueError(f"shape {tuple(data['velocity'].shape)} != {expected}")
+            if _digest(data["velocity"]) != data.get("sha256"):
+                raise ValueError("content hash mismatch")
+            return {"velocity": data["velocity"], "reynolds": data["reynolds"]}
+        except (ValueError, KeyError, TypeError) as e:
+            warnings.warn(f"cached karman data {path} is invalid ({e}); regenerating", RuntimeWarning, stacklevel=2)
+    data = generate(config, progress=progress)
+    io.save_checkpoint(path, {"config": asdict(config), **data, "sha256": _digest(data["velocity"])})
+    return data
+
+
+def source_grid(config: KarmanDataConfig) -> Grid:
+    """The source grid of ``config``: ``(64·scale, 32·scale)`` cells on 200 × 100."""
+    return Grid.rect((64 * config.scale, 32 * config.scale), (200.0, 100.0))
