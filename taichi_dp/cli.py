@@ -3,6 +3,7 @@
 Commands:
     burgers          solver-in-the-loop on 1D Burgers: source vs NON vs SOL-k; writes a run folder
     burgers-inverse  recover Burgers' initial state from a later observation through the solver
+    train karman     solver-in-the-loop on the Karman wake (quick CPU preset): source vs NON vs SOL-k
 """
 
 from __future__ import annotations
@@ -37,6 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     inv.add_argument("--iterations", type=int, default=300)
     inv.add_argument("--lr", type=float, default=0.02)
 
+    tr = sub.add_parser("train", help="train a corrector through a solver")
+    tr.add_argument("scene", choices=["karman"])
+    _common(tr, "runs/karman")
+    tr.add_argument("--iterations", type=int, help="updates per variant (default 150)")
+    tr.add_argument("--unroll", type=int, help="k of SOL-k (default 4)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--cache", default="runs/cache", help="reference-data cache folder (default: runs/cache)")
+
     args = parser.parse_args(argv)
     import taichi_dp
 
@@ -44,7 +53,24 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if args.command == "burgers":
         return _burgers(args, out)
+    if args.command == "train":
+        return _train_karman(args, out)
     return _inverse(args, out)
+
+
+def _train_karman(args: argparse.Namespace, out: Path) -> int:
+    from .learn.karman_experiment import KarmanExperimentConfig, run
+
+    cfg = KarmanExperimentConfig(seed=args.seed)
+    cfg.optim.seed = args.seed
+    if args.iterations:
+        cfg.optim.iterations = args.iterations
+    if args.unroll:
+        cfg.unroll = args.unroll
+    run(cfg, out, cache=args.cache, progress=not args.no_progress)
+    print((out / "report.md").read_text())
+    print(f"wrote {out}/report.md, metrics.json, config.json, checkpoints/")
+    return 0
 
 
 def _burgers(args: argparse.Namespace, out: Path) -> int:

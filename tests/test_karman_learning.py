@@ -73,3 +73,21 @@ def test_zero_initialised_correction_is_the_bare_solver_and_sol_training_reduces
     with torch.no_grad():  # fixed faces are never corrected
         delta = corr(v, **cond)
     assert torch.equal(delta * (1 - corr.free), torch.zeros_like(delta))
+
+
+def test_karman_experiment_end_to_end_tiny(tmp_path):
+    from taichi_dp.learn.karman_experiment import KarmanExperimentConfig, run
+
+    cfg = KarmanExperimentConfig(
+        train=TINY,
+        test=KarmanDataConfig(reynolds=(200.0,), scale=1, factor=2, warmup=1, steps=3),
+        unroll=2,
+        width=4,
+        blocks=1,
+        optim=TrainConfig(iterations=3, batch_size=2, lr=1e-5),
+    )
+    m = run(cfg, tmp_path / "run", cache=tmp_path / "cache", progress=False)
+    assert set(m["mean_relative_l1"]) == {"source", "NON", "SOL-2"}
+    assert all(0 < v < 1 for v in m["mean_relative_l1"].values())
+    for name in ("config.json", "metrics.json", "report.md", "checkpoints/non.pt", "checkpoints/sol2.pt"):
+        assert (tmp_path / "run" / name).is_file()

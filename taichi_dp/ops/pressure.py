@@ -135,8 +135,9 @@ def check_flux_balance(grid: Grid, boundary: FlowBoundary) -> None:
 
 
 def fluid_mask(fluid: torch.Tensor | None, grid: Grid, batch: int) -> torch.Tensor:
-    """Validate an obstacle mask and return it as a ``(B or 1, 1, H, W)`` tensor of the runtime dtype
-    (all fluid when ``None``). Raises ``ValueError`` for a wrong shape or a sample with no fluid cell."""
+    """Validate an obstacle mask and return it as a ``(B or 1, 1, H, W)`` 0/1 tensor of the runtime dtype
+    (all fluid when ``None``; the input itself when it already is one). Raises ``ValueError`` for a
+    wrong shape or a sample with no fluid cell."""
     rt = ensure_init()
     h, w = grid.shape
     if fluid is None:
@@ -146,6 +147,8 @@ def fluid_mask(fluid: torch.Tensor | None, grid: Grid, batch: int) -> torch.Tens
     if fluid.ndim != 4 or fluid.shape[1] != 1 or tuple(fluid.shape[2:]) != (h, w) or fluid.shape[0] not in (1, batch):
         raise ValueError(f"fluid must have shape (1 or {batch}, 1, {h}, {w}) to match the velocity, got {tuple(fluid.shape)}")
     mask = (fluid.detach() > 0.5).to(dtype=rt.dtype).contiguous()
+    if fluid.dtype == mask.dtype and fluid.device == mask.device and not fluid.requires_grad and torch.equal(fluid, mask):
+        mask = fluid  # already a clean mask: keep the same tensor (derived caches, e.g. multigrid, key on it)
     check_tensor("fluid", mask)
     empty = mask.flatten(1).sum(1) == 0
     if bool(empty.any()):
