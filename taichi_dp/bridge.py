@@ -41,7 +41,9 @@ SERIAL_BELOW = 1 << 17
 """On the CPU arch, kernels whose first output has fewer elements run serially (see module doc)."""
 
 
-def _serial(out_shapes: Sequence[Sequence[int]]) -> bool:
+def serial_for(out_shapes: Sequence[Sequence[int]]) -> bool:
+    """The ``serial`` flag for a launch whose first output has shape ``out_shapes[0]`` (also used by
+    forward-only kernels outside the bridge)."""
     n = 1
     for d in out_shapes[0]:
         n *= int(d)
@@ -52,7 +54,7 @@ class KernelOp:
     """A Taichi kernel exposed as a differentiable torch op (see module docstring for the contract).
 
     Args:
-        kernel: a ``@ti.kernel`` with signature ``kernel(*inputs, *outputs, *consts)``.
+        kernel: a ``@ti.kernel`` with signature ``kernel(*inputs, *outputs, *consts, serial)``.
         n_inputs: number of differentiable float array inputs.
         n_outputs: number of float array outputs.
         name: for error messages and profiling.
@@ -92,7 +94,7 @@ class KernelOp:
         """Run the kernel without autograd; returns the outputs."""
         ref = inputs[0]
         outs = tuple(torch.empty(tuple(s), dtype=ref.dtype, device=ref.device) for s in out_shapes)
-        self.kernel(*(t.detach() for t in inputs), *outs, *consts, _serial(out_shapes))
+        self.kernel(*(t.detach() for t in inputs), *outs, *consts, serial_for(out_shapes))
         return outs
 
     def vjp(
@@ -115,7 +117,7 @@ class KernelOp:
             # kernel.grad zeroes the outputs' gradients: give it a private copy.
             o.grad = torch.zeros_like(o) if g is None else g.detach().clone(memory_format=torch.contiguous_format)
             outs.append(o)
-        self.kernel.grad(*ins, *outs, *consts, _serial(out_shapes))
+        self.kernel.grad(*ins, *outs, *consts, serial_for(out_shapes))
         return [t.grad for t in ins]
 
 
