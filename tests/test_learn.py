@@ -149,3 +149,15 @@ def test_burgers_experiment_pieces_and_sol_training_reduces_loss():
     assert last < 0.7 * first
     errs = evaluate(cfg, data, {"source": None, "SOL": model})
     assert errs["SOL"].shape == (4, 8) and errs["SOL"].mean() < errs["source"].mean()
+
+
+def test_sol_loss_with_gradient_checkpointing_matches():
+    torch.manual_seed(3)
+    st = _solver()
+    model = ResidualCNN(1, 1, width=4, blocks=1).double()
+    nn.init.normal_(model.out.weight, std=0.1)
+    ref = 0.5 * torch.randn(2, 7, 1, 16, dtype=torch.float64)
+    plain = torch.autograd.grad(sol_loss(st, model, ref, {}), list(model.parameters()))
+    ckpt = torch.autograd.grad(sol_loss(st, model, ref, {}, checkpoint_every=2), list(model.parameters()))
+    for a, b in zip(plain, ckpt):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)

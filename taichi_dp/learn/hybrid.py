@@ -18,6 +18,7 @@ from torch import nn
 from ..grid import Grid
 from ..grid.staggered import FlowBoundary, free_faces, to_centred, to_staggered
 from ..runtime import ensure_init
+from ..solvers.base import rollout
 
 Solver = Callable[[torch.Tensor], torch.Tensor]
 
@@ -38,25 +39,37 @@ def hybrid_rollout(
     conditioning: Mapping[str, torch.Tensor],
     *,
     include_initial: bool = True,
+    checkpoint_every: int = 0,
 ) -> torch.Tensor:
-    """``steps`` hybrid steps from ``u0`` ``(B, C, *S)``; returns ``(B, T, C, *S)``."""
-    states = [u0] if include_initial else []
-    u = u0
-    for _ in range(steps):
-        u = hybrid_step(solver, model, u, conditioning)
-        states.append(u)
-    return torch.stack(states, dim=1)
+    """``steps`` hybrid steps from ``u0`` ``(B, C, *S)``; returns ``(B, T, C, *S)``. With
+    ``checkpoint_every > 0`` the steps are recomputed in chunks during backward instead of stored
+    (memory for long SOL unrolls; see :func:`taichi_dp.solvers.rollout`)."""
+    return rollout(
+        lambda u: hybrid_step(solver, model, u, conditioning),
+        u0,
+        steps,
+        include_initial=include_initial,
+        checkpoint_every=checkpoint_every,
+    )
 
 
-def sol_loss(solver: Solver, model: nn.Module, reference: torch.Tensor, conditioning: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def sol_loss(
+    solver: Solver,
+    model: nn.Module,
+    reference: torch.Tensor,
+    conditioning: Mapping[str, torch.Tensor],
+    *,
+    checkpoint_every: int = 0,
+) -> torch.Tensor:
     """SOL-k loss: unroll ``k = T − 1`` hybrid steps from ``reference[:, 0]`` with gradients through the
     solver; mean squared error against ``reference[:, 1:]`` averaged over the k steps.
 
-    ``reference``: ``(B, k + 1, C, *S)`` window of the reference trajectory.
+    ``reference``: ``(B, k + 1, C, *S)`` window of the reference trajectory. ``checkpoint_every``:
+    recompute chunks of that many steps in backward instead of storing them (long unrolls).
     """
-    pred = hybrid_rollout(
-        solver, model, reference[:, 0].contiguous(), reference.shape[1] - 1, conditioning, include_initial=False
-    )
+    u0 = reference[:, 0].contiguous()
+    k = reference.shape[1] - 1
+    pred = hybrid_rollout(solver, model, u0, k, conditioning, include_initial=False, checkpoint_every=checkpoint_every)
     return torch.mean((pred - reference[:, 1:]) ** 2)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -64,7 +65,7 @@ class Stepper(ABC):
 
 
 def rollout(
-    stepper: Stepper,
+    stepper: Callable[[torch.Tensor], torch.Tensor],
     u0: torch.Tensor,
     steps: int,
     *,
@@ -74,7 +75,7 @@ def rollout(
     """Apply ``stepper`` ``steps`` times from ``u0``.
 
     Args:
-        stepper: any callable ``u_next = stepper(u)``.
+        stepper: any callable ``u_next = stepper(u)`` (a :class:`Stepper`, a hybrid step, ...).
         u0: ``(B, C, *spatial)`` initial state.
         steps: number of steps ≥ 0.
         include_initial: whether the trajectory starts with ``u0``.
