@@ -14,6 +14,7 @@ Variants, identical network/optimiser/schedule/number of updates:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -283,3 +284,33 @@ def _plots(folder: Path, cfg: BurgersExperimentConfig, data: BurgersData, errors
     axes[0].set_ylabel("u")
     axes[0].legend(fontsize=8)
     io.save_figure(folder / "states.png", fig)
+
+
+def load_run(run_dir: str | Path) -> tuple[BurgersExperimentConfig, dict[str, ResidualCNN]]:
+    """The configuration and trained correctors (``{"NON": ..., "SOL-k": ...}``) of a finished
+    ``python -m taichi_dp burgers`` run folder. Raises ``FileNotFoundError``/``ValueError`` naming the
+    missing or corrupt file."""
+    import json
+
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {run_dir} a 'python -m taichi_dp burgers' run folder?")
+    try:
+        raw = json.loads(path.read_text())
+        fields = {f.name for f in dataclasses.fields(BurgersExperimentConfig)}
+        kwargs = {k: v for k, v in raw.items() if k in fields and k != "train"}
+        cfg = BurgersExperimentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
+        cfg.train = TrainConfig(**raw["train"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is corrupt or from another experiment: {e}") from None
+    models = {}
+    for name, file in (("NON", "non.pt"), (f"SOL-{cfg.unroll}", f"sol{cfg.unroll}.pt")):
+        state = io.load_checkpoint(run_dir / "checkpoints" / file)
+        model = make_model(cfg, cfg.seed)
+        try:
+            model.load_state_dict(state["model"])
+        except (KeyError, RuntimeError) as e:
+            raise ValueError(f"{run_dir / 'checkpoints' / file} does not fit the run's model: {e}") from None
+        models[name] = model.eval()
+    return cfg, models

@@ -1,0 +1,1 @@
+"""Demos: ``python -m demos.NAME [--headless --frames N --out DIR]`` (see README)."""
