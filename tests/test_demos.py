@@ -60,3 +60,32 @@ def test_burgers_inverse_demo_reduces_loss_10x(tmp_path):
     _frames_ok(tmp_path, 4)
     first, last = (float(v) for v in p.stdout.split("loss ")[1].split(" (")[0].split(" -> "))
     assert first / last >= 10.0
+
+
+def test_smoke_demo_headless(tmp_path):
+    p = _demo("demos.smoke", "--headless", "--frames", "6", "--n", "32", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr[-2000:]
+    images = _frames_ok(tmp_path, 6)
+    assert np.abs(images[0] - images[-1]).mean() > 0.1  # the plume develops
+
+
+def test_karman_demo_headless_three_panels(tmp_path):
+    from taichi_dp.learn.karman_data import KarmanDataConfig
+    from taichi_dp.learn.karman_experiment import KarmanExperimentConfig
+    from taichi_dp.learn.karman_experiment import run as run_karman
+
+    tiny = KarmanDataConfig(reynolds=(150.0, 300.0), scale=1, factor=2, warmup=1, steps=3)
+    cfg = KarmanExperimentConfig(
+        train=tiny, test=tiny, unroll=2, width=4, blocks=1, optim=TrainConfig(iterations=2, batch_size=2)
+    )
+    run_karman(cfg, tmp_path / "run", cache=tmp_path / "cache", progress=False)
+    out = tmp_path / "frames"
+    p = _demo("demos.karman", "--run", str(tmp_path / "run"), "--headless", "--frames", "2", "--warmup", "2", "--out", str(out))
+    assert p.returncode == 0, p.stderr[-2000:]
+    img = _frames_ok(out, 2)[-1]
+    w = img.shape[1]
+    span = int(w * 0.26)
+    thirds = [img[:, int(w * a) : int(w * a) + span] for a in (0.1, 0.33, 0.56)]
+    assert all(np.abs(a - b).mean() > 0.05 for a, b in ((thirds[0], thirds[1]), (thirds[1], thirds[2]), (thirds[0], thirds[2])))
+    bad = _demo("demos.karman", "--run", str(tmp_path / "missing"), "--headless", "--frames", "1", "--out", str(out))
+    assert bad.returncode == 2 and "train karman" in bad.stderr

@@ -163,3 +163,46 @@ def _report(cfg: KarmanExperimentConfig, m: dict) -> str:
             f"| {n} | {t['iterations']} | {t['seconds']:.1f} s | {1000 * t['seconds'] / max(t['iterations'], 1):.0f} ms |"
         )
     return "\n".join(lines) + "\n"
+
+
+def load_run(run_dir: str | Path) -> tuple[KarmanExperimentConfig, dict[str, StaggeredCorrection]]:
+    """Configuration and trained corrections (``{"NON": ..., "SOL-k": ...}``) of a finished
+    ``python -m taichi_dp train karman`` run folder; ``FileNotFoundError``/``ValueError`` naming the
+    missing or corrupt file otherwise."""
+    import json
+
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {run_dir} a 'python -m taichi_dp train karman' run folder?")
+    try:
+        raw = json.loads(path.read_text())
+        if raw.get("experiment") != "karman":
+            raise ValueError(f"experiment is {raw.get('experiment')!r}, not 'karman'")
+
+        def data(d: dict) -> KarmanDataConfig:
+            return KarmanDataConfig(**{**d, "reynolds": tuple(d["reynolds"])})
+
+        cfg = KarmanExperimentConfig(
+            train=data(raw["train"]),
+            test=data(raw["test"]),
+            unroll=raw["unroll"],
+            width=raw["width"],
+            blocks=raw["blocks"],
+            optim=TrainConfig(**raw["optim"]),
+            seed=raw["seed"],
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is corrupt or from another experiment: {e}") from None
+    base = karman(scale=cfg.train.scale).stepper
+    models = {}
+    for name in ("NON", f"SOL-{cfg.unroll}"):
+        file = run_dir / "checkpoints" / f"{name.lower().replace('-', '')}.pt"
+        state = io.load_checkpoint(file)
+        model = _model(cfg, base)
+        try:
+            model.load_state_dict(state["model"])
+        except (KeyError, RuntimeError) as e:
+            raise ValueError(f"{file} does not fit the run's model: {e}") from None
+        models[name] = model.eval()
+    return cfg, models
