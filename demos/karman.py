@@ -25,7 +25,7 @@ from demos._render import FrameSink, figure_to_rgb, parser
 from taichi_dp.grid.staggered import to_centred
 from taichi_dp.learn.hybrid import hybrid_step
 from taichi_dp.learn.karman_data import downsample_staggered
-from taichi_dp.learn.karman_experiment import _re_feature, load_run
+from taichi_dp.learn.karman_experiment import load_run, re_feature
 from taichi_dp.scenes import karman
 
 
@@ -44,7 +44,7 @@ class Wake:
         ref = karman(scale=cfg.train.scale * f, reynolds=torch.tensor([re]), dt=1.0 / f)
         self.fine_step, self.factor = ref.stepper, f
         self.coarse = karman(scale=cfg.train.scale, reynolds=torch.tensor([re])).stepper
-        self.cond = {"re": _re_feature(cfg, torch.tensor([re]))}
+        self.cond = {"re": re_feature(cfg, torch.tensor([re]))}
         with torch.no_grad():
             v = ref.v0
             for _ in range(warmup * f):

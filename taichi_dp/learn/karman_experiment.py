@@ -46,7 +46,7 @@ class KarmanExperimentConfig:
     seed: int = 0
 
 
-def _re_feature(cfg: KarmanExperimentConfig, re: torch.Tensor) -> torch.Tensor:
+def re_feature(cfg: KarmanExperimentConfig, re: torch.Tensor) -> torch.Tensor:
     lo, hi = math.log(min(cfg.train.reynolds)), math.log(max(cfg.train.reynolds))
     return (torch.log(re) - 0.5 * (lo + hi)) / (0.5 * (hi - lo))
 
@@ -76,7 +76,7 @@ def train_variant(
         re_all = re.repeat_interleave(t1 - 1)
 
         def batch_loss(idx: torch.Tensor) -> torch.Tensor:
-            return non_loss(model, src[idx], tgt[idx], {"re": _re_feature(cfg, re_all[idx])})
+            return non_loss(model, src[idx], tgt[idx], {"re": re_feature(cfg, re_all[idx])})
 
         n = s * (t1 - 1)
     else:
@@ -86,7 +86,7 @@ def train_variant(
         def batch_loss(idx: torch.Tensor) -> torch.Tensor:
             traj, start = idx // windows, idx % windows
             window = ref[traj[:, None], start[:, None] + torch.arange(k + 1)[None, :]]
-            return sol_loss(_solver(base, re[traj]), model, window, {"re": _re_feature(cfg, re[traj])})
+            return sol_loss(_solver(base, re[traj]), model, window, {"re": re_feature(cfg, re[traj])})
 
         n = s * windows
     return model, train(model, batch_loss, n, cfg.optim, desc=variant, progress=progress)
@@ -120,7 +120,7 @@ def run(cfg: KarmanExperimentConfig, out: str | Path, *, cache: str | Path = "ru
     test_ref = test_data["velocity"].to(rt.dtype).to(rt.device)
     test_re = test_data["reynolds"].to(rt.dtype).to(rt.device)
     solver = _solver(base, test_re)
-    cond = {"re": _re_feature(cfg, test_re)}
+    cond = {"re": re_feature(cfg, test_re)}
     errors = {}
     with torch.no_grad():
         for name, model in {"source": None, **models}.items():
