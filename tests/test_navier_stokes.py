@@ -187,3 +187,32 @@ def test_implicit_and_explicit_viscosity_agree_for_small_steps():
     a = rollout(scene.stepper, scene.v0, 5)[:, -1]
     b = rollout(implicit, scene.v0, 5)[:, -1]
     assert float((a - b).abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize(
+    "boundary",
+    [FlowBoundary(((Inflow(0.5), Outflow()), (Wall(), Wall(slip=True)))), FlowBoundary.periodic(), FlowBoundary.box()],
+    ids=["channel", "periodic", "box"],
+)
+def test_implicit_viscosity_solves_backward_euler_of_the_reference_laplacian(boundary):
+    """x = implicit(v) satisfies x − νΔt·L(x) = v on every free face, with L the plain-PyTorch reference
+    Laplacian of tests/reference_mac.py; fixed faces keep their imposed values."""
+    from reference_mac import velocity_diffusion as ref_diffusion
+
+    from taichi_dp.grid import Periodic
+    from taichi_dp.grid.staggered import apply_boundary, face_constraints, free_faces
+    from taichi_dp.ops.staggered_diffusion import apply_velocity_diffusion_implicit
+
+    torch.manual_seed(4)
+    grid = tdp.Grid.rect((6, 5), (1.0, 0.8))
+    fluid = box(grid, (0.4, 0.3), (0.6, 0.5))
+    v = apply_boundary(torch.randn(2, *staggered_shape(grid), dtype=torch.float64), grid, boundary, fluid)
+    nu, dt = torch.tensor([0.05, 0.1], dtype=torch.float64), torch.tensor([0.5, 0.5], dtype=torch.float64)
+    x = apply_velocity_diffusion_implicit(v, nu, dt, grid, boundary, fluid, rtol=1e-13)
+    free = free_faces(grid, boundary, fluid, torch.float64, "cpu")
+    k_lap = ref_diffusion(x, nu, dt, grid, boundary) - x  # νΔt·L(x)
+    assert float(((x - k_lap - v) * free).abs().max()) < 1e-10
+    keep, _ = face_constraints(grid, boundary, fluid, torch.float64, "cpu")  # walls, inflows, obstacles, padding
+    assert torch.equal(x * (1 - keep), apply_boundary(v, grid, boundary, fluid) * (1 - keep))
+    if boundary.sides[0][0] == Periodic():  # seam faces are duplicates of face 0
+        assert torch.equal(x[:, 0, -1], x[:, 0, 0]) and torch.equal(x[:, 1, :, -1], x[:, 1, :, 0])
