@@ -97,18 +97,18 @@ def _normal(p: torch.Tensor, n: int, periodic: bool) -> tuple[torch.Tensor, torc
 
 
 def _tangential(p: torch.Tensor, n: int, lo, hi, dtype) -> tuple[torch.Tensor, ...]:
-    """Cell-space position on a tangential axis (zero wall values / zero gradient) → ``(j0, s0, j1, s1, w)``."""
+    """Cell-space position on a tangential axis (wall velocity as Dirichlet value / zero gradient) →
+    ``(j0, a0, s0, j1, a1, s1, w)``: the values are ``a + s·u[j]``."""
     i, w = _floor_split(_clamp(p, n, lo, hi))
-    j0, _, s0 = _ghost(i, n, lo, hi, dtype)
-    j1, _, s1 = _ghost(i + 1, n, lo, hi, dtype)
-    return j0, s0, j1, s1, w
+    j0, a0, s0 = _ghost(i, n, lo, hi, dtype)
+    j1, a1, s1 = _ghost(i + 1, n, lo, hi, dtype)
+    return j0, a0, s0, j1, a1, s1, w
 
 
 def _tangential_sides(boundary: FlowBoundary, c: int):
-    """Ghost conditions of component ``c`` along its tangential axis, with zero Dirichlet values."""
-    t = 1 - c
-    sides = boundary.component(c).sides[t]
-    return tuple(Dirichlet(0.0) if isinstance(s, Dirichlet) else s for s in sides)
+    """Ghost conditions of component ``c`` along its tangential axis (Dirichlet = the wall's tangential
+    velocity, 0 for inflows; zero gradient for slip walls and outflows; periodic)."""
+    return boundary.component(c).sides[1 - c]
 
 
 def velocity_stencil(
@@ -123,18 +123,18 @@ def velocity_stencil(
     periodic = isinstance(boundary.sides[c][0], Periodic)
     if c == 0:
         i0, i1, wy = _normal(py + 0.5, h, periodic)
-        j0, s0, j1, s1, wx = _tangential(px, w, lo, hi, v.dtype)
-        one = torch.ones_like(s0)
-        rows, cols = (i0, one, i1, one), (j0, s0, j1, s1)
+        j0, a0, s0, j1, a1, s1, wx = _tangential(px, w, lo, hi, v.dtype)
+        zero, one = torch.zeros_like(s0), torch.ones_like(s0)
+        rows, cols = ((i0, zero, one), (i1, zero, one)), ((j0, a0, s0), (j1, a1, s1))
     else:
-        i0, s0, i1, s1, wy = _tangential(py, h, lo, hi, v.dtype)
+        i0, a0, s0, i1, a1, s1, wy = _tangential(py, h, lo, hi, v.dtype)
         j0, j1, wx = _normal(px + 0.5, w, periodic)
-        one = torch.ones_like(s0)
-        rows, cols = (i0, s0, i1, s1), (j0, one, j1, one)
+        zero, one = torch.zeros_like(s0), torch.ones_like(s0)
+        rows, cols = ((i0, a0, s0), (i1, a1, s1)), ((j0, zero, one), (j1, zero, one))
     corners = []
-    for r, sr in ((rows[0], rows[1]), (rows[2], rows[3])):
-        for k, sk in ((cols[0], cols[1]), (cols[2], cols[3])):
-            corners.append(sr * sk * _take(u, r, k)[:, 0])
+    for r, ar, sr in rows:
+        for k, ak, sk in cols:  # only the tangential index has a ghost offset (a = 0 on the normal axis)
+            corners.append(ar + ak + sr * sk * _take(u, r, k)[:, 0])
     return (*corners, wy, wx)
 
 
@@ -243,11 +243,11 @@ def velocity_laplacian(v: torch.Tensor, grid: Grid, boundary: FlowBoundary) -> l
         ir, ic = torch.arange(ny, device=v.device), torch.arange(nx, device=v.device)
         if c == 0:
             up, down = u[:, _normal_index(ir - 1, h, periodic)], u[:, _normal_index(ir + 1, h, periodic)]
-            (jl, _, sl), (jr, _, sr) = _ghost(ic - 1, w, lo, hi, v.dtype), _ghost(ic + 1, w, lo, hi, v.dtype)
-            left, right = sl * u[:, :, jl], sr * u[:, :, jr]
+            (jl, al, sl), (jr, ar, sr) = _ghost(ic - 1, w, lo, hi, v.dtype), _ghost(ic + 1, w, lo, hi, v.dtype)
+            left, right = al + sl * u[:, :, jl], ar + sr * u[:, :, jr]
         else:
-            (ju, _, su), (jd, _, sd) = _ghost(ir - 1, h, lo, hi, v.dtype), _ghost(ir + 1, h, lo, hi, v.dtype)
-            up, down = su.view(-1, 1) * u[:, ju], sd.view(-1, 1) * u[:, jd]
+            (ju, au, su), (jd, ad, sd) = _ghost(ir - 1, h, lo, hi, v.dtype), _ghost(ir + 1, h, lo, hi, v.dtype)
+            up, down = au.view(-1, 1) + su.view(-1, 1) * u[:, ju], ad.view(-1, 1) + sd.view(-1, 1) * u[:, jd]
             left, right = u[:, :, _normal_index(ic - 1, w, periodic)], u[:, :, _normal_index(ic + 1, w, periodic)]
         out.append((up - 2.0 * u + down) / hy**2 + (left - 2.0 * u + right) / hx**2)
     return out

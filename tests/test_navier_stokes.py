@@ -191,8 +191,13 @@ def test_implicit_and_explicit_viscosity_agree_for_small_steps():
 
 @pytest.mark.parametrize(
     "boundary",
-    [FlowBoundary(((Inflow(0.5), Outflow()), (Wall(), Wall(slip=True)))), FlowBoundary.periodic(), FlowBoundary.box()],
-    ids=["channel", "periodic", "box"],
+    [
+        FlowBoundary(((Inflow(0.5), Outflow()), (Wall(), Wall(slip=True)))),
+        FlowBoundary.periodic(),
+        FlowBoundary.box(),
+        FlowBoundary(((Wall(), Wall(velocity=0.7)), (Wall(), Wall()))),
+    ],
+    ids=["channel", "periodic", "box", "lid"],
 )
 def test_implicit_viscosity_solves_backward_euler_of_the_reference_laplacian(boundary):
     """x = implicit(v) satisfies x − νΔt·L(x) = v on every free face, with L the plain-PyTorch reference

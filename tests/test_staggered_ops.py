@@ -20,12 +20,15 @@ FLOWS = {
     "box": FlowBoundary.box(),
     "periodic": FlowBoundary.periodic(),
     "periodic_x_walls_y": FlowBoundary(((Wall(), Wall()), (Periodic(), Periodic()))),
+    # moving walls: a lid at y_hi sliding along x, the x_lo wall sliding along y (tangential ghost values)
+    "moving_walls": FlowBoundary(((Wall(), Wall(velocity=0.7)), (Wall(velocity=-0.4), Outflow()))),
 }
 SCALAR_BCS = {  # one per flow case (each distinct Boundary compiles its own kernels)
     "channel": Boundary(((Dirichlet(0.8), ZeroGradient()), (ZeroGradient(), Dirichlet(-0.3)))),
     "box": Boundary(((ZeroGradient(), Dirichlet(0.4)), (Dirichlet(-0.2), ZeroGradient()))),
     "periodic": Boundary.periodic(2),
     "periodic_x_walls_y": Boundary(((Dirichlet(0.5), ZeroGradient()), (Periodic(), Periodic()))),
+    "moving_walls": Boundary(((ZeroGradient(), Dirichlet(0.6)), (ZeroGradient(), ZeroGradient()))),
 }
 SCHEMES = ("semi_lagrangian", "maccormack")
 
