@@ -31,6 +31,7 @@ from ..scenes import random_sines
 from ..solvers import Burgers
 from . import io
 from .hybrid import hybrid_rollout, non_loss, sol_loss
+from .metrics import relative_errors
 from .trainer import TrainConfig, TrainResult, train
 
 
@@ -145,12 +146,6 @@ def train_sol(
 
     result = train(model, batch_loss, s * windows, cfg.train, desc=f"SOL-{k}", progress=progress, checkpoint=checkpoint)
     return model, result
-
-
-def relative_errors(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Per-sample, per-step relative L2 error ``‖u − r‖ / ‖r‖``: ``(S, T)``."""
-    num = (pred - ref).flatten(2).norm(dim=2)
-    return num / ref.flatten(2).norm(dim=2).clamp_min(1e-12)
 
 
 def evaluate(cfg: BurgersExperimentConfig, data: BurgersData, models: dict[str, ResidualCNN | None]) -> dict[str, torch.Tensor]:

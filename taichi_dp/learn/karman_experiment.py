@@ -32,6 +32,7 @@ from ..solvers import NavierStokes
 from . import io
 from .hybrid import StaggeredCorrection, hybrid_rollout, non_loss, sol_loss
 from .karman_data import KarmanDataConfig, load_or_generate
+from .metrics import relative_errors
 from .trainer import TrainConfig, TrainResult, train
 
 
@@ -90,11 +91,6 @@ def train_variant(
 
         n = s * windows
     return model, train(model, batch_loss, n, cfg.optim, desc=variant, progress=progress)
-
-
-def relative_errors(pred: torch.Tensor, ref: torch.Tensor, p: int) -> torch.Tensor:
-    """Per-sample, per-step relative Lp error of staggered velocities: ``(S, T)``."""
-    return (pred - ref).flatten(2).norm(p=p, dim=2) / ref.flatten(2).norm(p=p, dim=2).clamp_min(1e-12)
 
 
 def run(cfg: KarmanExperimentConfig, out: str | Path, *, cache: str | Path = "runs/cache", progress: bool = True) -> dict:
