@@ -8,8 +8,9 @@ zero padding (column ``W`` of channel 0, row ``H`` of channel 1).
 
 import torch
 import torch.nn.functional as F
+from reference import axis_map, clamp_position
 
-from taichi_dp.grid import Boundary, Dirichlet, Grid, Periodic, ZeroGradient
+from taichi_dp.grid import Boundary, Grid, Periodic
 from taichi_dp.grid.staggered import FlowBoundary
 
 
@@ -22,30 +23,13 @@ def _take(u: torch.Tensor, iy: torch.Tensor, ix: torch.Tensor) -> torch.Tensor:
 
 
 def _clamp(p: torch.Tensor, n: int, lo, hi) -> torch.Tensor:
-    """Clamp a cell-space position to where the boundary defines values (wall face or first/last centre)."""
-    if isinstance(lo, Dirichlet):
-        p = torch.clamp(p, min=-0.5)
-    elif isinstance(lo, ZeroGradient):
-        p = torch.clamp(p, min=0.0)
-    if isinstance(hi, Dirichlet):
-        p = torch.clamp(p, max=n - 0.5)
-    elif isinstance(hi, ZeroGradient):
-        p = torch.clamp(p, max=n - 1.0)
-    return p
+    """:func:`reference.clamp_position` with the sides given separately."""
+    return clamp_position(p, n, (lo, hi))
 
 
 def _ghost(i: torch.Tensor, n: int, lo, hi, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Integer cell index ``i`` → ``(j, a, s)`` with value ``a + s·u[j]``, ``0 <= j < n`` (Dirichlet ``g``: ``2g − u``)."""
-    one = torch.ones(i.shape, dtype=dtype, device=i.device)
-    if isinstance(lo, Periodic):
-        return torch.remainder(i, n), torch.zeros_like(one), one
-    j = torch.clamp(i, 0, n - 1)
-    a, s = torch.zeros_like(one), one
-    for bc, outside in ((lo, i < 0), (hi, i >= n)):
-        if isinstance(bc, Dirichlet):
-            a = torch.where(outside, 2.0 * float(bc.value), a)
-            s = torch.where(outside, -1.0, s)
-    return j, a, s
+    """:func:`reference.axis_map` with the sides given separately: ``(j, a, s)``, value ``a + s·u[j]``."""
+    return axis_map(i, n, (lo, hi), dtype)
 
 
 def _floor_split(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
