@@ -16,12 +16,11 @@ import argparse
 import datetime
 import json
 import platform
-import time
-from collections.abc import Callable
 
 import torch
 
 import taichi_dp as tdp
+from benchmarks.timing import median_seconds
 from models import ResidualCNN
 from taichi_dp.learn.hybrid import sol_loss
 from taichi_dp.scenes import pbdl_burgers
@@ -41,20 +40,11 @@ def torch_burgers_step(u: torch.Tensor, nu: float, dt: float, h: float) -> torch
     return (1 - w) * torch.gather(u, -1, i0) + w * torch.gather(u, -1, i1)
 
 
-def timeit(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time in seconds over ``repeats`` runs after two warm-up runs."""
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return times[len(times) // 2]
-
-
 def run(repeats: int) -> dict:
+
+    def timed(fn) -> float:
+        return median_seconds(fn, repeats, warmup=2)
+
     rt = tdp.current()
     scene = pbdl_burgers()
     st = scene.stepper
@@ -63,8 +53,8 @@ def run(repeats: int) -> dict:
     for b in (1, 32):
         u = scene.u0.expand(b, -1, -1).contiguous()
         rows[f"step N=128 B={b}"] = {
-            "taichi_dp": timeit(lambda u=u: st(u), repeats),
-            "torch_eager": timeit(lambda u=u: torch_burgers_step(u, nu, dt, h), repeats),
+            "taichi_dp": timed(lambda u=u: st(u)),
+            "torch_eager": timed(lambda u=u: torch_burgers_step(u, nu, dt, h)),
         }
 
     def td_fwd():
@@ -88,8 +78,14 @@ def run(repeats: int) -> dict:
         u0 = scene.u0.clone().requires_grad_()
         pt_roll(u0).square().mean().backward()
 
-    rows["rollout32 fwd"] = {"taichi_dp": timeit(td_fwd, repeats), "torch_eager": timeit(pt_fwd, repeats)}
-    rows["rollout32 fwd+bwd"] = {"taichi_dp": timeit(td_bwd, repeats), "torch_eager": timeit(pt_bwd, repeats)}
+    rows["rollout32 fwd"] = {
+        "taichi_dp": timed(td_fwd),
+        "torch_eager": timed(pt_fwd),
+    }
+    rows["rollout32 fwd+bwd"] = {
+        "taichi_dp": timed(td_bwd),
+        "torch_eager": timed(pt_bwd),
+    }
 
     # One SOL-8 update of the experiment: batch 32, N = 32; network alone for the split.
     grid = tdp.Grid.line(32, -1, 1)
@@ -120,9 +116,9 @@ def run(repeats: int) -> dict:
             x = coarse(x)
         x.square().mean().backward()
 
-    rows["SOL-8 update (B=32, N=32)"] = {"taichi_dp": timeit(sol_update, repeats)}
-    rows["  of which network (8 fwd+bwd)"] = {"taichi_dp": timeit(net_only, repeats)}
-    rows["  of which solver (8 fwd+bwd)"] = {"taichi_dp": timeit(solver_only, repeats)}
+    rows["SOL-8 update (B=32, N=32)"] = {"taichi_dp": timed(sol_update)}
+    rows["  of which network (8 fwd+bwd)"] = {"taichi_dp": timed(net_only)}
+    rows["  of which solver (8 fwd+bwd)"] = {"taichi_dp": timed(solver_only)}
     return rows
 
 

@@ -18,11 +18,11 @@ import datetime
 import json
 import platform
 import resource
-import time
 
 import torch
 
 import taichi_dp as tdp
+from benchmarks.timing import median_seconds
 from taichi_dp.bridge import KernelOp
 from taichi_dp.ops import linear_solve
 from taichi_dp.scenes import karman
@@ -64,18 +64,6 @@ class _LaunchCounter:
             setattr(obj, name, fn)
 
 
-def _median(fn, repeats: int) -> float:
-    fn()  # warm-up (compilation, multigrid hierarchy)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
-
-
 def run(scales: list[int], repeats: int, phiflow: bool = False) -> list[dict]:
     rows = []
     for scale in scales:
@@ -93,11 +81,11 @@ def run(scales: list[int], repeats: int, phiflow: bool = False) -> list[dict]:
             rollout(st, v0, 4, include_initial=False).sum().backward()
 
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        t_step = _median(step, repeats)
+        t_step = median_seconds(step, repeats)
         its = linear_solve.last_solve.iterations
         with _LaunchCounter() as c:
             step()
-        t_fb = _median(fwd_bwd, max(1, repeats // 2))
+        t_fb = median_seconds(fwd_bwd, max(1, repeats // 2))
         peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
         anchors = CPU_ANCHORS.get(st.grid.shape)
         row = {

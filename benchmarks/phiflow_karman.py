@@ -10,7 +10,7 @@ while PhiFlow builds its pressure matrix, so callers skip it.
 
 from __future__ import annotations
 
-import time
+from benchmarks.timing import median_seconds
 
 
 def available() -> bool:
@@ -70,13 +70,4 @@ def karman_times(nx: int, ny: int, repeats: int = 3, reynolds: float = 200.0) ->
     for _ in range(5):  # develop the flow like the taichi_dp benchmark
         v = step(v)
 
-    def median(fn, n):
-        fn()
-        times = []
-        for _ in range(n):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return sorted(times)[len(times) // 2]
-
-    return median(lambda: step(v), repeats), median(lambda: grad(v), max(1, repeats // 2))
+    return median_seconds(lambda: step(v), repeats), median_seconds(lambda: grad(v), max(1, repeats // 2))
