@@ -11,5 +11,6 @@ model declares in its ``conditioning`` attribute; the result has the shape of th
 """
 
 from .corrector import ResidualCNN
+from .unet import UNet
 
-__all__ = ["ResidualCNN"]
+__all__ = ["ResidualCNN", "UNet"]

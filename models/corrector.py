@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._inputs import with_conditioning
+
 
 class _ResBlock(nn.Module):
     def __init__(self, conv: type[nn.Module], width: int, kernel_size: int, padding_mode: str) -> None:
@@ -67,23 +69,5 @@ class ResidualCNN(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, state: torch.Tensor, **conditioning: torch.Tensor) -> torch.Tensor:
-        if state.ndim != self.dim + 2 or state.shape[1] != self.in_channels:
-            raise ValueError(
-                f"state must have shape (B, {self.in_channels}, {', '.join('N' if self.dim == 1 else 'HW')}) "
-                f"for this {self.dim}D model, got {tuple(state.shape)}"
-            )
-        if set(conditioning) != set(self.conditioning):
-            raise ValueError(f"conditioning must be exactly {self.conditioning}, got {tuple(conditioning)}")
-        x = state
-        if self.conditioning:
-            spatial = state.shape[2:]
-            extra = []
-            for name in self.conditioning:
-                c = conditioning[name].to(state.dtype).reshape(-1)
-                if c.shape[0] != state.shape[0]:
-                    raise ValueError(
-                        f"conditioning {name!r} must have shape ({state.shape[0]},), got {tuple(conditioning[name].shape)}"
-                    )
-                extra.append(c.view(-1, 1, *([1] * self.dim)).expand(-1, 1, *spatial))
-            x = torch.cat([state, *extra], dim=1)
+        x = with_conditioning(state, conditioning, self.conditioning, self.dim, self.in_channels)
         return self.out(self.blocks(self.inp(x)))
