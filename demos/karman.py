@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}\nTrain a run first: python -m taichi_dp train karman --out {args.run}", file=sys.stderr)
         return 2
-    correction = f"SOL-{cfg.unroll}"
+    variants = list(models)  # e.g. ["NON", "SOL-4"]: "c" cycles through them
+    correction = next((v for v in variants if "SOL" in v), variants[-1])
     re, t = args.re, 0
     wake = Wake(cfg, models, re, args.warmup)
     sink = FrameSink("taichi_dp · Karman wake", args.out, args.headless)
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
             gui = sink.gui
             if gui.is_pressed("c"):
-                correction = "NON" if correction.startswith("SOL") else f"SOL-{cfg.unroll}"
+                correction = variants[(variants.index(correction) + 1) % len(variants)]
             if gui.is_pressed(ti.GUI.UP) or gui.is_pressed(ti.GUI.DOWN) or gui.is_pressed("r"):
                 re = re * 1.25 if gui.is_pressed(ti.GUI.UP) else re / 1.25 if gui.is_pressed(ti.GUI.DOWN) else args.re
                 wake, t = Wake(cfg, models, re, args.warmup), 0

@@ -3,7 +3,9 @@
 Commands:
     burgers          solver-in-the-loop on 1D Burgers: source vs NON vs SOL-k; writes a run folder
     burgers-inverse  recover Burgers' initial state from a later observation through the solver
-    train karman     solver-in-the-loop on the Karman wake (quick CPU preset): source vs NON vs SOL-k
+    train karman     solver-in-the-loop on the Karman wake: source vs NON / PRE-k / SOL-k (--preset quick|paper)
+    eval RUN_DIR     re-evaluate a finished karman run folder from its checkpoints (report, metrics, plots)
+    datagen karman   generate (or verify) the cached karman reference data of a preset
 """
 
 from __future__ import annotations
@@ -41,15 +43,41 @@ def main(argv: list[str] | None = None) -> int:
     tr = sub.add_parser("train", help="train a corrector through a solver")
     tr.add_argument("scene", choices=["karman"])
     _common(tr, "runs/karman")
-    tr.add_argument("--iterations", type=int, help="updates per variant (default 150)")
-    tr.add_argument("--unroll", type=int, help="k of SOL-k (default 4)")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument(
+        "--preset", default="quick", choices=["quick", "paper"], help="quick: 2 CPU cores, ~15 min; paper: full protocol"
+    )
+    tr.add_argument("--variants", help="comma-separated, e.g. NON,PRE-4,SOL-4,SOL-16,NON+SOL-16 (default: the preset's)")
+    tr.add_argument("--model", choices=["cnn", "unet"], help="correction network (default: the preset's, cnn)")
+    tr.add_argument("--iterations", type=int, help="updates per variant for the 'updates' protocol")
+    tr.add_argument("--seconds", type=float, help="wall-clock seconds per variant for the 'wall' protocol")
+    tr.add_argument("--protocols", help="comma-separated: updates, wall (default: the preset's)")
+    tr.add_argument("--seeds", help="comma-separated seeds (default: the preset's)")
+    tr.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its checkpoints")
     tr.add_argument("--cache", default="runs/cache", help="reference-data cache folder (default: runs/cache)")
+
+    ev = sub.add_parser("eval", help="re-evaluate a finished karman run folder from its checkpoints")
+    ev.add_argument("run_dir")
+    ev.add_argument("--arch", default="cpu", choices=["auto", "cpu", "cuda", "vulkan"])
+    ev.add_argument("--precision", default="f32", choices=["f32", "f64"])
+    ev.add_argument("--cache", default="runs/cache")
+    ev.add_argument("--no-progress", action="store_true")
+
+    dg = sub.add_parser("datagen", help="generate or verify cached reference data")
+    dg.add_argument("scene", choices=["karman"])
+    dg.add_argument("--preset", default="quick", choices=["quick", "paper"])
+    dg.add_argument("--arch", default="cpu", choices=["auto", "cpu", "cuda", "vulkan"])
+    dg.add_argument("--precision", default="f32", choices=["f32", "f64"])
+    dg.add_argument("--cache", default="runs/cache")
+    dg.add_argument("--no-progress", action="store_true")
 
     args = parser.parse_args(argv)
     import taichi_dp
 
     taichi_dp.init(args.arch, args.precision)
+    if args.command == "eval":
+        return _eval_karman(args)
+    if args.command == "datagen":
+        return _datagen_karman(args)
     out = Path(args.out)
     if args.command == "burgers":
         return _burgers(args, out)
@@ -58,18 +86,74 @@ def main(argv: list[str] | None = None) -> int:
     return _inverse(args, out)
 
 
-def _train_karman(args: argparse.Namespace, out: Path) -> int:
-    from .learn.karman_experiment import KarmanExperimentConfig, run
+def _karman_config(args: argparse.Namespace):
+    from .learn.karman_experiment import KarmanExperimentConfig
 
-    cfg = KarmanExperimentConfig(seed=args.seed)
-    cfg.optim.seed = args.seed
-    if args.iterations:
+    cfg = KarmanExperimentConfig.paper() if args.preset == "paper" else KarmanExperimentConfig.quick()
+
+    def items(text: str) -> tuple[str, ...]:
+        return tuple(x.strip() for x in text.split(",") if x.strip())
+
+    if getattr(args, "variants", None):
+        cfg.variants = items(args.variants)
+    if getattr(args, "model", None):
+        cfg.model = args.model
+        cfg.width = 21 if args.model == "cnn" else 10
+    if getattr(args, "iterations", None):
         cfg.optim.iterations = args.iterations
-    if args.unroll:
-        cfg.unroll = args.unroll
-    run(cfg, out, cache=args.cache, progress=not args.no_progress)
+    if getattr(args, "seconds", None):
+        cfg.wall_seconds = args.seconds
+    if getattr(args, "protocols", None):
+        cfg.protocols = items(args.protocols)
+    if getattr(args, "seeds", None):
+        try:
+            cfg.seeds = tuple(int(x) for x in items(args.seeds))
+        except ValueError:
+            raise SystemExit(f"error: --seeds must be comma-separated integers, got {args.seeds!r}") from None
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    return cfg
+
+
+def _train_karman(args: argparse.Namespace, out: Path) -> int:
+    from .learn.karman_experiment import run
+
+    cfg = _karman_config(args)
+    try:
+        run(cfg, out, cache=args.cache, progress=not args.no_progress, resume=args.resume)
+    except (FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print((out / "report.md").read_text())
-    print(f"wrote {out}/report.md, metrics.json, config.json, checkpoints/")
+    print(f"wrote {out}/report.md, metrics.json, config.json, plots/, checkpoints/")
+    return 0
+
+
+def _eval_karman(args: argparse.Namespace) -> int:
+    from .learn.karman_experiment import evaluate_run
+
+    try:
+        evaluate_run(args.run_dir, cache=args.cache, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(Path(args.run_dir, "report.md").read_text())
+    print(f"wrote {args.run_dir}/report.md, metrics.json, plots/")
+    return 0
+
+
+def _datagen_karman(args: argparse.Namespace) -> int:
+    from .learn.karman_data import load_or_generate
+
+    cfg = _karman_config(args)
+    for name, data_cfg in (("train", cfg.train), ("test", cfg.test)):
+        data = load_or_generate(data_cfg, args.cache, progress=not args.no_progress)
+        print(
+            f"{name}: Re {list(data_cfg.reynolds)}, velocity {tuple(data['velocity'].shape)}"
+            f" in {args.cache}/karman-{data_cfg.key()}.pt"
+        )
     return 0
 
 

@@ -75,19 +75,89 @@ def test_zero_initialised_correction_is_the_bare_solver_and_sol_training_reduces
     assert torch.equal(delta * (1 - corr.free), torch.zeros_like(delta))
 
 
-def test_karman_experiment_end_to_end_tiny(tmp_path):
-    from taichi_dp.learn.karman_experiment import KarmanExperimentConfig, run
+def _tiny_experiment(**kw):
+    from taichi_dp.learn.karman_experiment import KarmanExperimentConfig
 
-    cfg = KarmanExperimentConfig(
+    base = dict(
         train=TINY,
-        test=KarmanDataConfig(reynolds=(200.0,), scale=1, factor=2, warmup=1, steps=3),
-        unroll=2,
+        test=KarmanDataConfig(reynolds=(100.0, 200.0, 400.0), scale=1, factor=2, warmup=1, steps=4),
+        variants=("NON", "PRE-2", "SOL-2", "NON+SOL-2"),
         width=4,
         blocks=1,
-        optim=TrainConfig(iterations=3, batch_size=2, lr=1e-5),
+        optim=TrainConfig(iterations=4, batch_size=2, lr=1e-5),
+        protocols=("updates",),
+        horizons=(2, 4),
+        save_every=2,
     )
+    return KarmanExperimentConfig(**{**base, **kw})
+
+
+def test_karman_experiment_end_to_end_tiny(tmp_path):
+    from taichi_dp.learn.karman_experiment import evaluate_run, load_run, run
+
+    cfg = _tiny_experiment()
     m = run(cfg, tmp_path / "run", cache=tmp_path / "cache", progress=False)
-    assert set(m["mean_relative_l1"]) == {"source", "NON", "SOL-2"}
-    assert all(0 < v < 1 for v in m["mean_relative_l1"].values())
-    for name in ("config.json", "metrics.json", "report.md", "checkpoints/non.pt", "checkpoints/sol2.pt"):
-        assert (tmp_path / "run" / name).is_file()
+    assert m["regime"] == ["extrapolation", "interpolation", "extrapolation"]  # train Re 150, 300
+    assert set(m["variants"]["updates"]) == {"NON", "PRE-2", "SOL-2", "NON+SOL-2"}
+    for h in ("2", "4"):
+        for s in m["variants"]["updates"].values():
+            assert 0 < s[h]["l1"]["mean"] < 1 and len(s[h]["l1"]["per_re"]) == 3
+    assert m["training"]["updates"]["NON+SOL-2"][0]["iterations"] == 4  # 2 NON + 2 SOL-2: the same budget
+    assert all(r[0]["iterations"] == 4 for r in m["training"]["updates"].values())
+    run_dir = tmp_path / "run"
+    for name in ("config.json", "metrics.json", "report.md", "plots/error_over_time.png", "plots/vorticity_strip.png"):
+        assert (run_dir / name).is_file(), name
+    assert "| test Re | regime | source | NON | PRE-2 | SOL-2 | NON+SOL-2 |" in (run_dir / "report.md").read_text()
+    with pytest.raises(FileExistsError, match="--resume"):  # nothing saved is overwritten
+        run(cfg, run_dir, cache=tmp_path / "cache", progress=False)
+    again = evaluate_run(run_dir, cache=tmp_path / "cache", progress=False)  # `python -m taichi_dp eval`
+    assert again["variants"] == m["variants"]
+    cfg2, models = load_run(run_dir)
+    assert cfg2 == cfg and set(models) == set(cfg.variants)
+    (run_dir / "checkpoints" / "updates" / "seed0" / "sol-2.pt").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"sol-2\.pt is corrupt"):
+        load_run(run_dir)
+
+
+def test_karman_wall_clock_protocol_gives_equal_time_not_equal_updates(tmp_path):
+    from taichi_dp.learn.karman_experiment import run
+
+    cfg = _tiny_experiment(variants=("NON", "SOL-2"), protocols=("wall",), wall_seconds=1.5, horizons=(4,))
+    m = run(cfg, tmp_path / "run", cache=tmp_path / "cache", progress=False)
+    t = m["training"]["wall"]
+    print(f"\nwall protocol: NON {t['NON'][0]}, SOL-2 {t['SOL-2'][0]}")
+    for r in (t["NON"][0], t["SOL-2"][0]):
+        assert 1.5 <= r["seconds"] < 5.0
+    assert t["NON"][0]["iterations"] > t["SOL-2"][0]["iterations"]  # a NON update is cheaper
+
+
+def test_karman_experiment_rejects_bad_configurations():
+    with pytest.raises(ValueError, match="variants: 'SOL-0'"):
+        _tiny_experiment(variants=("SOL-0",)).validate()
+    with pytest.raises(ValueError, match="needs 9 consecutive frames"):
+        _tiny_experiment(variants=("SOL-8",)).validate()
+    with pytest.raises(ValueError, match="horizons"):
+        _tiny_experiment(horizons=(10,)).validate()
+    with pytest.raises(ValueError, match="protocols"):
+        _tiny_experiment(protocols=("fast",)).validate()
+
+
+def test_pre_variant_trains_on_uncorrected_source_trajectories(tmp_path):
+    """PRE-k samples are the source run j = 1..k steps from every reference frame, paired with r_{t+j}."""
+    from taichi_dp.learn.karman_experiment import make_model, variant_loss
+
+    cfg = _tiny_experiment()
+    data = load_or_generate(TINY, tmp_path, progress=False)
+    ref, re = data["velocity"].double(), data["reynolds"].double()
+    base = karman(reynolds=re).stepper
+    model = make_model(cfg, base, 0).double()
+    _, n_non = variant_loss(cfg, "NON", model, ref, re, base)
+    _, n_pre = variant_loss(cfg, "PRE-2", model, ref, re, base)
+    _, n_sol = variant_loss(cfg, "SOL-2", model, ref, re, base)
+    assert (n_non, n_pre, n_sol) == (2 * 3, 2 * 2 * 2, 2 * 2)  # S=2 trajectories of 4 frames
+    loss, _ = variant_loss(cfg, "PRE-2", model, ref, re, base)
+    with torch.no_grad():
+        two_steps = base(base(ref[:, 0].contiguous()))  # the source, 2 steps from r_0 of both trajectories
+        # sample 1 = (trajectory 0, start 0, j = 2); the zero-initialised correction leaves the source as is
+        assert torch.allclose(loss(torch.tensor([1])), torch.mean((two_steps[0] - ref[0, 2]) ** 2), rtol=1e-10)
+        assert not torch.allclose(loss(torch.tensor([0])), loss(torch.tensor([1])))

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..grid import Grid
 from ..grid.staggered import FlowBoundary, free_faces, to_centred, to_staggered
+from ..ops.pressure import project
 from ..runtime import ensure_init
 from ..solvers.base import rollout
 
@@ -92,13 +93,29 @@ class StaggeredCorrection(nn.Module):
     :class:`~taichi_dp.solvers.NavierStokes` solver.
     """
 
-    def __init__(self, model: nn.Module, grid: Grid, boundary: FlowBoundary, fluid: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        grid: Grid,
+        boundary: FlowBoundary,
+        fluid: torch.Tensor | None = None,
+        *,
+        reproject: bool = False,
+        pressure_rtol: float = 1e-3,
+    ) -> None:
         super().__init__()
         self.model = model
         self.grid, self.boundary = grid, boundary
+        self.reproject, self.pressure_rtol = reproject, pressure_rtol
         rt = ensure_init()
         self.register_buffer("free", free_faces(grid, boundary, fluid, rt.dtype, rt.device), persistent=False)
+        self.fluid = fluid  # the solver's own mask tensor (its multigrid hierarchy is cached by identity)
 
     def forward(self, v: torch.Tensor, **conditioning: torch.Tensor) -> torch.Tensor:
-        correction = self.model(to_centred(v), **conditioning)
-        return self.free * to_staggered(correction, self.boundary)
+        """``(B, 2, H+1, W+1)`` → the correction, same shape. With ``reproject`` the corrected velocity is
+        projected back onto divergence-free fields: ``Δv = P(v + Δv_raw) − v`` (differentiable, implicit adjoint)."""
+        correction = self.free * to_staggered(self.model(to_centred(v), **conditioning), self.boundary)
+        if not self.reproject:
+            return correction
+        corrected, _ = project(v + correction, self.grid, self.boundary, self.fluid, rtol=self.pressure_rtol)
+        return corrected - v
