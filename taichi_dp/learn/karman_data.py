@@ -13,6 +13,7 @@ digest, configuration or shapes do not match is regenerated (with a warning), ne
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import warnings
@@ -26,7 +27,7 @@ from ..grid import Grid
 from ..grid.staggered import staggered_shape
 from ..runtime import ensure_init
 from ..scenes.flow import karman
-from . import io
+from . import distributed, io
 
 
 @dataclass(frozen=True)
@@ -76,25 +77,58 @@ def _digest(t: torch.Tensor) -> str:
     return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
 
 
+def _load_valid(config: KarmanDataConfig, path: Path, *, warn: bool = True) -> dict[str, torch.Tensor] | None:
+    """The cached data set at ``path`` if it exists and is valid for ``config``, else ``None`` (warning
+    about an invalid file when ``warn``)."""
+    if not path.is_file():
+        return None
+    try:
+        data = io.load_checkpoint(path)
+        expected = (len(config.reynolds), config.steps + 1, *staggered_shape(source_grid(config)))
+        if data.get("config") != asdict(config):
+            raise ValueError("configuration differs")
+        if tuple(data["velocity"].shape) != expected:
+            raise ValueError(f"shape {tuple(data['velocity'].shape)} != {expected}")
+        if _digest(data["velocity"]) != data.get("sha256"):
+            raise ValueError("content hash mismatch")
+        return {"velocity": data["velocity"], "reynolds": data["reynolds"]}
+    except (ValueError, KeyError, TypeError) as e:
+        if warn:
+            warnings.warn(f"cached karman data {path} is invalid ({e}); regenerating", RuntimeWarning, stacklevel=3)
+        return None
+
+
 def load_or_generate(config: KarmanDataConfig, cache_dir: str | Path, *, progress: bool = True) -> dict[str, torch.Tensor]:
     """The data set for ``config`` from ``cache_dir``, generated (and written atomically) when missing
-    or invalid."""
+    or invalid.
+
+    In a distributed run (:mod:`taichi_dp.learn.distributed`) every rank simulates its contiguous share
+    of the Reynolds numbers (each Reynolds number is an independent batch element of the reference
+    solver), the shares are gathered, rank 0 writes the cache, and all ranks return the same data.
+    """
     path = Path(cache_dir) / f"karman-{config.key()}.pt"
-    if path.is_file():
-        try:
-            data = io.load_checkpoint(path)
-            expected = (len(config.reynolds), config.steps + 1, *staggered_shape(source_grid(config)))
-            if data.get("config") != asdict(config):
-                raise ValueError("configuration differs")
-            if tuple(data["velocity"].shape) != expected:
-                raise ValueError(f"shape {tuple(data['velocity'].shape)} != {expected}")
-            if _digest(data["velocity"]) != data.get("sha256"):
-                raise ValueError("content hash mismatch")
-            return {"velocity": data["velocity"], "reynolds": data["reynolds"]}
-        except (ValueError, KeyError, TypeError) as e:
-            warnings.warn(f"cached karman data {path} is invalid ({e}); regenerating", RuntimeWarning, stacklevel=2)
-    data = generate(config, progress=progress)
-    io.save_checkpoint(path, {"config": asdict(config), **data, "sha256": _digest(data["velocity"])})
+    if not distributed.is_distributed():
+        data = _load_valid(config, path)
+        if data is not None:
+            return data
+        data = generate(config, progress=progress)
+        io.save_checkpoint(path, {"config": asdict(config), **data, "sha256": _digest(data["velocity"])})
+        return data
+
+    data = _load_valid(config, path, warn=distributed.is_main())
+    # regenerate unless every rank found a valid cache (a shared folder; node-local caches may differ)
+    if all(ok for ok in distributed.all_gather_objects(data is not None)):
+        return data  # type: ignore[return-value]
+    mine = distributed.shard_range(len(config.reynolds))
+    part = None
+    if len(mine):
+        sub = dataclasses.replace(config, reynolds=tuple(config.reynolds[i] for i in mine))
+        part = generate(sub, progress=progress and distributed.is_main())
+    parts = [p for p in distributed.all_gather_objects(part) if p is not None]
+    data = {"velocity": torch.cat([p["velocity"] for p in parts]), "reynolds": torch.cat([p["reynolds"] for p in parts])}
+    if distributed.is_main():
+        io.save_checkpoint(path, {"config": asdict(config), **data, "sha256": _digest(data["velocity"])})
+    distributed.barrier()  # the cache exists before any rank goes on
     return data
 
 

@@ -2,6 +2,12 @@
 
 The variant is only the ``batch_loss`` function; optimiser, schedule, sampling, progress bar and
 checkpoints are identical, which is what makes comparisons between variants fair.
+
+Distributed (``torchrun``, :mod:`taichi_dp.learn.distributed`): every rank draws the same global batch of
+indices from the seeded generator and computes the loss on its own slice; the loss is scaled so that the
+gradient DDP averages over ranks is exactly the gradient of the mean loss over the global batch. A run on
+W ranks with global batch B therefore follows the single-process run with batch B (to rounding), and its
+checkpoints are interchangeable with single-process ones.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed as dist
 from .io import load_checkpoint, save_checkpoint
 
 
@@ -24,21 +31,33 @@ class TrainConfig:
     """Optimisation settings (Adam with cosine decay from ``lr`` to ``lr * lr_final_factor``)."""
 
     iterations: int = 600
-    batch_size: int = 32
+    batch_size: int = 32  # global batch (split over the ranks of a distributed run)
     lr: float = 1e-3
     lr_final_factor: float = 0.01
     seed: int = 0
     checkpoint_every: int = 0  # iterations between checkpoints (0: only at the end)
+    # Wall-clock budget of the optimisation loop in seconds (all sessions of a resumed run together):
+    # training stops before the first iteration that starts after the budget is used up, and the cosine
+    # schedule follows the larger of the fractions of ``iterations`` and of the budget used (so it decays
+    # fully by the end of whichever runs out first). None: no budget (the schedule follows iterations).
+    max_seconds: float | None = None
 
 
 @dataclass
 class TrainResult:
-    losses: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)  # global-batch mean loss per iteration
     seconds: float = 0.0  # wall time of the optimisation loop (all sessions if resumed)
+    iterations: int = 0  # completed iterations (all sessions); fewer than configured if the budget ran out
+    stopped_by_budget: bool = False  # True when ``max_seconds`` ended the loop early
 
     @property
     def seconds_per_iteration(self) -> float:
         return self.seconds / max(len(self.losses), 1)
+
+
+def _resume_key(config: dict) -> dict:
+    """The parts of a TrainConfig that must match to resume (the time budget may change between sessions)."""
+    return {k: v for k, v in config.items() if k != "max_seconds"}
 
 
 def train(
@@ -54,40 +73,64 @@ def train(
     """Minimise ``batch_loss(indices)`` over random mini-batches of sample indices ``[0, n_samples)``.
 
     Args:
-        model: the parameters to train.
-        batch_loss: maps a ``(batch_size,)`` index tensor to a scalar loss.
+        model: the parameters to train. In a distributed run (an initialised process group with more
+            than one rank) it must be the DDP wrapper from :func:`taichi_dp.learn.distributed.wrap`, and
+            ``batch_loss`` must call that wrapper (its forward arms the gradient all-reduce).
+        batch_loss: maps an index tensor to the scalar *mean* loss over those samples (in a distributed
+            run: over this rank's slice of the global batch).
         n_samples: size of the index set to sample from (uniformly, with replacement across batches).
         config: optimisation settings; ``config.seed`` fixes the sampling order.
         checkpoint: if given, state is saved there atomically every ``checkpoint_every`` iterations and at
-            the end; an existing checkpoint is resumed from, giving the same result as an uninterrupted run.
+            the end (by rank 0 only); an existing checkpoint is resumed from (by every rank: the folder
+            must be shared between nodes), giving the same result as an uninterrupted run.
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    if config.max_seconds is not None and not config.max_seconds > 0:
+        raise ValueError(f"config.max_seconds must be > 0 seconds or None, got {config.max_seconds}")
+    distributed = dist.is_distributed()
+    world = dist.world_size()
+    if distributed:
+        if not dist.is_wrapped(model):
+            raise ValueError(
+                f"model must be wrapped with taichi_dp.learn.distributed.wrap(model) in a distributed run "
+                f"(world size {world}), and batch_loss must call the wrapper; got a plain {type(model).__name__}"
+            )
+        if config.batch_size < world:
+            raise ValueError(f"config.batch_size ({config.batch_size}) must be >= the number of ranks ({world})")
+    module = dist.unwrap(model)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     final = config.lr * config.lr_final_factor
 
-    def lr_at(it: int) -> float:
-        return final + 0.5 * (config.lr - final) * (1 + math.cos(math.pi * it / max(config.iterations, 1)))
+    def lr_at(it: int, time_fraction: float) -> float:
+        phase = min(max(math.pi * it / max(config.iterations, 1), math.pi * time_fraction), math.pi)
+        return final + 0.5 * (config.lr - final) * (1 + math.cos(phase))
 
     gen = torch.Generator().manual_seed(config.seed)
     result = TrainResult()
     start = 0
-    if checkpoint is not None and Path(checkpoint).is_file():
-        state = load_checkpoint(checkpoint)
-        if state.get("config") != asdict(config):
+    exists = checkpoint is not None and Path(checkpoint).is_file()
+    if distributed and (dist.broadcast_from_main([float(exists)])[0] > 0.5) != exists:
+        raise RuntimeError(
+            f"rank {dist.rank()} {'sees' if exists else 'does not see'} the checkpoint {checkpoint} but rank 0 "
+            f"{'does not' if exists else 'does'}: checkpoints of a distributed run must be on a shared filesystem"
+        )
+    if exists:
+        state = load_checkpoint(checkpoint)  # type: ignore[arg-type]
+        if _resume_key(state.get("config") or {}) != _resume_key(asdict(config)):
             raise ValueError(f"checkpoint {checkpoint} was written with a different TrainConfig: {state.get('config')}")
-        model.load_state_dict(state["model"])
+        module.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
         result = TrainResult(list(state["losses"]), float(state["seconds"]))
         start = len(result.losses)
 
     def save() -> None:
-        if checkpoint is not None:
+        if checkpoint is not None and dist.is_main():
             save_checkpoint(
                 checkpoint,
                 {
-                    "model": model.state_dict(),
+                    "model": module.state_dict(),
                     "optimizer": opt.state_dict(),
                     "generator": gen.get_state(),
                     "losses": result.losses,
@@ -96,29 +139,65 @@ def train(
                 },
             )
 
+    def budget(t0: float) -> tuple[bool, float]:
+        """(budget used up, fraction used): rank 0's clock decides for every rank."""
+        if config.max_seconds is None:
+            return False, 0.0
+        spent = result.seconds + time.perf_counter() - t0
+        stop, fraction = dist.broadcast_from_main([float(spent >= config.max_seconds), spent / config.max_seconds])
+        return stop > 0.5, fraction
+
     model.train()
     bar = tqdm(
-        range(start, config.iterations), desc=desc, disable=not progress, initial=start, total=config.iterations, leave=False
+        range(start, config.iterations),
+        desc=desc,
+        disable=not progress or not dist.is_main(),
+        initial=start,
+        total=config.iterations,
+        leave=False,
     )
     t0 = time.perf_counter()
-    for it in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(it)
-        idx = torch.randint(0, n_samples, (config.batch_size,), generator=gen)
-        loss = batch_loss(idx)
-        if not bool(torch.isfinite(loss.detach())):
-            raise FloatingPointError(f"{desc}: loss became {float(loss.detach())} at iteration {it}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        result.losses.append(float(loss.detach()))
-        if it % 10 == 0:
-            bar.set_postfix(loss=f"{result.losses[-1]:.3e}")
-        if config.checkpoint_every and (it + 1) % config.checkpoint_every == 0:
-            result.seconds += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            save()
+    it = start
+    try:
+        for it in bar:
+            stop, time_fraction = budget(t0)
+            if stop:
+                result.stopped_by_budget = True
+                break
+            for group in opt.param_groups:
+                group["lr"] = lr_at(it, time_fraction)
+            idx = torch.randint(0, n_samples, (config.batch_size,), generator=gen)  # the global batch, on every rank
+            if distributed:
+                local = dist.shard(idx)
+                weight = len(local) / config.batch_size  # this rank's share of the global mean
+                loss = batch_loss(local)
+                # DDP averages gradients over ranks: scale so that the average is d(global mean)/dθ
+                objective = loss * (weight * world)
+                reported = dist.all_reduce_sum(loss.detach() * weight)  # the global-batch mean, on every rank
+            else:
+                loss = objective = reported = batch_loss(idx)
+            if not bool(torch.isfinite(reported.detach())):
+                raise FloatingPointError(f"{desc}: loss became {float(reported.detach())} at iteration {it}")
+            opt.zero_grad(set_to_none=True)
+            objective.backward()
+            opt.step()
+            result.losses.append(float(reported.detach()))
+            if it % 10 == 0:
+                bar.set_postfix(loss=f"{result.losses[-1]:.3e}")
+            if config.checkpoint_every and (it + 1) % config.checkpoint_every == 0:
+                result.seconds += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                save()
+    except RuntimeError as e:
+        if not (distributed and dist.is_peer_failure(e)):
+            raise
+        last = f"; resume continues from {checkpoint}" if checkpoint is not None else ""
+        raise RuntimeError(
+            f"{desc}: rank {dist.rank()} of {world} lost its peers at iteration {it} (a rank died, hung past "
+            f"the process-group timeout, or the network failed){last}: {e}"
+        ) from e
     result.seconds += time.perf_counter() - t0
+    result.iterations = len(result.losses)
     bar.close()
     save()
     model.eval()
