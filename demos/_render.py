@@ -1,14 +1,17 @@
 """The rendering helper shared by the demos: matplotlib figures → RGB frames → a window or files.
 
-With a display, frames go to a Taichi ``ti.GUI`` window (Esc or closing the window quits, Space
-pauses). Headless (``--headless``, or no display found) they are written as PNG files plus an animated
-GIF to ``--out`` and the paths are printed.
+With a display, frames go to a Taichi window: GGUI (``ti.ui.Window``) when the runtime arch is
+``vulkan`` or ``cuda``, the CPU-drawn ``ti.GUI`` otherwise. Esc or closing the window quits, Space
+pauses; the frame rate is shown in the window and printed at the end. Headless (``--headless``, or no
+display found) the frames are written as PNG files plus ``animation.mp4`` (when the optional ``imageio``
+and ``imageio-ffmpeg`` are installed: ``pip install -e ".[demos]"``) or else ``animation.gif``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +20,7 @@ import numpy as np
 def parser(description: str, out: str) -> argparse.ArgumentParser:
     """The demos' common command line."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--headless", action="store_true", help="no window: write PNG frames and a GIF")
+    p.add_argument("--headless", action="store_true", help="no window: write PNG frames and an MP4 or GIF")
     p.add_argument("--frames", type=int, default=64, help="number of frames (default 64)")
     p.add_argument("--out", default=out, help=f"output folder for --headless (default {out})")
     p.add_argument("--arch", default="cpu", choices=["auto", "cpu", "cuda", "vulkan"])
@@ -34,47 +37,111 @@ def figure_to_rgb(fig) -> np.ndarray:
     return rgb
 
 
+def _video_writer():
+    """``imageio.v2`` when it and an ffmpeg binary (``imageio-ffmpeg``) are usable, else ``None``."""
+    try:
+        import imageio.v2 as imageio
+        import imageio_ffmpeg
+
+        imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        return None
+    return imageio
+
+
 class FrameSink:
-    """Shows frames in a window, or writes them to ``out`` when headless."""
+    """Shows ``(H, W, 3)`` uint8 frames in a window, or stores them and writes them to ``out`` when headless.
+
+    ``gui`` is the window once the first frame is shown (``ti.GUI`` or ``ti.ui.Window``; both offer
+    ``is_pressed``, ``get_cursor_pos`` and ``running`` for the demos' interaction).
+    """
 
     def __init__(self, title: str, out: str | Path, headless: bool) -> None:
         self.headless = headless or not os.environ.get("DISPLAY")
         self.out, self.title = Path(out), title
         self.frames: list[np.ndarray] = []
         self.gui = None
+        self.ggui = False
         self.paused = False
+        self.shown, self.fps = 0, 0.0
+        self._start = self._last = 0.0
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        if self.shown == 0:
+            self._start = now
+        elif now > self._last:
+            rate = 1.0 / (now - self._last)
+            self.fps = rate if self.shown == 1 else 0.9 * self.fps + 0.1 * rate  # smoothed for display
+        self._last, self.shown = now, self.shown + 1
+
+    def _open(self, width: int, height: int) -> None:
+        import taichi as ti
+
+        from taichi_dp import current
+
+        rt = current()
+        if rt is not None and rt.arch in ("vulkan", "cuda"):
+            try:
+                self.gui, self.ggui = ti.ui.Window(self.title, res=(width, height), vsync=False), True
+                return
+            except Exception as e:  # GGUINotAvailableException, or no Vulkan driver: ti.GUI still works
+                print(f"GGUI unavailable ({e}); using ti.GUI")
+        self.gui = ti.GUI(self.title, res=(width, height))
 
     def show(self, rgb: np.ndarray) -> bool:
-        """Display or store one frame; returns ``False`` when the user closed the window."""
+        """Display or store one frame; returns ``False`` when the user closed the window or pressed Esc."""
+        self._tick()
         if self.headless:
             self.frames.append(rgb)
             return True
         import taichi as ti
 
         if self.gui is None:
-            self.gui = ti.GUI(self.title, res=(rgb.shape[1], rgb.shape[0]))
-        for e in self.gui.get_events(ti.GUI.PRESS):
+            self._open(rgb.shape[1], rgb.shape[0])
+        gui, ggui = self.gui, self.ggui
+        for e in gui.get_events(ti.ui.PRESS if ggui else ti.GUI.PRESS):
             if e.key in (ti.GUI.ESCAPE, ti.GUI.EXIT):
                 return False
             if e.key == ti.GUI.SPACE:
                 self.paused = not self.paused
-        self.gui.set_image(np.ascontiguousarray(np.flipud(rgb).transpose(1, 0, 2)))  # ti.GUI is (x, y)
-        self.gui.show()
-        return self.gui.running
+        image = np.ascontiguousarray(np.flipud(rgb).transpose(1, 0, 2))  # Taichi windows are (x, y)
+        label = f"{self.fps:5.1f} fps" + ("  (paused)" if self.paused else "")
+        if ggui:
+            gui.get_canvas().set_image(image)
+            with gui.get_gui().sub_window("fps", 0.0, 0.0, 0.16, 0.06) as w:
+                w.text(label)
+        else:
+            gui.set_image(image)
+            gui.text(label, pos=(0.005, 0.995), font_size=16, color=0x000000)
+        gui.show()
+        return gui.running
 
     def close(self) -> list[Path]:
-        """Write the stored frames (PNG each, plus ``animation.gif``) and return the paths."""
+        """Print the frame rate; headless, write the stored frames (PNG each, plus ``animation.mp4`` or
+        ``animation.gif``) and return the paths."""
+        if self.shown > 1:
+            seconds = self._last - self._start
+            print(f"{self.shown} frames in {seconds:.1f} s: {(self.shown - 1) / max(seconds, 1e-9):.2f} fps")
         if not self.headless or not self.frames:
             return []
         from PIL import Image
 
         self.out.mkdir(parents=True, exist_ok=True)
-        images = [Image.fromarray(f) for f in self.frames]
         paths = []
-        for i, img in enumerate(images):
+        for i, f in enumerate(self.frames):
             paths.append(self.out / f"frame_{i:04d}.png")
-            img.save(paths[-1])
-        gif = self.out / "animation.gif"
-        images[0].save(gif, save_all=True, append_images=images[1:], duration=80, loop=0)
-        print(f"wrote {len(images)} frames to {self.out}/frame_*.png and {gif}")
-        return [*paths, gif]
+            Image.fromarray(f).save(paths[-1])
+        imageio = _video_writer()
+        if imageio is not None:
+            video = self.out / "animation.mp4"
+            h, w = self.frames[0].shape[:2]  # H.264 wants even sizes: pad with white
+            with imageio.get_writer(video, fps=12, macro_block_size=2, quality=8) as writer:
+                for f in self.frames:
+                    writer.append_data(np.pad(f, ((0, h % 2), (0, w % 2), (0, 0)), constant_values=255))
+        else:
+            video = self.out / "animation.gif"
+            images = [Image.fromarray(f) for f in self.frames]
+            images[0].save(video, save_all=True, append_images=images[1:], duration=80, loop=0)
+        print(f"wrote {len(paths)} frames to {self.out}/frame_*.png and {video}")
+        return [*paths, video]

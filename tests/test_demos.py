@@ -1,27 +1,37 @@
-"""Demos run headless and write non-blank frames; the inverse demo reduces its loss ≥ 10×; a missing or
-corrupt run folder is a clear error (exit code 2), not a traceback."""
+"""Demos run headless and write non-blank frames and a video; the inverse demo reduces its loss ≥ 10×; a
+missing or corrupt run folder is a clear error (exit code 2), not a traceback."""
 
+import importlib.util
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import taichi_dp as tdp
 from taichi_dp.learn import TrainConfig
 from taichi_dp.learn.burgers_experiment import BurgersExperimentConfig, run
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # demos/ is a folder of scripts at the repository root, not an installed package
+    sys.path.insert(0, str(ROOT))
+from demos._render import FrameSink  # noqa: E402
+
+VIDEO = "animation.mp4" if importlib.util.find_spec("imageio") and importlib.util.find_spec("imageio_ffmpeg") else "animation.gif"
 
 
 def _demo(*args: str) -> subprocess.CompletedProcess:
     env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "TI_SKIP_VERSION_CHECK": "ON"}  # no DISPLAY: headless
-    root = Path(__file__).resolve().parents[1]  # demos/ is run from the repository root
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, env=env, cwd=root)
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
 
 
 def _frames_ok(folder, n_min: int) -> list[np.ndarray]:
     frames = sorted(folder.glob("frame_*.png"))
-    assert len(frames) >= n_min and (folder / "animation.gif").is_file()
+    assert len(frames) >= n_min and (folder / VIDEO).is_file()
     images = [np.asarray(Image.open(f).convert("L"), dtype=np.float64) for f in frames]
     assert all(img.std() > 5.0 for img in images)  # not blank
     return images
@@ -69,23 +79,145 @@ def test_smoke_demo_headless(tmp_path):
     assert np.abs(images[0] - images[-1]).mean() > 0.1  # the plume develops
 
 
-def test_karman_demo_headless_three_panels(tmp_path):
+@pytest.fixture(scope="module")
+def karman_run(tmp_path_factory):
     from taichi_dp.learn.karman_data import KarmanDataConfig
     from taichi_dp.learn.karman_experiment import KarmanExperimentConfig
     from taichi_dp.learn.karman_experiment import run as run_karman
 
+    tmp = tmp_path_factory.mktemp("karman")
     tiny = KarmanDataConfig(reynolds=(150.0, 300.0), scale=1, factor=2, warmup=1, steps=3)
     cfg = KarmanExperimentConfig(
-        train=tiny, test=tiny, unroll=2, width=4, blocks=1, optim=TrainConfig(iterations=2, batch_size=2)
+        train=tiny,
+        test=tiny,
+        variants=("NON", "SOL-2"),
+        width=4,
+        blocks=1,
+        optim=TrainConfig(iterations=2, batch_size=2),
+        protocols=("updates",),
+        horizons=(2,),
     )
-    run_karman(cfg, tmp_path / "run", cache=tmp_path / "cache", progress=False)
+    run_karman(cfg, tmp / "run", cache=tmp / "cache", progress=False)
+    return tmp / "run"
+
+
+def test_karman_demo_headless_three_panels(karman_run, tmp_path):
     out = tmp_path / "frames"
-    p = _demo("demos.karman", "--run", str(tmp_path / "run"), "--headless", "--frames", "2", "--warmup", "2", "--out", str(out))
+    p = _demo("demos.karman", "--run", str(karman_run), "--headless", "--frames", "2", "--warmup", "2", "--out", str(out))
     assert p.returncode == 0, p.stderr[-2000:]
     img = _frames_ok(out, 2)[-1]
     w = img.shape[1]
     span = int(w * 0.26)
     thirds = [img[:, int(w * a) : int(w * a) + span] for a in (0.1, 0.33, 0.56)]
     assert all(np.abs(a - b).mean() > 0.05 for a, b in ((thirds[0], thirds[1]), (thirds[1], thirds[2]), (thirds[0], thirds[2])))
-    bad = _demo("demos.karman", "--run", str(tmp_path / "missing"), "--headless", "--frames", "1", "--out", str(out))
-    assert bad.returncode == 2 and "train karman" in bad.stderr
+
+
+def test_karman_demo_missing_or_corrupt_run_folder(karman_run, tmp_path, capsys):
+    p = _demo("demos.karman", "--run", str(tmp_path / "missing"), "--headless", "--frames", "1", "--out", str(tmp_path))
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert "config.json not found" in p.stderr and "python -m taichi_dp train karman" in p.stderr
+
+    from demos.karman import main  # the other cases in-process: faster than a Python start each
+
+    def fails(run: Path, expected: str) -> None:
+        try:
+            rc = main(["--run", str(run), "--headless", "--frames", "1", "--out", str(tmp_path / "frames")])
+        finally:
+            tdp.init("cpu", "f64")  # the demo switched this process to float32
+        err = capsys.readouterr().err
+        assert rc == 2 and expected in err and "train karman" in err, err
+        assert not (tmp_path / "frames").exists()
+
+    garbled = tmp_path / "garbled"
+    garbled.mkdir()
+    (garbled / "config.json").write_text("{not json")
+    fails(garbled, "corrupt")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((karman_run / "config.json").read_text())
+    fails(broken, "checkpoint not found")  # config.json alone: training never finished
+    weights = [p.relative_to(karman_run) for p in karman_run.rglob("*.pt")]
+    assert weights
+    for w in weights:
+        (broken / w).parent.mkdir(parents=True, exist_ok=True)
+        (broken / w).write_bytes(b"garbage")
+    fails(broken, "corrupt")
+
+
+def test_control_demo_headless(tmp_path):
+    p = _demo("demos.control", "--headless", "--iterations", "4", "--frames", "3", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr[-2000:]
+    images = _frames_ok(tmp_path, 3)
+    assert np.abs(images[0] - images[-1]).mean() > 0.1  # the estimate (and the loss curve) changes
+    first, last = (float(v) for v in p.stdout.split("loss ")[1].split(" (")[0].split(" -> "))
+    assert last < first
+    assert "3 frames in" in p.stdout and "fps" in p.stdout
+
+
+def _test_frames() -> list[np.ndarray]:
+    y, x = np.mgrid[0:31, 0:45]  # odd sizes: the MP4 writer has to pad them
+    return [np.stack([(x * 5 + 60 * k) % 256, y * 8, np.full_like(x, 40 * k)], -1).astype(np.uint8) for k in range(3)]
+
+
+def test_frame_sink_writes_a_gif_without_imageio(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "imageio", None)  # `import imageio` raises ImportError
+    sink = FrameSink("test", tmp_path, headless=True)
+    assert all(sink.show(f) for f in _test_frames())
+    paths = sink.close()
+    assert [p.name for p in paths] == ["frame_0000.png", "frame_0001.png", "frame_0002.png", "animation.gif"]
+    with Image.open(tmp_path / "animation.gif") as gif:
+        assert gif.n_frames == 3
+    assert np.array_equal(np.asarray(Image.open(paths[1])), _test_frames()[1])
+    assert "3 frames in" in capsys.readouterr().out
+
+
+def test_frame_sink_writes_an_mp4_with_imageio(tmp_path):
+    pytest.importorskip("imageio_ffmpeg")
+    imageio = pytest.importorskip("imageio.v2")
+    sink = FrameSink("test", tmp_path, headless=True)
+    for f in _test_frames():
+        sink.show(f)
+    assert sink.close()[-1] == tmp_path / "animation.mp4"
+    with imageio.get_reader(tmp_path / "animation.mp4") as reader:
+        frames = list(reader.iter_data())
+    assert len(frames) == 3 and frames[0].shape == (32, 46, 3)
+    assert np.abs(frames[2][:31, :45].astype(float) - _test_frames()[2]).mean() < 12.0  # lossy, but the same picture
+
+
+@pytest.fixture
+def display(monkeypatch):
+    """A virtual X display (Xvfb) for window tests; skipped where Xvfb is not installed."""
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        pytest.skip("Xvfb is not installed")
+    proc = subprocess.Popen([xvfb, "-displayfd", "1", "-screen", "0", "640x480x24"], stdout=subprocess.PIPE)
+    try:
+        number = proc.stdout.readline().strip().decode()
+        assert number.isdigit(), "Xvfb did not report a display"
+        monkeypatch.setenv("DISPLAY", f":{number}")
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("arch", ["cpu", "vulkan"])
+def test_window_opens_ti_gui_or_ggui_and_counts_fps(display, monkeypatch, tmp_path, capsys, arch):
+    import taichi as ti
+
+    import taichi_dp
+
+    monkeypatch.setattr(taichi_dp, "current", lambda: SimpleNamespace(arch=arch))
+    sink = FrameSink("test", tmp_path, headless=False)
+    try:
+        assert not sink.headless
+        assert all(sink.show(f) for f in _test_frames())
+        if arch == "cpu" or not sink.ggui:  # GGUI only for vulkan/cuda, and only where Taichi has it
+            assert isinstance(sink.gui, ti.GUI) and sink.gui.res == (45, 31)
+        assert sink.shown == 3 and sink.fps > 0
+        assert sink.close() == [] and not list(tmp_path.iterdir())  # a window writes no files
+        out = capsys.readouterr().out
+        assert "3 frames in" in out and ("GGUI unavailable" in out) == (arch == "vulkan" and not sink.ggui)
+    finally:
+        if sink.gui is not None and not sink.ggui:
+            sink.gui.close()
