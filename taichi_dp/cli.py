@@ -53,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--protocols", help="comma-separated: updates, wall (default: the preset's)")
     tr.add_argument("--seeds", help="comma-separated seeds (default: the preset's)")
     tr.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its checkpoints")
+    tr.add_argument("--checkpoint-every", type=int, help="save the trainer state every N updates (default: the preset's)")
+    tr.add_argument(
+        "--distributed", action="store_true", help="data-parallel training over the processes of a torchrun job (README)"
+    )
+    tr.add_argument(
+        "--dist-timeout", type=float, default=180.0, help="seconds a collective waits for a hung peer (default 180)"
+    )
     tr.add_argument("--cache", default="runs/cache", help="reference-data cache folder (default: runs/cache)")
 
     ev = sub.add_parser("eval", help="re-evaluate a finished karman run folder from its checkpoints")
@@ -73,7 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import taichi_dp
 
-    taichi_dp.init(args.arch, args.precision)
+    if getattr(args, "distributed", False):
+        from .learn import distributed
+
+        try:
+            distributed.setup(args.arch, args.precision, timeout_s=args.dist_timeout)  # Taichi on this rank's device
+        except (RuntimeError, ValueError) as e:
+            raise SystemExit(f"error: --distributed: {e}") from None
+    else:
+        taichi_dp.init(args.arch, args.precision)
     if args.command == "eval":
         return _eval_karman(args)
     if args.command == "datagen":
@@ -118,14 +133,24 @@ def _karman_config(args: argparse.Namespace):
 
 
 def _train_karman(args: argparse.Namespace, out: Path) -> int:
+    from .learn import distributed
     from .learn.karman_experiment import run
 
     cfg = _karman_config(args)
+    if args.checkpoint_every is not None:
+        if args.checkpoint_every < 1:
+            raise SystemExit(f"error: --checkpoint-every must be >= 1, got {args.checkpoint_every}")
+        cfg.save_every = args.checkpoint_every
+    main_rank = distributed.is_main()  # rank 0 (or the only process) reports
     try:
         run(cfg, out, cache=args.cache, progress=not args.no_progress, resume=args.resume)
     except (FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        distributed.teardown()
+    if not main_rank:
+        return 0
     print((out / "report.md").read_text())
     print(f"wrote {out}/report.md, metrics.json, config.json, plots/, checkpoints/")
     return 0

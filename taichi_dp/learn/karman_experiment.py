@@ -45,7 +45,7 @@ from models import ResidualCNN, UNet
 from ..runtime import ensure_init
 from ..scenes import karman
 from ..solvers import NavierStokes, rollout
-from . import io
+from . import distributed, io
 from .hybrid import StaggeredCorrection, hybrid_rollout, non_loss, sol_loss
 from .karman_data import KarmanDataConfig, load_or_generate
 from .metrics import relative_errors
@@ -206,6 +206,7 @@ def train_variant(
 ) -> tuple[StaggeredCorrection, TrainResult]:
     """Train one variant under one protocol; ``state_dir`` holds resumable trainer states."""
     model = make_model(cfg, base, seed)
+    net = distributed.wrap(model)  # DDP in a torchrun job (gradients all-reduced over ranks), else model itself
     budget = (
         dataclasses.replace(cfg.optim, seed=seed, checkpoint_every=cfg.save_every)
         if protocol == "updates"
@@ -223,9 +224,9 @@ def train_variant(
         stages = [("NON", half), (variant.split("+")[1], dataclasses.replace(half, seed=seed + 10_000))]
     total = TrainResult()
     for i, (stage, optim) in enumerate(stages):
-        loss, n = variant_loss(cfg, stage, model, ref, re_, base)
+        loss, n = variant_loss(cfg, stage, net, ref, re_, base)
         path = None if state_dir is None else state_dir / f"{variant.lower().replace('+', '_')}.{i}.state.pt"
-        r = train(model, loss, n, optim, desc=f"{variant} ({protocol}, seed {seed})", progress=progress, checkpoint=path)
+        r = train(net, loss, n, optim, desc=f"{variant} ({protocol}, seed {seed})", progress=progress, checkpoint=path)
         total.losses += r.losses
         total.seconds += r.seconds
     return model, total
@@ -287,7 +288,9 @@ def run(
             json.dumps({k: v for k, v in config_json.items() if k not in ("arch", "precision")})
         ):
             raise ValueError(f"{out}/config.json differs from this configuration: resume needs the same configuration")
-    io.write_json(out / "config.json", config_json)
+    distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
+    if distributed.is_main():
+        io.write_json(out / "config.json", config_json)
     t0 = time.perf_counter()
     train_data = load_or_generate(cfg.train, cache, progress=progress)
     load_or_generate(cfg.test, cache, progress=progress)  # evaluated by evaluate_run below
@@ -305,8 +308,12 @@ def run(
                 model, result = train_variant(
                     cfg, variant, protocol, seed, ref, re_, base, state_dir=_ckpt_dir(out, protocol, seed), progress=progress
                 )
-                io.save_checkpoint(weights, {"model": model.state_dict(), "losses": result.losses, "seconds": result.seconds})
-    return evaluate_run(out, cache=cache, progress=progress, datagen_seconds=datagen_s)
+                if distributed.is_main():
+                    io.save_checkpoint(weights, {"model": model.state_dict(), "losses": result.losses, "seconds": result.seconds})
+    if not distributed.is_main():
+        return {}  # rank 0 evaluates and writes the report
+    with distributed.single_process():
+        return evaluate_run(out, cache=cache, progress=progress, datagen_seconds=datagen_s)
 
 
 def evaluate_run(
