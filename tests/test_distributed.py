@@ -167,6 +167,10 @@ def test_helpers_are_the_identity_without_a_process_group():
     assert dist.wrap(m) is m and dist.unwrap(m) is m
     dist.barrier()
     assert dist.broadcast_from_main([1.0, 2.0]) == [1.0, 2.0]
+    gloo = RuntimeError("[gloo/transport/tcp/pair.cc:537] Read error: Connection reset by peer")
+    assert dist.is_peer_failure(gloo) and not dist.is_peer_failure(RuntimeError("shapes (2, 3) and (4,) differ"))
+    with dist.single_process():
+        assert not dist.is_distributed()
     with pytest.raises(RuntimeError, match="torchrun"):
         if not dist.launched_by_torchrun():
             dist.setup("cpu", "f64")
