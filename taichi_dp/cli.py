@@ -44,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("scene", choices=["karman"])
     _common(tr, "runs/karman")
     tr.add_argument(
-        "--preset", default="quick", choices=["quick", "paper"], help="quick: 2 CPU cores, ~15 min; paper: full protocol"
+        "--preset",
+        default="quick",
+        choices=["quick", "paper", "tiny"],
+        help="quick: 2 CPU cores, ~15 min (default); paper: the full protocol (GPU); tiny: seconds (smoke test)",
     )
     tr.add_argument("--variants", help="comma-separated, e.g. NON,PRE-4,SOL-4,SOL-16,NON+SOL-16 (default: the preset's)")
     tr.add_argument("--model", choices=["cnn", "unet"], help="correction network (default: the preset's, cnn)")
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     dg = sub.add_parser("datagen", help="generate or verify cached reference data")
     dg.add_argument("scene", choices=["karman"])
-    dg.add_argument("--preset", default="quick", choices=["quick", "paper"])
+    dg.add_argument("--preset", default="quick", choices=["quick", "paper", "tiny"])
     dg.add_argument("--arch", default="cpu", choices=["auto", "cpu", "cuda", "vulkan"])
     dg.add_argument("--precision", default="f32", choices=["f32", "f64"])
     dg.add_argument("--cache", default="runs/cache")
@@ -104,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
 def _karman_config(args: argparse.Namespace):
     from .learn.karman_experiment import KarmanExperimentConfig
 
-    cfg = KarmanExperimentConfig.paper() if args.preset == "paper" else KarmanExperimentConfig.quick()
+    cfg = {"quick": KarmanExperimentConfig.quick, "paper": KarmanExperimentConfig.paper, "tiny": KarmanExperimentConfig.tiny}[
+        args.preset
+    ]()
 
     def items(text: str) -> tuple[str, ...]:
         return tuple(x.strip() for x in text.split(",") if x.strip())

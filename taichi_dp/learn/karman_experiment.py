@@ -57,12 +57,17 @@ TRAIN_RE = tuple(r for i, r in enumerate(_RE_ALL) if i not in (0, 3, 6, 9))  # s
 TEST_RE = (90.0, 244.3, 663.1, 1800.0)  # below, inside, inside, above the training range
 
 
+def _data(reynolds: tuple[float, ...], steps: int, warmup: int = 120) -> KarmanDataConfig:
+    """4× reference, strong symmetry-breaking start (the street is developed after ~120 steps)."""
+    return KarmanDataConfig(reynolds, factor=4, warmup=warmup, steps=steps, perturbation=1.0)
+
+
 @dataclass
 class KarmanExperimentConfig:
     """Everything that defines a study; serialised to ``config.json``. See :meth:`quick` and :meth:`paper`."""
 
-    train: KarmanDataConfig = field(default_factory=lambda: KarmanDataConfig(reynolds=TRAIN_RE, factor=4, warmup=100, steps=60))
-    test: KarmanDataConfig = field(default_factory=lambda: KarmanDataConfig(reynolds=TEST_RE, factor=4, warmup=100, steps=100))
+    train: KarmanDataConfig = field(default_factory=lambda: _data(TRAIN_RE, 60))
+    test: KarmanDataConfig = field(default_factory=lambda: _data(TEST_RE, 100))
     variants: tuple[str, ...] = ("NON", "SOL-4")
     model: str = "cnn"  # "cnn": ResidualCNN (5×5, 2 residual blocks); "unet": UNet (2 levels)
     width: int = 21  # 21 → 46.8k parameters for "cnn"; 10 → 46.4k for "unet"
@@ -83,12 +88,28 @@ class KarmanExperimentConfig:
         return cls()
 
     @classmethod
+    def tiny(cls) -> KarmanExperimentConfig:
+        """A seconds-long smoke configuration (tests, trying the command line): factor-2 reference, a few
+        frames, a 4-channel network, NON and SOL-2 at 6 updates each."""
+        return cls(
+            train=KarmanDataConfig(reynolds=(150.0, 300.0), factor=2, warmup=1, steps=4),
+            test=KarmanDataConfig(reynolds=(100.0, 200.0, 400.0), factor=2, warmup=1, steps=4),
+            variants=("NON", "SOL-2"),
+            width=4,
+            blocks=1,
+            optim=TrainConfig(iterations=6, batch_size=2, lr=1e-4),
+            protocols=("updates",),
+            horizons=(4,),
+            save_every=2,
+        )
+
+    @classmethod
     def paper(cls) -> KarmanExperimentConfig:
         """The full protocol (for a GPU): NON, PRE-4, SOL-4/16/32 and NON+SOL-16 at equal updates and at equal
         wall time, three seeds, 100/200/500-step rollouts."""
         return cls(
-            train=KarmanDataConfig(reynolds=TRAIN_RE, factor=4, warmup=200, steps=200),
-            test=KarmanDataConfig(reynolds=TEST_RE, factor=4, warmup=200, steps=500),
+            train=_data(TRAIN_RE, 300, warmup=150),
+            test=_data(TEST_RE, 500, warmup=150),
             variants=("NON", "PRE-4", "SOL-4", "SOL-16", "SOL-32", "NON+SOL-16"),
             optim=TrainConfig(iterations=10_000, batch_size=8, lr=1e-3),
             protocols=("updates", "wall"),
@@ -229,6 +250,7 @@ def train_variant(
         r = train(net, loss, n, optim, desc=f"{variant} ({protocol}, seed {seed})", progress=progress, checkpoint=path)
         total.losses += r.losses
         total.seconds += r.seconds
+        total.iterations += r.iterations
     return model, total
 
 
