@@ -174,3 +174,34 @@ def test_kernel_op_rejects_wrong_argument_counts():
     q = torch.zeros(1, 1, 7, dtype=F64)
     with pytest.raises(TypeError, match="expected 3 inputs and 1 outputs"):
         op((q, q), (q.shape,))
+
+
+def test_cached_launch_plan_matches_taichis_own_call_forward_and_backward():
+    """``bridge.launch`` replays a cached argument plan after the first call; the replay must give
+    bit-identical outputs and gradients to Taichi's own call path, for new tensors of the same signature,
+    and a changed template value (boundary code) must get its own plan."""
+    from taichi_dp import bridge
+    from taichi_dp.bridge import launch
+
+    q, v, dt = data(3)[:3]
+    bridge._plans.clear()
+    out1 = advect(q, v, dt, GRID1, BD1)  # first call: Taichi's path, plan recorded
+    n_plans = len(bridge._plans)
+    q2, v2, dt2, _, cot2 = data(4)
+    out2 = advect(q2, v2, dt2, GRID1, BD1)  # same signature: replayed plan
+    assert len(bridge._plans) == n_plans
+    bridge._plans.clear()
+    ref2 = advect(q2, v2, dt2, GRID1, BD1)  # Taichi's own path again
+    assert torch.equal(out2, ref2) and not torch.equal(out1, out2)
+    for _ in range(2):  # backward: first call records the .grad kernel's plan, second replays it
+        leaves = [t.clone().requires_grad_() for t in (q2, v2, dt2)]
+        (advect(*leaves, GRID1, BD1) * cot2).sum().backward()
+        grads = [t.grad for t in leaves]
+        if _ == 0:
+            first = grads
+    assert all(torch.equal(a, b) for a, b in zip(first, grads))
+    before = bridge.launches
+    advect(q, v, dt, GRID1, Boundary(((Dirichlet(0.5), Dirichlet(0.5)),)))  # another template value
+    assert bridge.launches == before + 1 and len(bridge._plans) > n_plans
+    with pytest.raises(ValueError, match="contiguous"):
+        launch(_SL[1].kernel, q.transpose(1, 2))  # rejected before Taichi sees it

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import taichi as ti
 import torch
 
-from ..bridge import serial_for
+from ..bridge import launch, serial_for
 from ..grid import DIRICHLET, PERIODIC, Grid
 from ._stencil import ghost
 from .poisson import apply_poisson
@@ -234,7 +234,7 @@ class Multigrid:
         r = r.contiguous()
         z = torch.empty_like(r)
         work = r.new_empty(r.shape[0], self.work_size)
-        _vcycle(r, z, work, self.stat, self.plan, self.omega, serial_for((r.shape,)))
+        launch(_vcycle, r, z, work, self.stat, self.plan, self.omega, serial_for((r.shape,)))
         return z
 
 
