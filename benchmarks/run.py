@@ -186,6 +186,20 @@ def machine(arch: str) -> dict:
     }
 
 
+def git_state() -> dict:
+    """The commit the suite ran on and the tracked files that differed from it (``None`` outside git)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                                text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "modified": None}
+    return {"commit": head or None, "modified": [line[3:] for line in status.splitlines()]}
+
+
 def copy_bandwidth(s: Settings) -> dict:
     """Bytes/s of ``dst.copy_(src)`` for a large float32 tensor (read + write counted)."""
     rt = tdp.current()
@@ -838,6 +852,7 @@ def run(s: Settings, levels: tuple[str, ...] = LEVELS, json_path: str | None = N
             "threads": s.threads or "default",
             "taichi_cpu_threads": os.environ.get("TI_CPU_MAX_NUM_THREADS", "default"),
             "machine": machine(s.arch),
+            "git": git_state(),
             "complete": False,
         },
     }
