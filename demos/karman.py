@@ -1,7 +1,9 @@
 """The Karman wake live: reference | source | source + learned correction, coloured by vorticity.
 
-    python -m taichi_dp train karman --out runs/karman      # train once (≈1.5 min on 2 cores)
-    python -m demos.karman --run runs/karman [--re 300] [--headless --frames 60 --out runs/demo_karman]
+    python -m demos.karman [--run runs/karman] [--re 300] [--headless --frames 60 --out runs/demo_karman]
+
+Without ``--run`` it uses ``runs/karman`` (``python -m taichi_dp train karman``, the README main job) if
+present, else the small pretrained corrector shipped in ``models/pretrained/karman_quick``.
 
 The reference runs the run's finer solver; the source and the corrected solver run on the 32×64 grid
 from the same (downsampled) start. The relative L1 error of each coarse panel against the reference is
@@ -20,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
+import models as models_pkg
 import taichi_dp as tdp
 from demos._render import FrameSink, figure_to_rgb, parser
 from taichi_dp.grid.staggered import to_centred
@@ -41,7 +44,7 @@ class Wake:
     def __init__(self, cfg, models: dict, re: float, warmup: int) -> None:
         self.cfg, self.models, self.re = cfg, models, re
         f = cfg.train.factor
-        ref = karman(scale=cfg.train.scale * f, reynolds=torch.tensor([re]), dt=1.0 / f)
+        ref = karman(scale=cfg.train.scale * f, reynolds=torch.tensor([re]), dt=1.0 / f, perturbation=cfg.train.perturbation)
         self.fine_step, self.factor = ref.stepper, f
         self.coarse = karman(scale=cfg.train.scale, reynolds=torch.tensor([re])).stepper
         self.cond = {"re": re_feature(cfg, torch.tensor([re]))}
@@ -77,18 +80,28 @@ def render(w: Wake, correction: str, t: int):
     return figure_to_rgb(fig)
 
 
+PRETRAINED = Path(models_pkg.__file__).parent / "pretrained" / "karman_quick"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0], "runs/demo_karman")
-    p.add_argument("--run", default="runs/karman", help="a 'python -m taichi_dp train karman' run folder")
+    p.add_argument(
+        "--run",
+        help="a 'python -m taichi_dp train karman' run folder (default: runs/karman if it exists, else the "
+        "pretrained corrector shipped in models/pretrained/karman_quick)",
+    )
     p.add_argument("--re", type=float, default=300.0, help="Reynolds number (default 300)")
-    p.add_argument("--warmup", type=int, default=60, help="reference steps before the panels start (default 60)")
+    p.add_argument("--warmup", type=int, help="reference steps before the panels start (default: the run's data warm-up)")
     args = p.parse_args(argv)
     tdp.init(args.arch, "f32")
+    run = args.run or ("runs/karman" if Path("runs/karman/config.json").is_file() else str(PRETRAINED))
     try:
-        cfg, models = load_run(args.run)
+        cfg, models = load_run(run)
     except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}\nTrain a run first: python -m taichi_dp train karman --out {args.run}", file=sys.stderr)
+        print(f"error: {e}\nTrain a run first: python -m taichi_dp train karman --out {run}", file=sys.stderr)
         return 2
+    print(f"corrections from {run}: {', '.join(models)}")
+    args.warmup = cfg.train.warmup if args.warmup is None else args.warmup
     variants = list(models)  # e.g. ["NON", "SOL-4"]: "c" cycles through them
     correction = next((v for v in variants if "SOL" in v), variants[-1])
     re, t = args.re, 0

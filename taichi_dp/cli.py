@@ -20,6 +20,12 @@ def _common(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--arch", default="cpu", choices=["auto", "cpu", "cuda", "vulkan"], help="Taichi arch (default: cpu)")
     p.add_argument("--precision", default="f32", choices=["f32", "f64"])
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: on 2 shared cores a second OpenMP thread made the network up to 13x slower)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,11 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         help="quick: 2 CPU cores, ~15 min (default); paper: the full protocol (GPU); tiny: seconds (smoke test)",
     )
     tr.add_argument("--variants", help="comma-separated, e.g. NON,PRE-4,SOL-4,SOL-16,NON+SOL-16 (default: the preset's)")
-    tr.add_argument("--model", choices=["cnn", "unet"], help="correction network (default: the preset's, cnn)")
+    tr.add_argument("--model", choices=["cnn", "unet"], help="correction network (default: the preset's, unet)")
     tr.add_argument("--iterations", type=int, help="updates per variant for the 'updates' protocol")
     tr.add_argument("--seconds", type=float, help="wall-clock seconds per variant for the 'wall' protocol")
     tr.add_argument("--protocols", help="comma-separated: updates, wall (default: the preset's)")
     tr.add_argument("--seeds", help="comma-separated seeds (default: the preset's)")
+    tr.add_argument("--reproject", action="store_true", help="project the corrected velocity onto divergence-free fields")
     tr.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its checkpoints")
     tr.add_argument("--checkpoint-every", type=int, help="save the trainer state every N updates (default: the preset's)")
     tr.add_argument(
@@ -81,7 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     dg.add_argument("--no-progress", action="store_true")
 
     args = parser.parse_args(argv)
+    import torch
+
     import taichi_dp
+
+    if getattr(args, "threads", None):
+        if args.threads < 1:
+            raise SystemExit(f"error: --threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
 
     if getattr(args, "distributed", False):
         from .learn import distributed
@@ -119,6 +133,8 @@ def _karman_config(args: argparse.Namespace):
     if getattr(args, "model", None):
         cfg.model = args.model
         cfg.width = 21 if args.model == "cnn" else 10
+    if getattr(args, "reproject", False):
+        cfg.reproject = True
     if getattr(args, "iterations", None):
         cfg.optim.iterations = args.iterations
     if getattr(args, "seconds", None):

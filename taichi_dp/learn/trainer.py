@@ -148,18 +148,19 @@ def train(
         return stop > 0.5, fraction
 
     model.train()
+    timed = config.max_seconds is not None  # the bar (and its ETA) follows the wall-clock budget
     bar = tqdm(
-        range(start, config.iterations),
         desc=desc,
         disable=not progress or not dist.is_main(),
-        initial=start,
-        total=config.iterations,
+        initial=round(result.seconds) if timed else start,
+        total=round(config.max_seconds) if timed else config.iterations,
+        unit="s" if timed else "it",
         leave=False,
     )
     t0 = time.perf_counter()
     it = start
     try:
-        for it in bar:
+        for it in range(start, config.iterations):
             stop, time_fraction = budget(t0)
             if stop:
                 result.stopped_by_budget = True
@@ -182,8 +183,12 @@ def train(
             objective.backward()
             opt.step()
             result.losses.append(float(reported.detach()))
+            if timed:
+                bar.update(min(round(result.seconds + time.perf_counter() - t0), bar.total) - bar.n)
+            else:
+                bar.update(1)
             if it % 10 == 0:
-                bar.set_postfix(loss=f"{result.losses[-1]:.3e}")
+                bar.set_postfix(loss=f"{result.losses[-1]:.3e}", **({"updates": it + 1} if timed else {}))
             if config.checkpoint_every and (it + 1) % config.checkpoint_every == 0:
                 result.seconds += time.perf_counter() - t0
                 t0 = time.perf_counter()
