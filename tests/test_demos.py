@@ -221,3 +221,21 @@ def test_window_opens_ti_gui_or_ggui_and_counts_fps(display, monkeypatch, tmp_pa
     finally:
         if sink.gui is not None and not sink.ggui:
             sink.gui.close()
+
+
+def test_shipped_pretrained_karman_corrector_loads_and_corrects():
+    """models/pretrained/karman_quick is a run folder of the training command; it loads through the same
+    path as a user's run and its SOL-4 correction is non-zero (trained, not the zero initialisation)."""
+    import torch
+
+    from demos.karman import PRETRAINED
+    from taichi_dp.learn.karman_experiment import load_run
+    from taichi_dp.scenes import karman
+
+    cfg, models = load_run(PRETRAINED)
+    assert set(models) == {"NON", "SOL-4"} and cfg.model == "unet"
+    scene = karman(reynolds=300.0)
+    v = scene.stepper(scene.v0)
+    with torch.no_grad():
+        dv = models["SOL-4"](v, re=torch.zeros(1, dtype=v.dtype))
+    assert float(dv.abs().max()) > 1e-4
