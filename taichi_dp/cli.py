@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--precision", default="f32", choices=["f32", "f64"])
     ev.add_argument("--cache", default="runs/cache")
     ev.add_argument("--no-progress", action="store_true")
+    ev.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as in training)")
 
     dg = sub.add_parser("datagen", help="generate or verify cached reference data")
     dg.add_argument("scene", choices=["karman"])
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     dg.add_argument("--precision", default="f32", choices=["f32", "f64"])
     dg.add_argument("--cache", default="runs/cache")
     dg.add_argument("--no-progress", action="store_true")
+    dg.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
 
     args = parser.parse_args(argv)
     import torch

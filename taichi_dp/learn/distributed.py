@@ -149,6 +149,10 @@ def teardown() -> None:
     """Leave the process group (no-op when none was joined)."""
     global _ctx
     if dist.is_available() and dist.is_initialized():
+        try:  # leave together: a rank tearing down while a peer still talks to it can abort in gloo's threads
+            dist.barrier()
+        except RuntimeError:
+            pass  # a peer is already gone: nothing to wait for
         dist.destroy_process_group()
     _ctx = None
 
