@@ -100,7 +100,8 @@ def project(
         rtol: CG tolerance relative to ``‖D v‖`` (and, in backward, to the incoming gradient).
         max_iter: CG iteration cap (a ``NotConvergedWarning`` with the residual when reached).
         preconditioner: ``"multigrid"`` (a geometric V-cycle, :mod:`taichi_dp.ops.multigrid`; iteration
-            counts stay nearly flat as the grid grows) or ``"none"`` (plain CG).
+            counts grow slowly with the grid: 10 → 28 on the karman scene from 32×64 to 256×512, 29 / 55 / 76
+            on a square channel at 256² / 1024² / 2048², against 144–860 for plain CG) or ``"none"`` (plain CG).
 
     Returns:
         ``(v⁺, p)``: the projected velocity with the boundary conditions imposed, and the pressure
