@@ -285,20 +285,15 @@ def load_run(run_dir: str | Path) -> tuple[BurgersExperimentConfig, dict[str, Re
     """The configuration and trained correctors (``{"NON": ..., "SOL-k": ...}``) of a finished
     ``python -m taichi_dp burgers`` run folder. Raises ``FileNotFoundError``/``ValueError`` naming the
     missing or corrupt file."""
-    import json
-
     run_dir = Path(run_dir)
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {run_dir} a 'python -m taichi_dp burgers' run folder?")
+    raw = io.read_run_config(run_dir, "burgers")
     try:
-        raw = json.loads(path.read_text())
         fields = {f.name for f in dataclasses.fields(BurgersExperimentConfig)}
         kwargs = {k: v for k, v in raw.items() if k in fields and k != "train"}
         cfg = BurgersExperimentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
         cfg.train = TrainConfig(**raw["train"])
     except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is corrupt or from another experiment: {e}") from None
+        raise ValueError(f"{run_dir / 'config.json'} is corrupt or from another experiment: {e}") from None
     models = {}
     for name, file in (("NON", "non.pt"), (f"SOL-{cfg.unroll}", f"sol{cfg.unroll}.pt")):
         state = io.load_checkpoint(run_dir / "checkpoints" / file)

@@ -43,6 +43,18 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def read_run_config(run_dir: str | Path, command: str) -> dict[str, Any]:
+    """The parsed ``config.json`` of a run folder written by ``python -m taichi_dp {command}``; raises
+    ``FileNotFoundError`` (naming the command that makes such a folder) or ``ValueError`` (unreadable JSON)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {run_dir} a 'python -m taichi_dp {command}' run folder?")
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is corrupt or from another experiment: {e}") from None
+
+
 def save_checkpoint(path: str | Path, obj: dict[str, Any]) -> Path:
     """Atomically ``torch.save`` a dict of tensors/plain values (loadable with ``weights_only=True``)."""
     return _atomic(path, lambda tmp: torch.save(obj, tmp))

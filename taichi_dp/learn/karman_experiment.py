@@ -310,7 +310,7 @@ def run(
     if (out / "config.json").is_file():
         if not resume:
             raise FileExistsError(f"{out} already holds a run: pass resume=True (--resume) or choose another output folder")
-        saved = json.loads((out / "config.json").read_text())
+        saved = io.read_run_config(out, "train karman")
         if {k: v for k, v in saved.items() if k not in ("arch", "precision")} != json.loads(
             json.dumps({k: v for k, v in config_json.items() if k not in ("arch", "precision")})
         ):
@@ -561,12 +561,9 @@ def report(cfg: KarmanExperimentConfig, m: dict) -> str:
 
 def load_config(run_dir: str | Path) -> KarmanExperimentConfig:
     """The :class:`KarmanExperimentConfig` of a run folder; ``FileNotFoundError``/``ValueError`` otherwise."""
-    run_dir = Path(run_dir)
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {run_dir} a 'python -m taichi_dp train karman' run folder?")
+    path = Path(run_dir) / "config.json"
+    raw = io.read_run_config(run_dir, "train karman")
     try:
-        raw = json.loads(path.read_text())
         if raw.get("experiment") != "karman":
             raise ValueError(f"experiment is {raw.get('experiment')!r}, not 'karman'")
 
@@ -579,7 +576,7 @@ def load_config(run_dir: str | Path) -> KarmanExperimentConfig:
         for k in ("variants", "protocols", "seeds", "horizons"):
             kw[k] = tuple(kw[k])
         return KarmanExperimentConfig(**kw)
-    except (ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
+    except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path} is corrupt or from another experiment: {e}") from None
 
 
