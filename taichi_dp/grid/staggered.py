@@ -21,6 +21,7 @@ are closed (zero normal velocity: static obstacles).
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -216,12 +217,32 @@ def open_faces(fluid: torch.Tensor, boundary: FlowBoundary) -> torch.Tensor:
     return torch.cat([torch.nn.functional.pad(oy, (0, 1)), torch.nn.functional.pad(ox, (0, 0, 0, 1))], dim=1)
 
 
+_CONSTRAINTS: OrderedDict[tuple, tuple[torch.Tensor | None, int, tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+
+
 def face_constraints(
     grid: Grid, boundary: FlowBoundary, fluid: torch.Tensor | None, dtype: torch.dtype, device: torch.device | str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(keep, fixed)`` masks ``(1 or B, 2, H+1, W+1)``: imposing the boundary is ``v·keep + fixed``
     (walls 0, inflows their speed, faces touching a solid cell 0, padding 0). Periodic seams are not
-    included here (see :func:`apply_boundary`)."""
+    included here (see :func:`apply_boundary`). Read-only: the masks are cached per grid, boundary and
+    mask tensor (identity and version), as every step of a rollout imposes the same ones."""
+    key = (grid, boundary, id(fluid), dtype, str(device))
+    version = -1 if fluid is None else fluid._version
+    hit = _CONSTRAINTS.get(key)
+    if hit is not None and hit[0] is fluid and hit[1] == version:
+        _CONSTRAINTS.move_to_end(key)
+        return hit[2]
+    masks = _face_constraints(grid, boundary, fluid, dtype, device)
+    _CONSTRAINTS[key] = (fluid, version, masks)
+    while len(_CONSTRAINTS) > 16:
+        _CONSTRAINTS.popitem(last=False)
+    return masks
+
+
+def _face_constraints(
+    grid: Grid, boundary: FlowBoundary, fluid: torch.Tensor | None, dtype: torch.dtype, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
     h, w = grid.shape
     faces = valid_faces(grid, dtype, device)
     keep = faces.clone()

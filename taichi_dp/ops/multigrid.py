@@ -1,257 +1,713 @@
-"""Geometric multigrid V-cycle for the masked pressure Poisson operator, used as a CG preconditioner.
+"""Fused multigrid-preconditioned conjugate gradients for the masked pressure Poisson system.
 
-The operator is :func:`taichi_dp.ops.pressure` 's ``A`` (−Laplacian on fluid cells with face weights from
-the fluid mask, identity on solid cells). The hierarchy halves both axes while they stay even and at
-least 4 cells; the coarse operator is the same discretisation on the coarse grid (spacing doubled,
-same boundary codes, a coarse cell is fluid when any of its four children is). Transfers are
-cell-centred: prolongation ``P`` copies a coarse value to its four children, restriction is
-``R = Pᵀ / 8``, which makes ``A_c`` match the Galerkin product ``R A P`` on interior cells.
+The operator is :mod:`taichi_dp.ops.pressure` 's ``A`` (the −Laplacian on fluid cells with face weights
+from the fluid mask, identity rows on solid cells), written with precomputed couplings:
 
-Smoothing is damped Jacobi (ω = 0.8), ``ν`` sweeps before and the same ``ν`` after the coarse
-correction, and the coarsest level is solved exactly (pseudo-inverse, which also handles the constant
-null space of all-Neumann problems). The V-cycle is therefore a fixed symmetric linear operator, as
-preconditioned CG requires. It runs forward only: the projection's backward pass is another
-preconditioned solve, never a differentiation of these kernels.
+    (A x)_c = d_c x_c − Σ_faces f  c_f x_{n(f)}          c_f = w_c w_n / h²   (0 into a solid cell)
+
+``d`` is the diagonal (Dirichlet boundary faces add ``2/h²``; 1 on solid cells) and each cell stores the
+coupling through its *lower* face per axis (the upper face's is the next cell's), so ``A`` is symmetric
+by construction. Everything boundary- and obstacle-specific lives in these arrays, computed once per
+mask in torch; the kernels only read them.
+
+Solver. Preconditioned CG (``rtol`` relative to ``‖b‖``) with one geometric V-cycle per iteration:
+
+- hierarchy: both axes halve while they stay even and at least ``2·min_size``; prolongation ``P`` copies
+  a coarse value to its four children (fluid children only), restriction is ``Pᵀ`` and the coarse
+  operator is the Galerkin product ``A_c = Pᵀ A P`` restricted to fluid cells (computed exactly from the
+  fine couplings: obstacles are seen by every level);
+- smoothing: red–black Gauss–Seidel, ``sweeps`` red→black sweeps before and the same number of
+  black→red sweeps after the coarse correction (the adjoint order), so the V-cycle is a fixed symmetric
+  positive definite operator, as preconditioned CG requires;
+- coarse correction scaled by ``alpha`` (over-correction; piecewise-constant prolongation under-estimates
+  smooth errors, 1 < α < 2 keeps the V-cycle SPD);
+- coarsest level: dense pseudo-inverse (≤ :data:`MAX_DENSE_COARSE` cells; it also handles the constant
+  null space of all-Neumann problems), else symmetric Gauss–Seidel sweeps.
+
+Launches. The CPU arch runs the whole solve in three launches (start, all iterations with a per-sample
+convergence test inside the kernel, finish), with serial loops: on this hardware a parallel Taichi loop
+costs ~100 µs of hand-off, more than a whole V-cycle on the karman grids. Other archs run one launch
+per iteration with parallel loops and read the convergence flags on the host.
+
+Loops follow one pattern: the outer loop runs over ``(sample, row)`` and the inner loop over the row, so
+reductions (dot products) accumulate in registers and add once per row (a float atomic per cell costs
+several times the stencil). Per-level constants (shape, offsets) are compile-time: storage is flat per
+sample, ``work[b·NW + offset + i·w + j]``.
+
+Differentiation: :func:`solve` is linear in ``b`` with a symmetric solution operator, so its backward
+pass is one more solve with the incoming gradient as right-hand side (tolerance relative to that
+gradient), never a differentiation of these kernels.
 """
 
 # No `from __future__ import annotations`: Taichi reads kernel annotations at definition time.
 
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import taichi as ti
 import torch
 
-from ..bridge import launch, serial_for
+from ..bridge import launch
 from ..grid import DIRICHLET, PERIODIC, Grid
-from ._stencil import ghost
-from .poisson import apply_poisson
+from ..runtime import ensure_init
+from . import linear_solve
+from .linear_solve import NotConvergedWarning
 
-nd2 = ti.types.ndarray(ndim=2)
-nd4 = ti.types.ndarray(ndim=4)
+nd1 = ti.types.ndarray(ndim=1)
+
+MAX_DENSE_COARSE = 1024
+"""Largest coarsest level (cells) solved with a dense pseudo-inverse; beyond, Gauss–Seidel sweeps."""
+
+PARALLEL_ABOVE = 1 << 21
+"""On the CPU arch, solves with at least this many cells (batch × grid) use parallel loops and one launch
+per iteration; smaller ones run serially in one launch (measured on 2 cores: serial wins up to ~1M cells)."""
+
+PARALLEL_LEVEL = 1 << 16
+"""Levels with fewer cells per sample always run serial loops (a parallel loop's hand-off costs more)."""
+
+COARSE_SWEEPS = 20
+"""Symmetric Gauss–Seidel sweep pairs on a coarsest level too large for the dense inverse."""
+
+# Per-sample scalar slots of the ``sc`` buffer.
+_RZ, _ACC, _RR, _TARGET, _DONE, _ITERS, _BB, _MEAN = range(8)
+_NSC = 8
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Compile-time description of the solver (one hashable ``ti.template()`` argument).
+
+    ``levels[l] = (h, w, x_offset, rhs_offset, stat_offset)``; level 0's ``x`` is CG's ``z`` and its rhs
+    is CG's residual. ``stat`` holds per level ``d, 1/d, c_y, c_x`` (``n_l`` each)."""
+
+    levels: tuple
+    periodic: tuple  # (y, x): periodic axes wrap their couplings
+    n: int  # fine cells per sample
+    nw: int  # work floats per sample
+    ns: int  # stat floats per mask sample
+    mask_batched: bool  # one mask per sample (else one shared mask)
+    fluid: int  # stat offset of the fine fluid mask (then the fluid cell count)
+    coarse: tuple  # (0, inverse offset): dense; (1, sweeps): Gauss–Seidel
+    sweeps: int
+    alpha: float
+    singular: bool  # no Dirichlet side: constant null space
+
+    # CG vectors in ``work``: x, r, p, A p, z
+    @property
+    def x(self) -> int:
+        return 0
+
+    @property
+    def r(self) -> int:
+        return self.n
+
+    @property
+    def p(self) -> int:
+        return 2 * self.n
+
+    @property
+    def ap(self) -> int:
+        return 3 * self.n
+
+
+# ------------------------------------------------------------------------------------ stencil helpers
+@ti.func
+def _stat_base(b, plan: ti.template()):
+    base = 0
+    if ti.static(plan.mask_batched):
+        base = b * plan.ns
+    return base
 
 
 @ti.func
-def _a_flat(work: ti.template(), stat: ti.template(), b, i, j, lv: ti.template(), bc: ti.template()):
-    """``(A x)`` at cell ``(i, j)`` of a level stored flat: ``x`` at ``work[b, lv.x + i·w + j]``, the fluid
-    mask at ``stat[·, lv.fluid + i·w + j]``; same rule as :func:`taichi_dp.ops.poisson.apply_a_at`."""
-    h, w = ti.static(lv[0], lv[1])
-    bm = b % stat.shape[0]
-    centre = work[b, lv[4] + i * w + j]
-    lap = 0.0
-    for s in ti.static(range(4)):
-        ni = i + ti.static((-1, 1, 0, 0)[s])
-        nj = j + ti.static((0, 0, -1, 1)[s])
-        ji, _, si = ghost(ni, h, bc[0], bc[1], 0.0, 0.0)
-        jk, _, sk = ghost(nj, w, bc[2], bc[3], 0.0, 0.0)
-        inside_i = 0 <= ni < h
-        inside_k = 0 <= nj < w
-        if ti.static(bc[0] == PERIODIC):
-            inside_i = True
-        if ti.static(bc[2] == PERIODIC):
-            inside_k = True
-        weight = ti.select(inside_i and inside_k, stat[bm, lv[7] + ji * w + jk], 1.0)
-        lap += weight * (centre - si * sk * work[b, lv[4] + ji * w + jk]) * ti.static(lv[2] if s < 2 else lv[3])
-    return ti.select(stat[bm, lv[7] + i * w + j] > 0.5, lap, centre)
+def _offdiag(work: ti.template(), stat: ti.template(), wb, sb, i, j, xo: ti.template(), lv: ti.template(), per: ti.template()):
+    """``Σ_f c_f x_{n(f)}`` at cell ``(i, j)`` of level ``lv`` for the vector at work offset ``xo``: the
+    four face couplings (lower face: this cell's ``c``; upper face: the next cell's), wrapped on periodic
+    axes, zero across a non-periodic boundary."""
+    h, w, so = ti.static(lv[0], lv[1], lv[4])
+    n = ti.static(lv[0] * lv[1])
+    dn, up, lf, rt = i - 1, i + 1, j - 1, j + 1
+    if ti.static(per[0]):
+        dn = ti.select(i == 0, h - 1, dn)
+        up = ti.select(i == h - 1, 0, up)
+    else:
+        dn = ti.max(dn, 0)
+        up = ti.min(up, h - 1)
+    if ti.static(per[1]):
+        lf = ti.select(j == 0, w - 1, lf)
+        rt = ti.select(j == w - 1, 0, rt)
+    else:
+        lf = ti.max(lf, 0)
+        rt = ti.min(rt, w - 1)
+    c_up = stat[sb + so + 2 * n + up * w + j]
+    c_rt = stat[sb + so + 3 * n + i * w + rt]
+    if ti.static(not per[0]):
+        c_up = ti.select(i < h - 1, c_up, 0.0)
+    if ti.static(not per[1]):
+        c_rt = ti.select(j < w - 1, c_rt, 0.0)
+    return (
+        stat[sb + so + 2 * n + i * w + j] * work[wb + xo + dn * w + j]
+        + c_up * work[wb + xo + up * w + j]
+        + stat[sb + so + 3 * n + i * w + j] * work[wb + xo + i * w + lf]
+        + c_rt * work[wb + xo + i * w + rt]
+    )
 
 
 @ti.func
-def _smooth_flat(work: ti.template(), stat: ti.template(), lv: ti.template(), bc: ti.template(), omega, serial: ti.template()):
-    """One damped Jacobi sweep on a level: tmp = x + ω (rhs − A x) / diag, then x = tmp."""
+def _apply_at(work: ti.template(), stat: ti.template(), wb, sb, i, j, xo: ti.template(), lv: ti.template(), per: ti.template()):
+    """``(A x)`` at cell ``(i, j)`` of level ``lv`` for the vector at work offset ``xo``."""
+    k = i * lv[1] + j
+    return stat[sb + lv[4] + k] * work[wb + xo + k] - _offdiag(work, stat, wb, sb, i, j, xo, lv, per)
+
+
+# ------------------------------------------------------------------------------------ V-cycle pieces
+@ti.func
+def _gs_colour(work: ti.template(), stat: ti.template(), b0, b1, plan: ti.template(), lvl: ti.template(),
+               colour: ti.template(), first: ti.template(), serial: ti.template(), reverse: ti.template()):
+    """One Gauss–Seidel half-sweep over the cells with ``(i + j) % 2 == colour``:
+    ``x_c = (rhs_c + Σ c_f x_n) / d_c``. ``first``: the vector is zero (the neighbour sum is skipped).
+    ``reverse`` visits the cells in the opposite order (the adjoint sweep when the colouring is not a
+    valid two-colouring, e.g. an odd periodic axis, where the order within a colour matters)."""
+    lv = ti.static(plan.levels[lvl])
+    h, w, xo, ro, so = ti.static(lv[0], lv[1], lv[2], lv[3], lv[4])
+    n = ti.static(h * w)
+    ti.loop_config(serialize=ti.static(serial or n < PARALLEL_LEVEL))
+    for b, row in ti.ndrange((b0, b1), h):
+        wb, sb = b * plan.nw, _stat_base(b, plan)
+        i = row
+        if ti.static(reverse):
+            i = h - 1 - row
+        for col in range((w + 1) // 2):
+            jj = col
+            if ti.static(reverse):
+                jj = (w + 1) // 2 - 1 - col
+            j = 2 * jj + ((i + colour) & 1)
+            if j < w:
+                k = i * w + j
+                acc = work[wb + ro + k]
+                if ti.static(not first):
+                    acc += _offdiag(work, stat, wb, sb, i, j, xo, lv, plan.periodic)
+                work[wb + xo + k] = acc * stat[sb + so + n + k]
+
+
+@ti.func
+def _restrict(work: ti.template(), stat: ti.template(), b0, b1, plan: ti.template(), lvl: ti.template(), serial: ti.template()):
+    """Coarse rhs = Pᵀ (rhs − A x): the sum of the four children's residuals."""
+    lv, cv = ti.static(plan.levels[lvl], plan.levels[lvl + 1])
+    w, xo, ro = ti.static(lv[1], lv[2], lv[3])
+    ti.loop_config(serialize=ti.static(serial or lv[0] * lv[1] < PARALLEL_LEVEL))
+    for b, ci in ti.ndrange((b0, b1), cv[0]):
+        wb, sb = b * plan.nw, _stat_base(b, plan)
+        for cj in range(cv[1]):
+            acc = 0.0
+            for di, dj in ti.static(ti.ndrange(2, 2)):
+                i, j = 2 * ci + di, 2 * cj + dj
+                acc += work[wb + ro + i * w + j] - _apply_at(work, stat, wb, sb, i, j, xo, lv, plan.periodic)
+            work[wb + cv[3] + ci * cv[1] + cj] = acc
+
+
+@ti.func
+def _prolong(work: ti.template(), b0, b1, plan: ti.template(), lvl: ti.template(), serial: ti.template()):
+    """x += α P x_coarse (solid children are overwritten by the post-smoothing, whose rhs is 0 there)."""
+    lv, cv = ti.static(plan.levels[lvl], plan.levels[lvl + 1])
+    ti.loop_config(serialize=ti.static(serial or lv[0] * lv[1] < PARALLEL_LEVEL))
+    for b, i in ti.ndrange((b0, b1), lv[0]):
+        wb = b * plan.nw
+        for j in range(lv[1]):
+            work[wb + lv[2] + i * lv[1] + j] += plan.alpha * work[wb + cv[2] + (i // 2) * cv[1] + j // 2]
+
+
+@ti.func
+def _coarse_solve(work: ti.template(), stat: ti.template(), b0, b1, plan: ti.template(), serial: ti.template()):
+    """Coarsest level: x = A_c⁺ rhs (dense) or symmetric Gauss–Seidel sweeps from x = 0."""
+    last = ti.static(len(plan.levels) - 1)
+    lv = ti.static(plan.levels[last])
+    n = ti.static(lv[0] * lv[1])
+    if ti.static(plan.coarse[0] == 0):
+        ti.loop_config(serialize=ti.static(serial or n < PARALLEL_LEVEL))
+        for b, k in ti.ndrange((b0, b1), n):
+            wb, sb = b * plan.nw, _stat_base(b, plan)
+            acc = 0.0
+            for m in range(n):
+                acc += stat[sb + plan.coarse[1] + k * n + m] * work[wb + lv[3] + m]
+            work[wb + lv[2] + k] = acc
+    else:  # the colouring may not be valid here (odd periodic sizes): serial sweeps are exact GS
+        ti.loop_config(serialize=True)
+        for b, k in ti.ndrange((b0, b1), n):  # x = 0 (a "first" half-sweep is exact only for a valid colouring)
+            work[b * plan.nw + lv[2] + k] = 0.0
+        ti.loop_config(serialize=True)
+        for _ in range(plan.coarse[1]):
+            _gs_colour(work, stat, b0, b1, plan, last, 0, False, True, False)
+            _gs_colour(work, stat, b0, b1, plan, last, 1, False, True, False)
+        ti.loop_config(serialize=True)
+        for _ in range(plan.coarse[1]):
+            _gs_colour(work, stat, b0, b1, plan, last, 1, False, True, True)
+            _gs_colour(work, stat, b0, b1, plan, last, 0, False, True, True)
+
+
+@ti.func
+def _vcycle(work: ti.template(), stat: ti.template(), b0, b1, plan: ti.template(), serial: ti.template()):
+    """z = M⁻¹ r: level 0 reads CG's residual and writes CG's ``z``."""
+    for lvl in ti.static(range(len(plan.levels) - 1)):
+        for s in ti.static(range(plan.sweeps)):
+            _gs_colour(work, stat, b0, b1, plan, lvl, 0, s == 0, serial, False)
+            _gs_colour(work, stat, b0, b1, plan, lvl, 1, False, serial, False)
+        _restrict(work, stat, b0, b1, plan, lvl, serial)
+    _coarse_solve(work, stat, b0, b1, plan, serial)
+    for lvl in ti.static(range(len(plan.levels) - 2, -1, -1)):
+        _prolong(work, b0, b1, plan, lvl, serial)
+        for _ in ti.static(range(plan.sweeps)):
+            _gs_colour(work, stat, b0, b1, plan, lvl, 1, False, serial, False)
+            _gs_colour(work, stat, b0, b1, plan, lvl, 0, False, serial, False)
+
+
+# ------------------------------------------------------------------------------------ CG pieces
+@ti.func
+def _dot_into(work: ti.template(), sc: ti.template(), b0, b1, plan: ti.template(), u: ti.template(),
+              v: ti.template(), slot: ti.template(), serial: ti.template()):
+    """sc[b, slot] += Σ u·v over the fine cells of each sample (the slot must be zero before)."""
+    h, w = ti.static(plan.levels[0][0], plan.levels[0][1])
     ti.loop_config(serialize=serial)
-    for b, i, j in ti.ndrange(work.shape[0], lv[0], lv[1]):
-        k = i * lv[1] + j
-        ax = _a_flat(work, stat, b, i, j, lv, bc)
-        work[b, lv[5] + k] = work[b, lv[4] + k] + omega * (work[b, lv[6] + k] - ax) / stat[b % stat.shape[0], lv[8] + k]
+    for b, i in ti.ndrange((b0, b1), h):
+        wb = b * plan.nw + i * w
+        acc = 0.0
+        for j in range(w):
+            acc += work[wb + u + j] * work[wb + v + j]
+        sc[b * _NSC + slot] += acc
+
+
+@ti.func
+def _set_slots(sc: ti.template(), b0, b1, slots: ti.template(), value, serial: ti.template()):
     ti.loop_config(serialize=serial)
-    for b, k in ti.ndrange(work.shape[0], lv[0] * lv[1]):
-        work[b, lv[4] + k] = work[b, lv[5] + k]
+    for b in range(b0, b1):
+        for s in ti.static(slots):
+            sc[b * _NSC + s] = value
+
+
+@ti.func
+def _cg_iteration(work: ti.template(), stat: ti.template(), sc: ti.template(), b0, b1, plan: ti.template(),
+                  serial: ti.template()):
+    """One PCG iteration for samples ``b0 ≤ b < b1`` (done samples take zero steps):
+
+        z = M⁻¹ r;  β = (r·z)/(r·z)_old (0 first);  p = z + β p;  α = (r·z)/(p·A p)
+        x += α p;  r −= α A p;  done when ‖r‖² ≤ target²
+    """
+    h, w = ti.static(plan.levels[0][0], plan.levels[0][1])
+    z = ti.static(plan.levels[0][2])
+    _vcycle(work, stat, b0, b1, plan, serial)
+    _set_slots(sc, b0, b1, (_ACC, _RR), 0.0, serial)
+    _dot_into(work, sc, b0, b1, plan, plan.r, z, _ACC, serial)
+    ti.loop_config(serialize=serial)
+    for b, i in ti.ndrange((b0, b1), h):
+        rz_old, rz = sc[b * _NSC + _RZ], sc[b * _NSC + _ACC]
+        beta = ti.select(rz_old == 0.0, 0.0, rz / ti.select(rz_old == 0.0, 1.0, rz_old))
+        wb = b * plan.nw + i * w
+        for j in range(w):
+            work[wb + plan.p + j] = work[wb + z + j] + beta * work[wb + plan.p + j]
+    ti.loop_config(serialize=serial)
+    for b in range(b0, b1):
+        sc[b * _NSC + _RZ] = sc[b * _NSC + _ACC]
+        sc[b * _NSC + _ACC] = 0.0
+    ti.loop_config(serialize=serial)
+    for b, i in ti.ndrange((b0, b1), h):  # A p and p·A p
+        wb, sb = b * plan.nw, _stat_base(b, plan)
+        acc = 0.0
+        for j in range(w):
+            ap = _apply_at(work, stat, wb, sb, i, j, plan.p, plan.levels[0], plan.periodic)
+            work[wb + plan.ap + i * w + j] = ap
+            acc += ap * work[wb + plan.p + i * w + j]
+        sc[b * _NSC + _ACC] += acc
+    ti.loop_config(serialize=serial)
+    for b, i in ti.ndrange((b0, b1), h):  # the step and the new residual norm
+        pap, rz = sc[b * _NSC + _ACC], sc[b * _NSC + _RZ]
+        alpha = ti.select(sc[b * _NSC + _DONE] != 0.0 or pap == 0.0, 0.0, rz / ti.select(pap == 0.0, 1.0, pap))
+        wb = b * plan.nw + i * w
+        acc = 0.0
+        for j in range(w):
+            work[wb + plan.x + j] += alpha * work[wb + plan.p + j]
+            r = work[wb + plan.r + j] - alpha * work[wb + plan.ap + j]
+            work[wb + plan.r + j] = r
+            acc += r * r
+        sc[b * _NSC + _RR] += acc
+    ti.loop_config(serialize=serial)
+    for b in range(b0, b1):
+        if sc[b * _NSC + _DONE] == 0.0:
+            sc[b * _NSC + _ITERS] += 1.0
+            if sc[b * _NSC + _RR] <= sc[b * _NSC + _TARGET]:
+                sc[b * _NSC + _DONE] = 1.0
+
+
+@ti.func
+def _fluid_mean_into(work: ti.template(), stat: ti.template(), sc: ti.template(), nb, plan: ti.template(),
+                     u: ti.template(), serial: ti.template()):
+    """sc[b, MEAN] = mean of the vector at work offset ``u`` over the fluid cells of sample ``b``."""
+    h, w = ti.static(plan.levels[0][0], plan.levels[0][1])
+    _set_slots(sc, 0, nb, (_MEAN,), 0.0, serial)
+    ti.loop_config(serialize=serial)
+    for b, i in ti.ndrange(nb, h):
+        wb, sb = b * plan.nw + i * w, _stat_base(b, plan) + plan.fluid + i * w
+        acc = 0.0
+        for j in range(w):
+            acc += work[wb + u + j] * stat[sb + j]
+        sc[b * _NSC + _MEAN] += acc
+    ti.loop_config(serialize=serial)
+    for b in range(nb):
+        sc[b * _NSC + _MEAN] /= stat[_stat_base(b, plan) + plan.fluid + plan.n]
+
+
+# ------------------------------------------------------------------------------------ kernels
+@ti.kernel
+def _pcg_start(rhs: nd1, x0: nd1, work: nd1, stat: nd1, sc: nd1, plan: ti.template(), warm: ti.template(),
+               rtol: float, serial: ti.template()):
+    """r = f·(b − mean) (mean over fluid, singular systems only), x = f·x0 or 0, r −= A x, p = 0;
+    sc: ‖b_f‖², ‖r‖², target = rtol²‖b_f‖², done, zero iterations, (r·z)_old = 0."""
+    h, w, n = ti.static(plan.levels[0][0], plan.levels[0][1], plan.n)
+    nb = sc.shape[0] // _NSC
+    ti.loop_config(serialize=serial)
+    for b in range(nb):
+        for s in ti.static(range(_NSC)):
+            sc[b * _NSC + s] = 0.0
+    ti.loop_config(serialize=serial)
+    for b, i in ti.ndrange(nb, h):  # copy the right-hand side into the work buffer
+        wb = b * plan.nw + i * w
+        for j in range(w):
+            work[wb + plan.r + j] = rhs[b * n + i * w + j]
+    if ti.static(plan.singular):
+        _fluid_mean_into(work, stat, sc, nb, plan, plan.r, serial)
+    ti.loop_config(serialize=serial)
+    for b, i in ti.ndrange(nb, h):
+        wb, sb = b * plan.nw + i * w, _stat_base(b, plan) + plan.fluid + i * w
+        mean = sc[b * _NSC + _MEAN]
+        acc = 0.0
+        for j in range(w):
+            f = stat[sb + j]
+            r = (work[wb + plan.r + j] - mean) * f
+            work[wb + plan.r + j] = r
+            acc += r * r
+            work[wb + plan.p + j] = 0.0
+            x = 0.0
+            if ti.static(warm):
+                x = x0[b * n + i * w + j] * f
+            work[wb + plan.x + j] = x
+        sc[b * _NSC + _BB] += acc
+    if ti.static(warm):
+        ti.loop_config(serialize=serial)
+        for b, i in ti.ndrange(nb, h):
+            wb, sb = b * plan.nw, _stat_base(b, plan)
+            for j in range(w):
+                work[wb + plan.r + i * w + j] -= _apply_at(work, stat, wb, sb, i, j, plan.x, plan.levels[0], plan.periodic)
+    ti.loop_config(serialize=serial)
+    for b in range(nb):
+        sc[b * _NSC + _TARGET] = rtol * rtol * sc[b * _NSC + _BB]
+    _dot_into(work, sc, 0, nb, plan, plan.r, plan.r, _RR, serial)
+    ti.loop_config(serialize=serial)
+    for b in range(nb):
+        if sc[b * _NSC + _RR] <= sc[b * _NSC + _TARGET] or sc[b * _NSC + _BB] == 0.0:
+            sc[b * _NSC + _DONE] = 1.0
 
 
 @ti.kernel
-def _vcycle(
-    r: nd4,
-    z: nd4,
-    work: nd2,
-    stat: nd2,
-    plan: ti.template(),
-    omega: float,
-    serial: ti.template(),
-):
-    """The whole V-cycle ``z = M⁻¹ r`` in one launch. Levels live flat in ``work`` (x, tmp, rhs per
-    level) and ``stat`` (fluid mask, diagonal, coarsest inverse); ``plan.layout`` holds each level's
-    ``(h, w, 1/h_y², 1/h_x², x, tmp, rhs, fluid, diag)`` offsets as compile-time constants. Top-level loops
-    run in order, so later loops see what earlier ones wrote (forward only: never differentiated)."""
-    layout, coarse, bc, sweeps = ti.static(plan.layout, plan.coarse, plan.bc, plan.sweeps)
-    top = ti.static(layout[0])
-    ti.loop_config(serialize=serial)
-    for b, i, j in ti.ndrange(r.shape[0], top[0], top[1]):
-        work[b, top[6] + i * top[1] + j] = r[b, 0, i, j]
-    for lvl in ti.static(range(len(layout) - 1)):  # descend: pre-smooth, restrict the residual
-        lv, nx = ti.static(layout[lvl], layout[lvl + 1])
-        ti.loop_config(serialize=serial)
-        for b, k in ti.ndrange(work.shape[0], lv[0] * lv[1]):  # first sweep from x = 0
-            work[b, lv[4] + k] = omega * work[b, lv[6] + k] / stat[b % stat.shape[0], lv[8] + k]
-        for _ in ti.static(range(sweeps - 1)):
-            _smooth_flat(work, stat, lv, bc, omega, serial)
-        ti.loop_config(serialize=serial)
-        for b, i, j in ti.ndrange(work.shape[0], nx[0], nx[1]):
-            acc = 0.0
-            for di, dj in ti.static(ti.ndrange(2, 2)):
-                ci, cj = 2 * i + di, 2 * j + dj
-                acc += work[b, lv[6] + ci * lv[1] + cj] - _a_flat(work, stat, b, ci, cj, lv, bc)
-            work[b, nx[6] + i * nx[1] + j] = 0.125 * acc
-    low = ti.static(layout[len(layout) - 1])
-    n = ti.static(low[0] * low[1])
-    if ti.static(coarse[0] == 0):  # exact: x = M⁻¹ rhs with the stored pseudo-inverse
-        ti.loop_config(serialize=serial)
-        for b, k in ti.ndrange(work.shape[0], n):
-            acc = 0.0
-            for m in range(n):
-                acc += stat[b % stat.shape[0], coarse[1] + k * n + m] * work[b, low[6] + m]
-            work[b, low[4] + k] = acc
-    else:  # too large for a dense inverse: many Jacobi sweeps from x = 0 (still a symmetric operator)
-        ti.loop_config(serialize=serial)
-        for b, k in ti.ndrange(work.shape[0], n):
-            work[b, low[4] + k] = omega * work[b, low[6] + k] / stat[b % stat.shape[0], low[8] + k]
-        for _ in ti.static(range(coarse[1] - 1)):
-            _smooth_flat(work, stat, low, bc, omega, serial)
-    for lvl in ti.static(range(len(layout) - 2, -1, -1)):  # ascend: prolong the correction, post-smooth
-        lv, nx = ti.static(layout[lvl], layout[lvl + 1])
-        ti.loop_config(serialize=serial)
-        for b, i, j in ti.ndrange(work.shape[0], lv[0], lv[1]):
-            work[b, lv[4] + i * lv[1] + j] += work[b, nx[4] + (i // 2) * nx[1] + j // 2]
-        for _ in ti.static(range(sweeps)):
-            _smooth_flat(work, stat, lv, bc, omega, serial)
-    ti.loop_config(serialize=serial)
-    for b, i, j in ti.ndrange(z.shape[0], top[0], top[1]):
-        z[b, 0, i, j] = work[b, top[4] + i * top[1] + j]
+def _pcg_all(work: nd1, stat: nd1, sc: nd1, plan: ti.template(), max_iter: int):
+    """Every iteration of every sample in one launch (serial loops; per-sample convergence test)."""
+    ti.loop_config(serialize=True)
+    for b in range(sc.shape[0] // _NSC):
+        while sc[b * _NSC + _DONE] == 0.0 and sc[b * _NSC + _ITERS] < max_iter:
+            _cg_iteration(work, stat, sc, b, b + 1, plan, True)
 
 
+@ti.kernel
+def _pcg_one(work: nd1, stat: nd1, sc: nd1, plan: ti.template()):
+    """One iteration of every sample (parallel loops; the host tests convergence)."""
+    _cg_iteration(work, stat, sc, 0, sc.shape[0] // _NSC, plan, False)
+
+
+@ti.kernel
+def _pcg_finish(rhs: nd1, out: nd1, work: nd1, stat: nd1, sc: nd1, plan: ti.template(), serial: ti.template()):
+    """out = f·(x − mean) + (1 − f)·b: the fluid solution (zero when b_f = 0; zero fluid mean for singular
+    systems) and the identity rows of solid cells."""
+    h, w, n = ti.static(plan.levels[0][0], plan.levels[0][1], plan.n)
+    nb = sc.shape[0] // _NSC
+    if ti.static(plan.singular):
+        _fluid_mean_into(work, stat, sc, nb, plan, plan.x, serial)
+    ti.loop_config(serialize=serial)
+    for b, i in ti.ndrange(nb, h):
+        wb, sb = b * plan.nw + i * w, _stat_base(b, plan) + plan.fluid + i * w
+        mean = 0.0
+        if ti.static(plan.singular):
+            mean = sc[b * _NSC + _MEAN]
+        live = ti.select(sc[b * _NSC + _BB] == 0.0, 0.0, 1.0)
+        for j in range(w):
+            f = stat[sb + j]
+            out[b * n + i * w + j] = live * f * (work[wb + plan.x + j] - mean) + (1.0 - f) * rhs[b * n + i * w + j]
+
+
+@ti.kernel
+def _vcycle_only(work: nd1, stat: nd1, sc: nd1, plan: ti.template(), serial: ti.template()):
+    """z = M⁻¹ r alone (tests: the preconditioner must be symmetric positive definite)."""
+    _vcycle(work, stat, 0, sc.shape[0] // _NSC, plan, serial)
+
+
+@ti.kernel
+def _apply_only(work: nd1, stat: nd1, sc: nd1, plan: ti.template(), serial: ti.template()):
+    """A p → A p slot (tests)."""
+    h, w = ti.static(plan.levels[0][0], plan.levels[0][1])
+    ti.loop_config(serialize=serial)
+    for b, i in ti.ndrange(sc.shape[0] // _NSC, h):
+        wb, sb = b * plan.nw, _stat_base(b, plan)
+        for j in range(w):
+            work[wb + plan.ap + i * w + j] = _apply_at(work, stat, wb, sb, i, j, plan.p, plan.levels[0], plan.periodic)
+
+
+# ------------------------------------------------------------------------------------ operator arrays
 def diagonal(fluid: torch.Tensor, grid: Grid, bc: tuple[int, ...]) -> torch.Tensor:
     """Diagonal of ``A`` ``(B or 1, 1, H, W)``: per face, the neighbour's fluid weight (interior or across a
-    periodic seam), 2 for a Dirichlet boundary face (ghost −p), 0 for a zero-gradient one; over h²."""
+    periodic seam), 2 for a Dirichlet boundary face (ghost −p), 0 for a zero-gradient one; over h²;
+    1 on solid cells."""
     hy, hx = grid.spacing
     d = torch.zeros_like(fluid)
     for dim, (lo, hi), inv_h2 in ((2, bc[0:2], 1.0 / hy**2), (3, bc[2:4], 1.0 / hx**2)):
         n = fluid.shape[dim]
         for code, shift in ((lo, 1), (hi, -1)):  # lower neighbour: shift the mask down by one
-            if code == PERIODIC:
-                nb = torch.roll(fluid, shift, dims=dim)
-            else:
-                edge = 2.0 if code == DIRICHLET else 0.0
-                nb = torch.roll(fluid, shift, dims=dim)
-                idx = 0 if shift == 1 else n - 1
-                nb.narrow(dim, idx, 1).fill_(edge)
+            nb = torch.roll(fluid, shift, dims=dim)
+            if code != PERIODIC:
+                nb.narrow(dim, 0 if shift == 1 else n - 1, 1).fill_(2.0 if code == DIRICHLET else 0.0)
             d = d + nb * inv_h2
     return torch.where(fluid > 0.5, d, torch.ones_like(d)).contiguous()
 
 
-def _coarsen_mask(fluid: torch.Tensor) -> torch.Tensor:
-    """A coarse cell is fluid when any of its four children is."""
-    return torch.nn.functional.max_pool2d(fluid, 2).contiguous()
+def couplings(fluid: torch.Tensor, grid: Grid, bc: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """Lower-face couplings ``(c_y, c_x)`` of ``A``, each ``(B or 1, 1, H, W)``: ``c[i] = w_i w_{i−1} / h²``
+    (wrapping on a periodic axis, 0 on the first row/column otherwise)."""
+    out = []
+    for dim, code, h in ((2, bc[0], grid.spacing[0]), (3, bc[2], grid.spacing[1])):
+        c = fluid * torch.roll(fluid, 1, dims=dim) / h**2
+        if code != PERIODIC:
+            c.narrow(dim, 0, 1).zero_()
+        out.append(c.contiguous())
+    return tuple(out)
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """Compile-time description of a V-cycle: per-level ``layout`` tuples, the coarse solve, boundary
-    codes, sweeps. One hashable ``ti.template()`` argument (Taichi hashes it instead of walking nested
-    tuples on every launch, which cost ~3 ms per karman step)."""
-
-    layout: tuple
-    coarse: tuple
-    bc: tuple
-    sweeps: int
-
-
-@dataclass
-class _Level:
-    grid: Grid
-    fluid: torch.Tensor
-    diag: torch.Tensor
+def _galerkin(fluid: torch.Tensor, diag: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The coarse level's ``(fluid, d, c_y, c_x)`` of ``Pᵀ A P`` on fluid cells (P: copy to fluid children)."""
+    fc = torch.nn.functional.max_pool2d(fluid, 2)
+    cyc = cy[..., 0::2, 0::2] + cy[..., 0::2, 1::2]  # the coarse cell's lower y face: its bottom children's
+    cxc = cx[..., 0::2, 0::2] + cx[..., 1::2, 0::2]
+    inner = cy[..., 1::2, 0::2] + cy[..., 1::2, 1::2] + cx[..., 0::2, 1::2] + cx[..., 1::2, 1::2]
+    d = torch.nn.functional.avg_pool2d(fluid * diag, 2) * 4 - 2 * inner
+    d = torch.where(fc > 0.5, d, torch.ones_like(d))
+    return fc, d, cyc, cxc
 
 
-MAX_DENSE_COARSE = 1024
-"""Largest coarsest level (cells) solved with a dense pseudo-inverse; beyond, Jacobi sweeps."""
+def _dense(diag: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor) -> torch.Tensor:
+    """The assembled level operator per mask sample, ``(B or 1, n, n)`` (float64)."""
+    bm, _, h, w = diag.shape
+    n = h * w
+    idx = torch.arange(n).view(h, w)
+    mats = []
+    for k in range(bm):
+        a = torch.diag(diag[k, 0].flatten().double())
+        for c, nb in ((cy[k, 0], torch.roll(idx, 1, 0)), (cx[k, 0], torch.roll(idx, 1, 1))):
+            a.index_put_((idx.flatten(), nb.flatten()), -c.flatten().double(), accumulate=True)
+            a.index_put_((nb.flatten(), idx.flatten()), -c.flatten().double(), accumulate=True)
+        mats.append(a)
+    return torch.stack(mats)
 
 
-class Multigrid:
-    """A V-cycle preconditioner ``z = M⁻¹ r`` for the masked Poisson operator on ``grid``, one kernel
-    launch per application.
+# ------------------------------------------------------------------------------------ the solver
+class PoissonSolver:
+    """Multigrid-preconditioned CG for ``A x = b`` on ``grid`` with obstacle mask ``fluid`` and pressure
+    boundary codes ``bc`` (see module docstring); one instance per mask, reused across calls.
 
     Args:
-        grid: the fine 2D grid; fluid: ``(B or 1, 1, H, W)`` mask; bc: pressure boundary codes.
-        sweeps: Jacobi sweeps before and after each coarse correction; omega: Jacobi damping.
+        grid: the 2D grid ``(H, W)``; fluid: ``(B or 1, 1, H, W)`` 0/1 mask; bc: pressure boundary codes.
+        sweeps: red–black Gauss–Seidel sweeps before and after each coarse correction.
+        alpha: coarse-correction scaling (over-correction), ``0 < α < 2``.
         min_size: stop coarsening when an axis would drop below this many cells (or become odd).
     """
 
     def __init__(
-        self, grid: Grid, fluid: torch.Tensor, bc: tuple[int, ...], *, sweeps: int = 2, omega: float = 0.8, min_size: int = 4
+        self,
+        grid: Grid,
+        fluid: torch.Tensor,
+        bc: tuple[int, ...],
+        *,
+        sweeps: int = 2,
+        alpha: float = 1.6,
+        min_size: int = 4,
     ) -> None:
-        self.sweeps, self.omega, self.bc = sweeps, omega, bc
-        self.levels: list[_Level] = []
-        g, f = grid, fluid
-        while True:
-            self.levels.append(_Level(g, f, diagonal(f, g, bc)))
-            h, w = g.shape
-            if h % 2 or w % 2 or h // 2 < min_size or w // 2 < min_size:
-                break
-            g, f = g.coarsen(2), _coarsen_mask(f)
-        # Flat storage: per level x, tmp, rhs in the work buffer; fluid, diag (+ coarsest inverse) in stat.
-        layout, work_off, stat_parts, stat_off = [], 0, [], 0
-        for lvl in self.levels:
-            (h, w), (hy, hx), n = lvl.grid.shape, lvl.grid.spacing, lvl.grid.shape[0] * lvl.grid.shape[1]
-            layout.append((h, w, 1.0 / hy**2, 1.0 / hx**2, work_off, work_off + n, work_off + 2 * n, stat_off, stat_off + n))
-            work_off += 3 * n
-            stat_parts += [lvl.fluid.flatten(1), lvl.diag.flatten(1)]
-            stat_off += 2 * n
-        low = self.levels[-1]
-        n_low = low.grid.shape[0] * low.grid.shape[1]
+        if not 0.0 < alpha < 2.0:
+            raise ValueError(f"alpha must be in (0, 2) to keep the V-cycle positive definite, got {alpha}")
+        rt = ensure_init()
+        self.grid, self.bc, self.dtype, self.device = grid, tuple(bc), fluid.dtype, fluid.device
+        f = fluid.to(torch.float64)
+        d = diagonal(f, grid, bc)
+        cy, cx = couplings(f, grid, bc)
+        levels = [(f, d, cy, cx)]
+        h, w = grid.shape
+        while h % 2 == 0 and w % 2 == 0 and h // 2 >= min_size and w // 2 >= min_size:
+            levels.append(_galerkin(*levels[-1]))
+            h, w = h // 2, w // 2
+        self.n_levels = len(levels)
+        n = grid.shape[0] * grid.shape[1]
+        layout, stat_parts, w_off, s_off = [], [], 5 * n, 0
+        for lvl, (_, dl, cyl, cxl) in enumerate(levels):
+            lh, lw = dl.shape[2:]
+            nl = lh * lw
+            x_off, rhs_off = (4 * n, n) if lvl == 0 else (w_off, w_off + nl)
+            if lvl > 0:
+                w_off += 2 * nl
+            layout.append((lh, lw, x_off, rhs_off, s_off))
+            stat_parts += [dl.flatten(1), (1.0 / dl).flatten(1), cyl.flatten(1), cxl.flatten(1)]
+            s_off += 4 * nl
+        fluid_off = s_off
+        stat_parts += [f.flatten(1), f.flatten(1).sum(1, keepdim=True)]
+        s_off += n + 1
+        last = levels[-1]
+        n_low = last[1].shape[2] * last[1].shape[3]
         if n_low <= MAX_DENSE_COARSE:
-            stat_parts.append(self._dense_inverse(low).flatten(1))
-            self.coarse = (0, stat_off)
+            inv = torch.linalg.pinv(_dense(*last[1:]), hermitian=True)
+            stat_parts.append(inv.flatten(1))
+            coarse = (0, s_off)
+            s_off += n_low * n_low
         else:
-            self.coarse = (1, 40)  # Jacobi sweeps on a large coarsest level
-        self.plan = _Plan(tuple(layout), self.coarse, bc, sweeps)
-        self.work_size = work_off
-        self.stat = torch.cat(stat_parts, dim=1).contiguous()
+            coarse = (1, COARSE_SWEEPS)
+        self.stat = torch.cat(stat_parts, dim=1).to(dtype=rt.dtype, device=self.device).contiguous().flatten()
+        self.plan = _Plan(
+            levels=tuple(layout),
+            periodic=(bc[0] == PERIODIC, bc[2] == PERIODIC),
+            n=n,
+            nw=w_off,
+            ns=s_off,
+            mask_batched=fluid.shape[0] > 1,
+            fluid=fluid_off,
+            coarse=coarse,
+            sweeps=sweeps,
+            alpha=float(alpha),
+            singular=DIRICHLET not in bc,
+        )
+        self.mask_batch = fluid.shape[0]
+        self._work: dict[int, torch.Tensor] = {}
 
-    def _dense_inverse(self, level: _Level) -> torch.Tensor:
-        """Pseudo-inverse of the coarsest operator per mask sample, ``(B or 1, n, n)``."""
-        h, w = level.grid.shape
-        n = h * w
-        eye = torch.eye(n, dtype=level.fluid.dtype, device=level.fluid.device).reshape(n, 1, h, w)
-        mats = [
-            torch.linalg.pinv(
-                apply_poisson(eye, level.fluid[k : k + 1].contiguous(), level.grid, self.bc).reshape(n, n).T, hermitian=True
+    # -- buffers
+    def _buffers(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mask_batch not in (1, batch):
+            raise ValueError(f"the solver's mask has batch size {self.mask_batch} but the right-hand side has {batch}")
+        work = self._work.get(batch)
+        if work is None:
+            work = self._work[batch] = torch.zeros(batch * self.plan.nw, dtype=self.stat.dtype, device=self.device)
+        return work, torch.zeros(batch * _NSC, dtype=self.stat.dtype, device=self.device)
+
+    def serial(self, batch: int) -> bool:
+        """Whole solves in one launch with serial loops (the CPU arch below :data:`PARALLEL_ABOVE`)."""
+        return ensure_init().arch == "cpu" and batch * self.plan.n < PARALLEL_ABOVE
+
+    # -- the solve
+    def solve(
+        self,
+        b: torch.Tensor,
+        x0: torch.Tensor | None = None,
+        *,
+        rtol: float = 1e-5,
+        max_iter: int = 5000,
+        adjoint: bool = False,
+    ) -> torch.Tensor:
+        """Solve ``A x = b`` for ``b`` ``(B, 1, H, W)`` without autograd: CG on the fluid cells to
+        ``‖r‖ ≤ rtol·‖b_f‖`` per sample (warm start ``x0``), ``x = b`` on solid cells; for a singular
+        system ``b`` is projected onto the range and ``x`` has zero fluid mean. Records
+        :data:`taichi_dp.ops.linear_solve.last_solve`; warns :class:`NotConvergedWarning` with the residual
+        when ``max_iter`` is reached."""
+        batch = b.shape[0]
+        bf = b.detach().contiguous().view(-1)
+        work, sc = self._buffers(batch)
+        warm = x0 is not None
+        xf = x0.detach().contiguous().view(-1) if warm else bf
+        serial = self.serial(batch)
+        launch(_pcg_start, bf, xf, work, self.stat, sc, self.plan, warm, float(rtol), serial)
+        if serial:
+            launch(_pcg_all, work, self.stat, sc, self.plan, int(max_iter))
+        else:
+            for _ in range(max_iter):
+                if bool((sc[_DONE::_NSC] != 0).all()):
+                    break
+                launch(_pcg_one, work, self.stat, sc, self.plan)
+        out = torch.empty_like(bf)
+        launch(_pcg_finish, bf, out, work, self.stat, sc, self.plan, serial)
+        self._report(sc, rtol, max_iter, adjoint)
+        return out.view(b.shape)
+
+    def _report(self, sc: torch.Tensor, rtol: float, max_iter: int, adjoint: bool) -> None:
+        s = sc.view(-1, _NSC).double().cpu()
+        bb = s[:, _BB]
+        rel = torch.where(bb > 0, (s[:, _RR] / torch.where(bb > 0, bb, torch.ones_like(bb))).sqrt(), torch.zeros_like(bb))
+        info = linear_solve.last_solve
+        info.iterations, info.residual = int(s[:, _ITERS].max()), float(rel.max())
+        info.converged, info.adjoint = bool((s[:, _DONE] != 0).all()), adjoint
+        if not info.converged:
+            warnings.warn(
+                f"{'adjoint ' if adjoint else ''}multigrid-PCG did not converge in {max_iter} iterations: "
+                f"relative residual {info.residual:.3e} > rtol {rtol:.1e}",
+                NotConvergedWarning,
+                stacklevel=4,
             )
-            for k in range(level.fluid.shape[0])
-        ]
-        return torch.stack(mats)
 
-    def __call__(self, r: torch.Tensor) -> torch.Tensor:
-        """Apply the V-cycle to a residual ``(B, 1, H, W)``."""
-        r = r.contiguous()
-        z = torch.empty_like(r)
-        work = r.new_empty(r.shape[0], self.work_size)
-        launch(_vcycle, r, z, work, self.stat, self.plan, self.omega, serial_for((r.shape,)))
-        return z
+    # -- the pieces, for tests and diagnostics
+    def _run_piece(self, kernel: Any, vec: torch.Tensor, into: int, out_of: int) -> torch.Tensor:
+        batch, n = vec.shape[0], self.plan.n
+        work, sc = self._buffers(batch)
+        w = work.view(batch, self.plan.nw)
+        w[:, into : into + n] = vec.reshape(batch, n)
+        launch(kernel, work, self.stat, sc, self.plan, self.serial(batch))
+        return w[:, out_of : out_of + n].clone().view(vec.shape)
+
+    def vcycle(self, r: torch.Tensor) -> torch.Tensor:
+        """The preconditioner ``M⁻¹ r`` for ``r`` ``(B, 1, H, W)`` (zero on solid cells)."""
+        return self._run_piece(_vcycle_only, r, self.plan.r, self.plan.levels[0][2])
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """``A x`` for ``x`` ``(B, 1, H, W)``."""
+        return self._run_piece(_apply_only, x, self.plan.p, self.plan.ap)
 
 
-_CACHE: "OrderedDict[tuple, tuple[torch.Tensor, int, Multigrid]]" = OrderedDict()
+def solve(
+    solver: PoissonSolver, b: torch.Tensor, x0: torch.Tensor | None = None, *, rtol: float = 1e-5, max_iter: int = 5000
+) -> torch.Tensor:
+    """Differentiable :meth:`PoissonSolver.solve`: the backward pass solves ``A λ = ∂L/∂x`` (the solution
+    operator is symmetric) with ``rtol`` relative to the incoming gradient; ``x0`` gets no gradient."""
+    if torch.is_grad_enabled() and b.requires_grad:
+        return _Solve.apply(solver, rtol, max_iter, b, x0)
+    return solver.solve(b, x0, rtol=rtol, max_iter=max_iter)
 
 
-def multigrid_for(grid: Grid, fluid: torch.Tensor, bc: tuple[int, ...]) -> Multigrid:
-    """A cached :class:`Multigrid` for this grid, boundary and mask tensor. The cache holds the mask
+class _Solve(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, solver: PoissonSolver, rtol: float, max_iter: int, b: torch.Tensor, x0: Any) -> torch.Tensor:
+        ctx.solver, ctx.rtol, ctx.max_iter = solver, rtol, max_iter
+        return solver.solve(b, x0, rtol=rtol, max_iter=max_iter)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> Any:
+        lam = ctx.solver.solve(grad, None, rtol=ctx.rtol, max_iter=ctx.max_iter, adjoint=True)
+        return None, None, None, lam, None
+
+
+_CACHE: "OrderedDict[tuple, tuple[torch.Tensor, int, PoissonSolver]]" = OrderedDict()
+
+
+def solver_for(grid: Grid, fluid: torch.Tensor, bc: tuple[int, ...]) -> PoissonSolver:
+    """A cached :class:`PoissonSolver` for this grid, boundary and mask tensor. The cache holds the mask
     tensor itself (so its identity cannot be reused by another tensor) and its version counter (so an
     in-place edit rebuilds the hierarchy); it is derived data, never state that changes results."""
-    key = (grid, bc, id(fluid))
+    key = (grid, tuple(bc), id(fluid), ensure_init().dtype)
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is fluid and hit[1] == fluid._version:
         _CACHE.move_to_end(key)
         return hit[2]
-    mg = Multigrid(grid, fluid, bc)
-    _CACHE[key] = (fluid, fluid._version, mg)
+    solver = PoissonSolver(grid, fluid, bc)
+    _CACHE[key] = (fluid, fluid._version, solver)
     while len(_CACHE) > 8:
         _CACHE.popitem(last=False)
-    return mg
+    return solver
+

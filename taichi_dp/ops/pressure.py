@@ -23,11 +23,11 @@ import taichi as ti
 import torch
 
 from ..bridge import KernelOp
-from ..grid import Grid
+from ..grid import DIRICHLET, Grid
 from ..grid.staggered import FlowBoundary, apply_boundary, check_staggered
 from ..runtime import check_state, check_tensor, ensure_init
+from . import multigrid
 from .linear_solve import solve_spd
-from .multigrid import multigrid_for
 from .poisson import _neighbour, apply_poisson
 
 nd4 = ti.types.ndarray(ndim=4)
@@ -172,31 +172,33 @@ def apply_projection(
     hy, hx = grid.spacing
     pbc = boundary.pressure()
     v = apply_boundary(v, grid, boundary, fluid)
-    rhs = -apply_divergence(v, grid) * fluid
-    singular = not boundary.has_outflow
+    rhs = -apply_divergence(v, grid)
+    guess = None if pressure_guess is None else pressure_guess.detach()
+    if preconditioner == "multigrid":  # masking and the null space are handled inside the fused solver
+        p = multigrid.solve(multigrid.solver_for(grid, fluid, pbc.codes), rhs, guess, rtol=rtol, max_iter=max_iter)
+    else:
+        p = _plain_cg(rhs, fluid, grid, pbc.codes, guess, rtol, max_iter)
+    (out,) = _SUBTRACT_GRADIENT((v, p), (v.shape,), (fluid, pbc.codes, 1.0 / hy, 1.0 / hx))
+    return out, p
+
+
+def _plain_cg(
+    rhs: torch.Tensor, fluid: torch.Tensor, grid: Grid, codes: tuple, guess: torch.Tensor | None, rtol: float, max_iter: int
+) -> torch.Tensor:
+    """The unpreconditioned reference path: torch-side CG (:func:`~taichi_dp.ops.linear_solve.solve_spd`)
+    on ``A`` applied by a Taichi kernel, with the same masking and null-space handling."""
+    rhs = rhs * fluid
+    singular = DIRICHLET not in codes
     if singular:
         rhs = rhs - _fluid_mean(rhs, fluid) * fluid
 
     def matvec(p: torch.Tensor) -> torch.Tensor:
-        return apply_poisson(p, fluid, grid, pbc.codes)
+        return apply_poisson(p, fluid, grid, codes)
 
-    precond = None
-    if preconditioner == "multigrid":
-        mg = multigrid_for(grid, fluid, pbc.codes)
-
-        def precond(r: torch.Tensor) -> torch.Tensor:
-            # Fluid block: the V-cycle. Solid cells are decoupled identity rows: their exact inverse.
-            z = mg(r * fluid) * fluid
-            if singular:
-                z = z - _fluid_mean(z, fluid) * fluid
-            return z + r * (1 - fluid)
-
-    guess = None if pressure_guess is None else pressure_guess.detach() * fluid
-    p = solve_spd(matvec, rhs, (), x0=guess, rtol=rtol, max_iter=max_iter, precond=precond)
+    p = solve_spd(matvec, rhs, (), x0=None if guess is None else guess * fluid, rtol=rtol, max_iter=max_iter)
     if singular:
         p = (p - _fluid_mean(p, fluid)) * fluid
-    (out,) = _SUBTRACT_GRADIENT((v, p), (v.shape,), (fluid, pbc.codes, 1.0 / hy, 1.0 / hx))
-    return out, p
+    return p
 
 
 def _fluid_mean(x: torch.Tensor, fluid: torch.Tensor) -> torch.Tensor:
