@@ -93,6 +93,8 @@ class _Plan:
     sweeps: int
     alpha: float
     singular: bool  # no Dirichlet side: constant null space
+    inv_h: tuple  # (1/h_y, 1/h_x) of the fine grid
+    dirichlet: tuple  # ((y_lo, y_hi), (x_lo, x_hi)): Dirichlet (outflow) pressure sides
 
     # CG vectors in ``work``: x, r, p, A p, z
     @property
@@ -357,12 +359,130 @@ def _fluid_mean_into(work: ti.template(), stat: ti.template(), sc: ti.template()
         sc[b * _NSC + _MEAN] /= stat[_stat_base(b, plan) + plan.fluid + plan.n]
 
 
+# ------------------------------------------------------------------------------------ faces
+# The projection reads and writes the staggered velocity ``(B, 2, H+1, W+1)`` (flat): component ``c``'s
+# face with index ``a`` along axis ``c`` and ``o`` across it. The pressure gradient on a face, with the
+# couplings ``c = w_lo w_hi / h²`` of the lower cell face:
+#
+#     (G p)_face = c h (p_a − p_{a−1})        interior face, or across a periodic seam (faces 0 and N)
+#                = ± 2 w p / h                 Dirichlet (outflow) boundary face (ghost −p)
+#                = 0                           zero-gradient boundary face, padding
+#
+# and its transpose ``Gᵀ`` (faces → cells) gathers the same coefficients; ``D`` is the divergence
+# (faces → cells) and ``Dᵀ`` its transpose. Hand-written adjoints: the projection is linear in ``v``.
+@ti.func
+def _cell(c: ti.template(), a, o, plan: ti.template()):
+    """Flat cell index of the cell ``a`` along axis ``c``, ``o`` across it."""
+    idx = 0
+    if ti.static(c == 0):
+        idx = a * plan.levels[0][1] + o
+    else:
+        idx = o * plan.levels[0][1] + a
+    return idx
+
+
+@ti.func
+def _face(b, c: ti.template(), a, o, plan: ti.template()):
+    """Flat index of component ``c``'s face ``a`` along axis ``c``, ``o`` across it, sample ``b``."""
+    h1, w1 = ti.static(plan.levels[0][0] + 1, plan.levels[0][1] + 1)
+    idx = 0
+    if ti.static(c == 0):
+        idx = ((b * 2) * h1 + a) * w1 + o
+    else:
+        idx = ((b * 2 + 1) * h1 + o) * w1 + a
+    return idx
+
+
+@ti.func
+def _grad_face(p: ti.template(), stat: ti.template(), pb, sb, c: ti.template(), a, o, plan: ti.template()):
+    """``(G p)`` on face ``a`` of axis ``c`` (``p``: cells of one sample at offset ``pb``)."""
+    big_n = ti.static(plan.levels[0][c])
+    coup = ti.static(plan.levels[0][4] + (2 + c) * plan.n)
+    h = ti.static(1.0 / plan.inv_h[c])
+    g = 0.0
+    if a > 0 and a < big_n:
+        g = stat[sb + coup + _cell(c, a, o, plan)] * h * (p[pb + _cell(c, a, o, plan)] - p[pb + _cell(c, a - 1, o, plan)])
+    else:
+        if ti.static(plan.periodic[c]):
+            c0, cn = _cell(c, 0, o, plan), _cell(c, big_n - 1, o, plan)
+            g = stat[sb + coup + c0] * h * (p[pb + c0] - p[pb + cn])
+        else:
+            if ti.static(plan.dirichlet[c][0]):
+                if a == 0:
+                    c0 = _cell(c, 0, o, plan)
+                    g = 2.0 * stat[sb + plan.fluid + c0] * p[pb + c0] * plan.inv_h[c]
+            if ti.static(plan.dirichlet[c][1]):
+                if a == big_n:
+                    cn = _cell(c, big_n - 1, o, plan)
+                    g = -2.0 * stat[sb + plan.fluid + cn] * p[pb + cn] * plan.inv_h[c]
+    return g
+
+
+@ti.func
+def _grad_t_cell(gf: ti.template(), stat: ti.template(), b, sb, c: ti.template(), a, o, plan: ti.template()):
+    """``(Gᵀ g)`` at cell ``a`` of axis ``c`` from the face values ``gf``: the coefficients of
+    :func:`_grad_face` on this cell, gathered from its two faces (and the seam's twin on periodic axes)."""
+    big_n = ti.static(plan.levels[0][c])
+    coup = ti.static(plan.levels[0][4] + (2 + c) * plan.n)
+    h = ti.static(1.0 / plan.inv_h[c])
+    s = 0.0
+    if a > 0:  # the lower face: + c h
+        s += stat[sb + coup + _cell(c, a, o, plan)] * h * gf[_face(b, c, a, o, plan)]
+    else:
+        if ti.static(plan.periodic[c]):
+            s += stat[sb + coup + _cell(c, 0, o, plan)] * h * (gf[_face(b, c, 0, o, plan)] + gf[_face(b, c, big_n, o, plan)])
+        elif ti.static(plan.dirichlet[c][0]):
+            s += 2.0 * stat[sb + plan.fluid + _cell(c, 0, o, plan)] * plan.inv_h[c] * gf[_face(b, c, 0, o, plan)]
+    if a + 1 < big_n:  # the upper face: − c h
+        s -= stat[sb + coup + _cell(c, a + 1, o, plan)] * h * gf[_face(b, c, a + 1, o, plan)]
+    else:
+        if ti.static(plan.periodic[c]):
+            s -= stat[sb + coup + _cell(c, 0, o, plan)] * h * (gf[_face(b, c, big_n, o, plan)] + gf[_face(b, c, 0, o, plan)])
+        elif ti.static(plan.dirichlet[c][1]):
+            s -= 2.0 * stat[sb + plan.fluid + _cell(c, big_n - 1, o, plan)] * plan.inv_h[c] * gf[_face(b, c, big_n, o, plan)]
+    return s
+
+
+@ti.func
+def _div_t_face(mu: ti.template(), pb, c: ti.template(), a, o, plan: ti.template()):
+    """``(Dᵀ μ)`` on face ``a`` of axis ``c``: (μ below − μ above) / h, cells outside count 0."""
+    big_n = ti.static(plan.levels[0][c])
+    s = 0.0
+    if a >= 1:
+        s += mu[pb + _cell(c, a - 1, o, plan)]
+    if a < big_n:
+        s -= mu[pb + _cell(c, a, o, plan)]
+    return s * plan.inv_h[c]
+
+
+@ti.func
+def _rhs_at(src: ti.template(), aux: ti.template(), stat: ti.template(), b, sb, i, j, plan: ti.template(),
+            source: ti.template()):
+    """The right-hand side at cell ``(i, j)``: ``source`` 0: ``src`` (cells); 1: ``−D src`` (faces);
+    2: ``aux − Gᵀ src`` (faces ``src``, cells ``aux``: the projection's adjoint)."""
+    r = 0.0
+    if ti.static(source == 0):
+        r = src[b * plan.n + i * plan.levels[0][1] + j]
+    elif ti.static(source == 1):
+        r = -(src[_face(b, 0, i + 1, j, plan)] - src[_face(b, 0, i, j, plan)]) * plan.inv_h[0] - (
+            src[_face(b, 1, j + 1, i, plan)] - src[_face(b, 1, j, i, plan)]
+        ) * plan.inv_h[1]
+    else:
+        r = (
+            aux[b * plan.n + i * plan.levels[0][1] + j]
+            - _grad_t_cell(src, stat, b, sb, 0, i, j, plan)
+            - _grad_t_cell(src, stat, b, sb, 1, j, i, plan)
+        )
+    return r
+
+
 # ------------------------------------------------------------------------------------ kernels
 @ti.kernel
-def _pcg_start(rhs: nd1, x0: nd1, work: nd1, stat: nd1, sc: nd1, plan: ti.template(), warm: ti.template(),
-               rtol: float, serial: ti.template()):
-    """r = f·(b − mean) (mean over fluid, singular systems only), x = f·x0 or 0, r −= A x, p = 0;
-    sc: ‖b_f‖², ‖r‖², target = rtol²‖b_f‖², done, zero iterations, (r·z)_old = 0."""
+def _pcg_start(src: nd1, aux: nd1, x0: nd1, work: nd1, stat: nd1, sc: nd1, plan: ti.template(),
+               source: ti.template(), warm: ti.template(), rtol: float, serial: ti.template()):
+    """b from ``src``/``aux`` (:func:`_rhs_at`); r = f·(b − mean) (mean over fluid, singular systems
+    only), x = f·x0 or 0, r −= A x, p = 0; sc: ‖b_f‖², ‖r‖², target = rtol²‖b_f‖², done, zero
+    iterations, (r·z)_old = 0."""
     h, w, n = ti.static(plan.levels[0][0], plan.levels[0][1], plan.n)
     nb = sc.shape[0] // _NSC
     ti.loop_config(serialize=serial)
@@ -370,10 +490,10 @@ def _pcg_start(rhs: nd1, x0: nd1, work: nd1, stat: nd1, sc: nd1, plan: ti.templa
         for s in ti.static(range(_NSC)):
             sc[b * _NSC + s] = 0.0
     ti.loop_config(serialize=serial)
-    for b, i in ti.ndrange(nb, h):  # copy the right-hand side into the work buffer
-        wb = b * plan.nw + i * w
+    for b, i in ti.ndrange(nb, h):  # the right-hand side into the work buffer
+        wb, sb = b * plan.nw + i * w, _stat_base(b, plan)
         for j in range(w):
-            work[wb + plan.r + j] = rhs[b * n + i * w + j]
+            work[wb + plan.r + j] = _rhs_at(src, aux, stat, b, sb, i, j, plan, source)
     if ti.static(plan.singular):
         _fluid_mean_into(work, stat, sc, nb, plan, plan.r, serial)
     ti.loop_config(serialize=serial)
@@ -424,9 +544,12 @@ def _pcg_one(work: nd1, stat: nd1, sc: nd1, plan: ti.template()):
 
 
 @ti.kernel
-def _pcg_finish(rhs: nd1, out: nd1, work: nd1, stat: nd1, sc: nd1, plan: ti.template(), serial: ti.template()):
-    """out = f·(x − mean) + (1 − f)·b: the fluid solution (zero when b_f = 0; zero fluid mean for singular
-    systems) and the identity rows of solid cells."""
+def _pcg_finish(rhs: nd1, faces: nd1, out: nd1, out_faces: nd1, work: nd1, stat: nd1, sc: nd1, plan: ti.template(),
+                sink: ti.template(), serial: ti.template()):
+    """``out`` (cells) = f·(x − mean), zero when b_f = 0 (zero fluid mean for singular systems), plus
+    ``sink`` 0: the identity rows of solid cells, ``(1 − f)·rhs`` (a plain solve);
+    1: ``out_faces = faces − G out`` on real faces (the projected velocity; padding copied);
+    2: ``out_faces = faces − Dᵀ out`` on real faces (the projection's adjoint; padding copied)."""
     h, w, n = ti.static(plan.levels[0][0], plan.levels[0][1], plan.n)
     nb = sc.shape[0] // _NSC
     if ti.static(plan.singular):
@@ -440,7 +563,27 @@ def _pcg_finish(rhs: nd1, out: nd1, work: nd1, stat: nd1, sc: nd1, plan: ti.temp
         live = ti.select(sc[b * _NSC + _BB] == 0.0, 0.0, 1.0)
         for j in range(w):
             f = stat[sb + j]
-            out[b * n + i * w + j] = live * f * (work[wb + plan.x + j] - mean) + (1.0 - f) * rhs[b * n + i * w + j]
+            x = live * f * (work[wb + plan.x + j] - mean)
+            if ti.static(sink == 0):
+                x += (1.0 - f) * rhs[b * n + i * w + j]
+            out[b * n + i * w + j] = x
+    if ti.static(sink != 0):
+        ti.loop_config(serialize=serial)
+        for b, i in ti.ndrange(nb, h + 1):
+            sb = _stat_base(b, plan)
+            for c in ti.static(range(2)):
+                for k in range(w + 1):
+                    a, o, real = k, i, i < h  # v_x face (i, k): along x, real below row H
+                    if ti.static(c == 0):
+                        a, o, real = i, k, k < w  # v_y face (i, k): along y, real left of column W
+                    idx = _face(b, c, a, o, plan)
+                    d = 0.0
+                    if real:
+                        if ti.static(sink == 1):
+                            d = _grad_face(out, stat, b * n, sb, c, a, o, plan)
+                        else:
+                            d = _div_t_face(out, b * n, c, a, o, plan)
+                    out_faces[idx] = faces[idx] - d
 
 
 @ti.kernel
@@ -533,8 +676,8 @@ class PoissonSolver:
         fluid: torch.Tensor,
         bc: tuple[int, ...],
         *,
-        sweeps: int = 2,
-        alpha: float = 1.6,
+        sweeps: int = 1,
+        alpha: float = 1.8,
         min_size: int = 4,
     ) -> None:
         if not 0.0 < alpha < 2.0:
@@ -586,6 +729,8 @@ class PoissonSolver:
             sweeps=sweeps,
             alpha=float(alpha),
             singular=DIRICHLET not in bc,
+            inv_h=(1.0 / grid.spacing[0], 1.0 / grid.spacing[1]),
+            dirichlet=((bc[0] == DIRICHLET, bc[1] == DIRICHLET), (bc[2] == DIRICHLET, bc[3] == DIRICHLET)),
         )
         self.mask_batch = fluid.shape[0]
         self._work: dict[int, torch.Tensor] = {}
@@ -620,11 +765,44 @@ class PoissonSolver:
         when ``max_iter`` is reached."""
         batch = b.shape[0]
         bf = b.detach().contiguous().view(-1)
+        out = torch.empty_like(bf)
+        self._run(batch, 0, bf, bf, x0, rtol, max_iter, adjoint, bf, bf, out, out)
+        return out.view(b.shape)
+
+    def project(
+        self, v: torch.Tensor, x0: torch.Tensor | None = None, *, rtol: float = 1e-5, max_iter: int = 5000
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pressure projection of a staggered velocity ``v`` ``(B, 2, H+1, W+1)`` (boundary conditions
+        already imposed), without autograd: ``p = S(−f·D v)``, ``v⁺ = v − G p`` (padding copied), in three
+        launches. Returns ``(v⁺, p)`` with ``p`` ``(B, 1, H, W)``."""
+        batch = v.shape[0]
+        vf = v.detach().contiguous().view(-1)
+        p = torch.empty(batch * self.plan.n, dtype=vf.dtype, device=vf.device)
+        out = torch.empty_like(vf)
+        self._run(batch, 1, vf, vf, x0, rtol, max_iter, False, vf, vf, p, out)
+        return out.view(v.shape), p.view(batch, 1, *self.grid.shape)
+
+    def project_adjoint(
+        self, g_out: torch.Tensor, g_p: torch.Tensor, *, rtol: float = 1e-5, max_iter: int = 5000
+    ) -> torch.Tensor:
+        """The vector–Jacobian product of :meth:`project`: ``g_v = g_out − Dᵀ(f·λ)`` with
+        ``λ = S(g_p − Gᵀ g_out)`` (``S`` symmetric: one more solve, ``rtol`` relative to its rhs)."""
+        batch = g_out.shape[0]
+        gf, pf = g_out.detach().contiguous().view(-1), g_p.detach().contiguous().view(-1)
+        lam = torch.empty_like(pf)
+        g_v = torch.empty_like(gf)
+        self._run(batch, 2, gf, pf, None, rtol, max_iter, True, gf, gf, lam, g_v)
+        return g_v.view(g_out.shape)
+
+    def _run(self, batch: int, mode: int, src: torch.Tensor, aux: torch.Tensor, x0: torch.Tensor | None, rtol: float,
+             max_iter: int, adjoint: bool, rhs: torch.Tensor, faces: torch.Tensor, out: torch.Tensor,
+             out_faces: torch.Tensor) -> None:
+        """Start (right-hand side of kind ``mode``), iterate, finish (output of kind ``mode``), report."""
         work, sc = self._buffers(batch)
         warm = x0 is not None
-        xf = x0.detach().contiguous().view(-1) if warm else bf
+        xf = x0.detach().contiguous().view(-1) if warm else aux
         serial = self.serial(batch)
-        launch(_pcg_start, bf, xf, work, self.stat, sc, self.plan, warm, float(rtol), serial)
+        launch(_pcg_start, src, aux, xf, work, self.stat, sc, self.plan, mode, warm, float(rtol), serial)
         if serial:
             launch(_pcg_all, work, self.stat, sc, self.plan, int(max_iter))
         else:
@@ -632,10 +810,8 @@ class PoissonSolver:
                 if bool((sc[_DONE::_NSC] != 0).all()):
                     break
                 launch(_pcg_one, work, self.stat, sc, self.plan)
-        out = torch.empty_like(bf)
-        launch(_pcg_finish, bf, out, work, self.stat, sc, self.plan, serial)
+        launch(_pcg_finish, rhs, faces, out, out_faces, work, self.stat, sc, self.plan, mode, serial)
         self._report(sc, rtol, max_iter, adjoint)
-        return out.view(b.shape)
 
     def _report(self, sc: torch.Tensor, rtol: float, max_iter: int, adjoint: bool) -> None:
         s = sc.view(-1, _NSC).double().cpu()
@@ -691,6 +867,33 @@ class _Solve(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> Any:
         lam = ctx.solver.solve(grad, None, rtol=ctx.rtol, max_iter=ctx.max_iter, adjoint=True)
         return None, None, None, lam, None
+
+
+def project(
+    solver: PoissonSolver, v: torch.Tensor, x0: torch.Tensor | None = None, *, rtol: float = 1e-5, max_iter: int = 5000
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable :meth:`PoissonSolver.project`: ``(v⁺, p)``; the backward pass is
+    :meth:`PoissonSolver.project_adjoint` (one solve); ``x0`` gets no gradient."""
+    if torch.is_grad_enabled() and v.requires_grad:
+        return _Project.apply(solver, rtol, max_iter, v, x0)
+    return solver.project(v, x0, rtol=rtol, max_iter=max_iter)
+
+
+class _Project(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, solver: PoissonSolver, rtol: float, max_iter: int, v: torch.Tensor, x0: Any) -> Any:
+        ctx.solver, ctx.rtol, ctx.max_iter = solver, rtol, max_iter
+        ctx.shapes = (v.shape, (v.shape[0], 1, *solver.grid.shape))
+        return solver.project(v, x0, rtol=rtol, max_iter=max_iter)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g_out: torch.Tensor | None, g_p: torch.Tensor | None) -> Any:
+        ref = g_out if g_out is not None else g_p
+        g_out = torch.zeros(ctx.shapes[0], dtype=ref.dtype, device=ref.device) if g_out is None else g_out
+        g_p = torch.zeros(ctx.shapes[1], dtype=ref.dtype, device=ref.device) if g_p is None else g_p
+        g_v = ctx.solver.project_adjoint(g_out, g_p, rtol=ctx.rtol, max_iter=ctx.max_iter)
+        return None, None, None, g_v, None
 
 
 _CACHE: "OrderedDict[tuple, tuple[torch.Tensor, int, PoissonSolver]]" = OrderedDict()

@@ -172,12 +172,10 @@ def apply_projection(
     hy, hx = grid.spacing
     pbc = boundary.pressure()
     v = apply_boundary(v, grid, boundary, fluid)
-    rhs = -apply_divergence(v, grid)
     guess = None if pressure_guess is None else pressure_guess.detach()
-    if preconditioner == "multigrid":  # masking and the null space are handled inside the fused solver
-        p = multigrid.solve(multigrid.solver_for(grid, fluid, pbc.codes), rhs, guess, rtol=rtol, max_iter=max_iter)
-    else:
-        p = _plain_cg(rhs, fluid, grid, pbc.codes, guess, rtol, max_iter)
+    if preconditioner == "multigrid":  # divergence, solve and gradient fused, with a hand-written adjoint
+        return multigrid.project(multigrid.solver_for(grid, fluid, pbc.codes), v, guess, rtol=rtol, max_iter=max_iter)
+    p = _plain_cg(-apply_divergence(v, grid), fluid, grid, pbc.codes, guess, rtol, max_iter)
     (out,) = _SUBTRACT_GRADIENT((v, p), (v.shape,), (fluid, pbc.codes, 1.0 / hy, 1.0 / hx))
     return out, p
 
