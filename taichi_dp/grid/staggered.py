@@ -20,13 +20,14 @@ are closed (zero normal velocity: static obstacles).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 
-from ._cartesian import Boundary, Dirichlet, Grid, Periodic, ZeroGradient
+from ._cartesian import Boundary, BoundaryCondition, Dirichlet, Grid, Periodic, ZeroGradient
 
 
 @dataclass(frozen=True)
@@ -104,30 +105,41 @@ class FlowBoundary:
 
     def pressure(self) -> Boundary:
         """Boundary conditions of the pressure: 0 at outflows, zero-gradient at walls and inflows."""
-
-        def p(s: FlowSide):
-            return s if isinstance(s, Periodic) else Dirichlet(0.0) if isinstance(s, Outflow) else ZeroGradient()
-
-        return Boundary(tuple((p(lo), p(hi)) for lo, hi in self.sides))
+        return _pressure_boundary(self)
 
     def component(self, c: int) -> Boundary:
         """Boundary conditions of the velocity component ``c`` (0: v_y, 1: v_x) for advection, diffusion
         and interpolation: along ``c``'s own axis only periodicity matters (the boundary faces carry their
         values); across it, walls and inflows are Dirichlet (the wall's tangential velocity, 0 for an
         inflow) and slip walls and outflows zero-gradient."""
+        return _component_boundary(self, c)
 
-        def bc(s: FlowSide, normal: bool):
-            if isinstance(s, Periodic):
-                return s
-            if isinstance(s, Outflow):
-                return ZeroGradient()
-            if isinstance(s, Inflow):
-                return Dirichlet(s.speed if normal else 0.0)
-            if normal:
-                return Dirichlet(0.0)
-            return ZeroGradient() if s.slip else Dirichlet(s.velocity)
 
-        return Boundary(tuple((bc(lo, axis == c), bc(hi, axis == c)) for axis, (lo, hi) in enumerate(self.sides)))
+def _pressure_side(s: FlowSide) -> BoundaryCondition:
+    return s if isinstance(s, Periodic) else Dirichlet(0.0) if isinstance(s, Outflow) else ZeroGradient()
+
+
+def _component_side(s: FlowSide, normal: bool) -> BoundaryCondition:
+    if isinstance(s, Periodic):
+        return s
+    if isinstance(s, Outflow):
+        return ZeroGradient()
+    if isinstance(s, Inflow):
+        return Dirichlet(s.speed if normal else 0.0)
+    if normal:
+        return Dirichlet(0.0)
+    return ZeroGradient() if s.slip else Dirichlet(s.velocity)
+
+
+@functools.lru_cache(maxsize=256)  # boundaries are immutable and every step asks for the same ones
+def _pressure_boundary(boundary: FlowBoundary) -> Boundary:
+    return Boundary(tuple((_pressure_side(lo), _pressure_side(hi)) for lo, hi in boundary.sides))
+
+
+@functools.lru_cache(maxsize=256)
+def _component_boundary(boundary: FlowBoundary, c: int) -> Boundary:
+    sides = enumerate(boundary.sides)
+    return Boundary(tuple((_component_side(lo, axis == c), _component_side(hi, axis == c)) for axis, (lo, hi) in sides))
 
 
 def staggered_shape(grid: Grid) -> tuple[int, int, int]:

@@ -41,6 +41,7 @@ gradient), never a differentiation of these kernels.
 
 # No `from __future__ import annotations`: Taichi reads kernel annotations at definition time.
 
+import math
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -814,12 +815,11 @@ class PoissonSolver:
         self._report(sc, rtol, max_iter, adjoint)
 
     def _report(self, sc: torch.Tensor, rtol: float, max_iter: int, adjoint: bool) -> None:
-        s = sc.view(-1, _NSC).double().cpu()
-        bb = s[:, _BB]
-        rel = torch.where(bb > 0, (s[:, _RR] / torch.where(bb > 0, bb, torch.ones_like(bb))).sqrt(), torch.zeros_like(bb))
+        rows = sc.view(-1, _NSC).tolist()  # one device → host copy, then plain Python
         info = linear_solve.last_solve
-        info.iterations, info.residual = int(s[:, _ITERS].max()), float(rel.max())
-        info.converged, info.adjoint = bool((s[:, _DONE] != 0).all()), adjoint
+        info.iterations = int(max(r[_ITERS] for r in rows))
+        info.residual = max(math.sqrt(r[_RR] / r[_BB]) if r[_BB] > 0 else 0.0 for r in rows)
+        info.converged, info.adjoint = all(r[_DONE] != 0 for r in rows), adjoint
         if not info.converged:
             warnings.warn(
                 f"{'adjoint ' if adjoint else ''}multigrid-PCG did not converge in {max_iter} iterations: "

@@ -110,6 +110,26 @@ def _clamp4(x, v00, v01, v10, v11):
 
 
 # ---------------------------------------------------------------------------------------- kernels
+@ti.func
+def _face_velocity(vel: ti.template(), b, c: ti.template(), i, k, bc_y: ti.template(), bc_x: ti.template()):
+    """The velocity ``(u_y, u_x)`` at component ``c``'s face ``(i, k)``: its own component is the face
+    value itself, the other one is interpolated (the four nearest faces of the other grid)."""
+    py = i - 0.5 * (1 - c)  # face position in cell space
+    px = k - 0.5 * c
+    uy, ux = 0.0, 0.0
+    if ti.static(c == 0):
+        own = i
+        if ti.static(bc_y[0][0] == PERIODIC):  # the seam's face N reads face 0, as interpolation does
+            own = ti.select(i == vel.shape[2] - 1, 0, i)
+        uy, ux = vel[b, 0, own, k], _sample_vx(vel, b, py, px, bc_x)
+    else:
+        own = k
+        if ti.static(bc_x[0][2] == PERIODIC):
+            own = ti.select(k == vel.shape[3] - 1, 0, k)
+        uy, ux = _sample_vy(vel, b, py, px, bc_y), vel[b, 1, i, own]
+    return uy, ux
+
+
 @ti.kernel
 def _sl_velocity(
     v: nd4,
@@ -122,16 +142,22 @@ def _sl_velocity(
     inv_hx: float,
     serial: ti.template(),
 ):
-    """Semi-Lagrangian advection of the staggered ``v`` by the staggered ``vel`` (both (B,2,H+1,W+1))."""
-    ti.loop_config(serialize=serial)
-    for b, c, i, k in ti.ndrange(v.shape[0], 2, v.shape[2], v.shape[3]):
-        py = i - 0.5 * (1 - c)  # face position in cell space
-        px = k - 0.5 * c
-        sy = dt[b] * _sample_vy(vel, b, py, px, bc_y) * inv_hy
-        sx = dt[b] * _sample_vx(vel, b, py, px, bc_x) * inv_hx
-        value = ti.select(c == 0, _sample_vy(v, b, py - sy, px - sx, bc_y), _sample_vx(v, b, py - sy, px - sx, bc_x))
-        valid = (c == 0 and k < v.shape[3] - 1) or (c == 1 and i < v.shape[2] - 1)
-        out[b, c, i, k] = ti.select(valid, value, 0.0)
+    """Semi-Lagrangian advection of the staggered ``v`` by the staggered ``vel`` (both (B,2,H+1,W+1)):
+    one loop per component, each face traced back by ``Δt u(face)`` and sampled there."""
+    for c in ti.static(range(2)):
+        ti.loop_config(serialize=serial)
+        for b, i, k in ti.ndrange(v.shape[0], v.shape[2], v.shape[3]):
+            uy, ux = _face_velocity(vel, b, c, i, k, bc_y, bc_x)
+            py = i - 0.5 * (1 - c) - dt[b] * uy * inv_hy  # departure point in cell space
+            px = k - 0.5 * c - dt[b] * ux * inv_hx
+            value = 0.0
+            valid = i < v.shape[2] - 1  # v_x faces: real below row H
+            if ti.static(c == 0):
+                value = _sample_vy(v, b, py, px, bc_y)
+                valid = k < v.shape[3] - 1  # v_y faces: real left of column W
+            else:
+                value = _sample_vx(v, b, py, px, bc_x)
+            out[b, c, i, k] = ti.select(valid, value, 0.0)
 
 
 @ti.kernel
