@@ -34,9 +34,10 @@ reductions (dot products) accumulate in registers and add once per row (a float 
 several times the stencil). Per-level constants (shape, offsets) are compile-time: storage is flat per
 sample, ``work[b·NW + offset + i·w + j]``.
 
-Differentiation: :func:`solve` is linear in ``b`` with a symmetric solution operator, so its backward
-pass is one more solve with the incoming gradient as right-hand side (tolerance relative to that
-gradient), never a differentiation of these kernels.
+Differentiation: the projection (:func:`project`) is linear in ``v`` and the solution operator is
+symmetric, so its backward pass (:meth:`PoissonSolver.project_adjoint`) is one more solve whose
+right-hand side is built from the incoming gradient (tolerance relative to it), never a
+differentiation of these kernels.
 """
 
 # No `from __future__ import annotations`: Taichi reads kernel annotations at definition time.
@@ -125,31 +126,33 @@ def _stat_base(b, plan: ti.template()):
 
 
 @ti.func
+def _neighbours(i, n: ti.template(), periodic: ti.template()):
+    """Lower and upper neighbour of index ``i`` on an axis of ``n`` cells (wrapped on a periodic axis,
+    clamped otherwise) and 1.0 when the upper face couples to a cell (always on a periodic axis; 0.0 at
+    the last cell of a non-periodic one, whose clamped neighbour then contributes nothing). The lower
+    face needs no flag: its coupling is 0 on the first cell of a non-periodic axis."""
+    lo, hi, hi_open = i - 1, i + 1, 1.0
+    if ti.static(periodic):
+        lo = ti.select(i == 0, n - 1, lo)
+        hi = ti.select(i == n - 1, 0, hi)
+    else:
+        lo = ti.max(lo, 0)
+        hi = ti.min(hi, n - 1)
+        hi_open = ti.select(i < n - 1, 1.0, 0.0)
+    return lo, hi, hi_open
+
+
+@ti.func
 def _offdiag(work: ti.template(), stat: ti.template(), wb, sb, i, j, xo: ti.template(), lv: ti.template(), per: ti.template()):
     """``Σ_f c_f x_{n(f)}`` at cell ``(i, j)`` of level ``lv`` for the vector at work offset ``xo``: the
     four face couplings (lower face: this cell's ``c``; upper face: the next cell's), wrapped on periodic
     axes, zero across a non-periodic boundary."""
     h, w, so = ti.static(lv[0], lv[1], lv[4])
     n = ti.static(lv[0] * lv[1])
-    dn, up, lf, rt = i - 1, i + 1, j - 1, j + 1
-    if ti.static(per[0]):
-        dn = ti.select(i == 0, h - 1, dn)
-        up = ti.select(i == h - 1, 0, up)
-    else:
-        dn = ti.max(dn, 0)
-        up = ti.min(up, h - 1)
-    if ti.static(per[1]):
-        lf = ti.select(j == 0, w - 1, lf)
-        rt = ti.select(j == w - 1, 0, rt)
-    else:
-        lf = ti.max(lf, 0)
-        rt = ti.min(rt, w - 1)
-    c_up = stat[sb + so + 2 * n + up * w + j]
-    c_rt = stat[sb + so + 3 * n + i * w + rt]
-    if ti.static(not per[0]):
-        c_up = ti.select(i < h - 1, c_up, 0.0)
-    if ti.static(not per[1]):
-        c_rt = ti.select(j < w - 1, c_rt, 0.0)
+    dn, up, up_open = _neighbours(i, h, per[0])
+    lf, rt, rt_open = _neighbours(j, w, per[1])
+    c_up = up_open * stat[sb + so + 2 * n + up * w + j]
+    c_rt = rt_open * stat[sb + so + 3 * n + i * w + rt]
     return (
         stat[sb + so + 2 * n + i * w + j] * work[wb + xo + dn * w + j]
         + c_up * work[wb + xo + up * w + j]
@@ -848,29 +851,6 @@ class PoissonSolver:
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """``A x`` for ``x`` ``(B, 1, H, W)``."""
         return self._run_piece(_apply_only, x, self.plan.p, self.plan.ap)
-
-
-def solve(
-    solver: PoissonSolver, b: torch.Tensor, x0: torch.Tensor | None = None, *, rtol: float = 1e-5, max_iter: int = 5000
-) -> torch.Tensor:
-    """Differentiable :meth:`PoissonSolver.solve`: the backward pass solves ``A λ = ∂L/∂x`` (the solution
-    operator is symmetric) with ``rtol`` relative to the incoming gradient; ``x0`` gets no gradient."""
-    if torch.is_grad_enabled() and b.requires_grad:
-        return _Solve.apply(solver, rtol, max_iter, b, x0)
-    return solver.solve(b, x0, rtol=rtol, max_iter=max_iter)
-
-
-class _Solve(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, solver: PoissonSolver, rtol: float, max_iter: int, b: torch.Tensor, x0: Any) -> torch.Tensor:
-        ctx.solver, ctx.rtol, ctx.max_iter = solver, rtol, max_iter
-        return solver.solve(b, x0, rtol=rtol, max_iter=max_iter)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> Any:
-        lam = ctx.solver.solve(grad, None, rtol=ctx.rtol, max_iter=ctx.max_iter, adjoint=True)
-        return None, None, None, lam, None
 
 
 def project(
