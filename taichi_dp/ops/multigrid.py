@@ -27,7 +27,8 @@ Solver. Preconditioned CG (``rtol`` relative to ``‖b‖``) with one geometric 
 Launches. The CPU arch runs the whole solve in three launches (start, all iterations with a per-sample
 convergence test inside the kernel, finish), with serial loops: on this hardware a parallel Taichi loop
 costs ~100 µs of hand-off, more than a whole V-cycle on the karman grids. Other archs run one launch
-per iteration with parallel loops and read the convergence flags on the host.
+per iteration with parallel loops and read the convergence flags on the host every :data:`CHECK_EVERY`
+iterations.
 
 Loops follow one pattern: the outer loop runs over ``(sample, row)`` and the inner loop over the row, so
 reductions (dot products) accumulate in registers and add once per row (a float atomic per cell costs
@@ -51,6 +52,7 @@ from typing import Any
 import taichi as ti
 import torch
 
+from .. import bridge
 from ..bridge import launch
 from ..grid import DIRICHLET, PERIODIC, Grid
 from ..runtime import ensure_init
@@ -67,7 +69,13 @@ PARALLEL_ABOVE = 1 << 21
 per iteration; smaller ones run serially in one launch (measured on 2 cores: serial wins up to ~1M cells)."""
 
 PARALLEL_LEVEL = 1 << 16
-"""Levels with fewer cells per sample always run serial loops (a parallel loop's hand-off costs more)."""
+"""On the CPU arch, levels with fewer cells per sample always run serial loops (a parallel loop's hand-off
+costs more there); on GPUs every level runs parallel loops."""
+
+CHECK_EVERY = 4
+"""Off the serial CPU path, PCG iterations launched between two host reads of the convergence flags (a
+converged sample takes zero steps, so the extra iterations change nothing; one host round trip per
+``CHECK_EVERY`` iterations instead of one per iteration)."""
 
 COARSE_SWEEPS = 20
 """Symmetric Gauss–Seidel sweep pairs on a coarsest level too large for the dense inverse."""
@@ -97,6 +105,7 @@ class _Plan:
     singular: bool  # no Dirichlet side: constant null space
     inv_h: tuple  # (1/h_y, 1/h_x) of the fine grid
     dirichlet: tuple  # ((y_lo, y_hi), (x_lo, x_hi)): Dirichlet (outflow) pressure sides
+    parallel_level: int  # levels with fewer cells per sample run serial loops
 
     # CG vectors in ``work``: x, r, p, A p, z
     @property
@@ -179,7 +188,7 @@ def _gs_colour(work: ti.template(), stat: ti.template(), b0, b1, plan: ti.templa
     lv = ti.static(plan.levels[lvl])
     h, w, xo, ro, so = ti.static(lv[0], lv[1], lv[2], lv[3], lv[4])
     n = ti.static(h * w)
-    ti.loop_config(serialize=ti.static(serial or n < PARALLEL_LEVEL))
+    ti.loop_config(serialize=ti.static(serial or n < plan.parallel_level))
     for b, row in ti.ndrange((b0, b1), h):
         wb, sb = b * plan.nw, _stat_base(b, plan)
         i = row
@@ -203,7 +212,7 @@ def _restrict(work: ti.template(), stat: ti.template(), b0, b1, plan: ti.templat
     """Coarse rhs = Pᵀ (rhs − A x): the sum of the four children's residuals."""
     lv, cv = ti.static(plan.levels[lvl], plan.levels[lvl + 1])
     w, xo, ro = ti.static(lv[1], lv[2], lv[3])
-    ti.loop_config(serialize=ti.static(serial or lv[0] * lv[1] < PARALLEL_LEVEL))
+    ti.loop_config(serialize=ti.static(serial or lv[0] * lv[1] < plan.parallel_level))
     for b, ci in ti.ndrange((b0, b1), cv[0]):
         wb, sb = b * plan.nw, _stat_base(b, plan)
         for cj in range(cv[1]):
@@ -218,7 +227,7 @@ def _restrict(work: ti.template(), stat: ti.template(), b0, b1, plan: ti.templat
 def _prolong(work: ti.template(), b0, b1, plan: ti.template(), lvl: ti.template(), serial: ti.template()):
     """x += α P x_coarse (solid children are overwritten by the post-smoothing, whose rhs is 0 there)."""
     lv, cv = ti.static(plan.levels[lvl], plan.levels[lvl + 1])
-    ti.loop_config(serialize=ti.static(serial or lv[0] * lv[1] < PARALLEL_LEVEL))
+    ti.loop_config(serialize=ti.static(serial or lv[0] * lv[1] < plan.parallel_level))
     for b, i in ti.ndrange((b0, b1), lv[0]):
         wb = b * plan.nw
         for j in range(lv[1]):
@@ -232,7 +241,7 @@ def _coarse_solve(work: ti.template(), stat: ti.template(), b0, b1, plan: ti.tem
     lv = ti.static(plan.levels[last])
     n = ti.static(lv[0] * lv[1])
     if ti.static(plan.coarse[0] == 0):
-        ti.loop_config(serialize=ti.static(serial or n < PARALLEL_LEVEL))
+        ti.loop_config(serialize=ti.static(serial or n < plan.parallel_level))
         for b, k in ti.ndrange((b0, b1), n):
             wb, sb = b * plan.nw, _stat_base(b, plan)
             acc = 0.0
@@ -482,13 +491,12 @@ def _rhs_at(src: ti.template(), aux: ti.template(), stat: ti.template(), b, sb, 
 
 # ------------------------------------------------------------------------------------ kernels
 @ti.kernel
-def _pcg_start(src: nd1, aux: nd1, x0: nd1, work: nd1, stat: nd1, sc: nd1, plan: ti.template(),
+def _pcg_start(src: nd1, aux: nd1, x0: nd1, work: nd1, stat: nd1, sc: nd1, nb: int, plan: ti.template(),
                source: ti.template(), warm: ti.template(), rtol: float, serial: ti.template()):
     """b from ``src``/``aux`` (:func:`_rhs_at`); r = f·(b − mean) (mean over fluid, singular systems
     only), x = f·x0 or 0, r −= A x, p = 0; sc: ‖b_f‖², ‖r‖², target = rtol²‖b_f‖², done, zero
     iterations, (r·z)_old = 0."""
     h, w, n = ti.static(plan.levels[0][0], plan.levels[0][1], plan.n)
-    nb = sc.shape[0] // _NSC
     ti.loop_config(serialize=serial)
     for b in range(nb):
         for s in ti.static(range(_NSC)):
@@ -533,29 +541,28 @@ def _pcg_start(src: nd1, aux: nd1, x0: nd1, work: nd1, stat: nd1, sc: nd1, plan:
 
 
 @ti.kernel
-def _pcg_all(work: nd1, stat: nd1, sc: nd1, plan: ti.template(), max_iter: int):
+def _pcg_all(work: nd1, stat: nd1, sc: nd1, nb: int, plan: ti.template(), max_iter: int):
     """Every iteration of every sample in one launch (serial loops; per-sample convergence test)."""
     ti.loop_config(serialize=True)
-    for b in range(sc.shape[0] // _NSC):
+    for b in range(nb):
         while sc[b * _NSC + _DONE] == 0.0 and sc[b * _NSC + _ITERS] < max_iter:
             _cg_iteration(work, stat, sc, b, b + 1, plan, True)
 
 
 @ti.kernel
-def _pcg_one(work: nd1, stat: nd1, sc: nd1, plan: ti.template()):
+def _pcg_one(work: nd1, stat: nd1, sc: nd1, nb: int, plan: ti.template()):
     """One iteration of every sample (parallel loops; the host tests convergence)."""
-    _cg_iteration(work, stat, sc, 0, sc.shape[0] // _NSC, plan, False)
+    _cg_iteration(work, stat, sc, 0, nb, plan, False)
 
 
 @ti.kernel
-def _pcg_finish(rhs: nd1, faces: nd1, out: nd1, out_faces: nd1, work: nd1, stat: nd1, sc: nd1, plan: ti.template(),
+def _pcg_finish(rhs: nd1, faces: nd1, out: nd1, out_faces: nd1, work: nd1, stat: nd1, sc: nd1, nb: int, plan: ti.template(),
                 sink: ti.template(), serial: ti.template()):
     """``out`` (cells) = f·(x − mean), zero when b_f = 0 (zero fluid mean for singular systems), plus
     ``sink`` 0: the identity rows of solid cells, ``(1 − f)·rhs`` (a plain solve);
     1: ``out_faces = faces − G out`` on real faces (the projected velocity; padding copied);
     2: ``out_faces = faces − Dᵀ out`` on real faces (the projection's adjoint; padding copied)."""
     h, w, n = ti.static(plan.levels[0][0], plan.levels[0][1], plan.n)
-    nb = sc.shape[0] // _NSC
     if ti.static(plan.singular):
         _fluid_mean_into(work, stat, sc, nb, plan, plan.x, serial)
     ti.loop_config(serialize=serial)
@@ -591,17 +598,17 @@ def _pcg_finish(rhs: nd1, faces: nd1, out: nd1, out_faces: nd1, work: nd1, stat:
 
 
 @ti.kernel
-def _vcycle_only(work: nd1, stat: nd1, sc: nd1, plan: ti.template(), serial: ti.template()):
+def _vcycle_only(work: nd1, stat: nd1, sc: nd1, nb: int, plan: ti.template(), serial: ti.template()):
     """z = M⁻¹ r alone (tests: the preconditioner must be symmetric positive definite)."""
-    _vcycle(work, stat, 0, sc.shape[0] // _NSC, plan, serial)
+    _vcycle(work, stat, 0, nb, plan, serial)
 
 
 @ti.kernel
-def _apply_only(work: nd1, stat: nd1, sc: nd1, plan: ti.template(), serial: ti.template()):
+def _apply_only(work: nd1, stat: nd1, sc: nd1, nb: int, plan: ti.template(), serial: ti.template()):
     """A p → A p slot (tests)."""
     h, w = ti.static(plan.levels[0][0], plan.levels[0][1])
     ti.loop_config(serialize=serial)
-    for b, i in ti.ndrange(sc.shape[0] // _NSC, h):
+    for b, i in ti.ndrange(nb, h):
         wb, sb = b * plan.nw, _stat_base(b, plan)
         for j in range(w):
             work[wb + plan.ap + i * w + j] = _apply_at(work, stat, wb, sb, i, j, plan.p, plan.levels[0], plan.periodic)
@@ -739,6 +746,7 @@ class PoissonSolver:
             singular=DIRICHLET not in bc,
             inv_h=(1.0 / grid.spacing[0], 1.0 / grid.spacing[1]),
             dirichlet=((bc[0] == DIRICHLET, bc[1] == DIRICHLET), (bc[2] == DIRICHLET, bc[3] == DIRICHLET)),
+            parallel_level=PARALLEL_LEVEL if rt.arch == "cpu" and not bridge.FORCE_PARALLEL else 0,
         )
         self.mask_batch = fluid.shape[0]
         self._work: dict[int, torch.Tensor] = {}
@@ -753,8 +761,9 @@ class PoissonSolver:
         return work, torch.zeros(batch * _NSC, dtype=self.stat.dtype, device=self.device)
 
     def serial(self, batch: int) -> bool:
-        """Whole solves in one launch with serial loops (the CPU arch below :data:`PARALLEL_ABOVE`)."""
-        return ensure_init().arch == "cpu" and batch * self.plan.n < PARALLEL_ABOVE
+        """Whole solves in one launch with serial loops (the CPU arch below :data:`PARALLEL_ABOVE`, unless
+        :data:`taichi_dp.bridge.FORCE_PARALLEL`)."""
+        return ensure_init().arch == "cpu" and batch * self.plan.n < PARALLEL_ABOVE and not bridge.FORCE_PARALLEL
 
     # -- the solve
     def solve(
@@ -810,15 +819,16 @@ class PoissonSolver:
         warm = x0 is not None
         xf = x0.detach().contiguous().view(-1) if warm else aux
         serial = self.serial(batch)
-        launch(_pcg_start, src, aux, xf, work, self.stat, sc, self.plan, mode, warm, float(rtol), serial)
+        launch(_pcg_start, src, aux, xf, work, self.stat, sc, batch, self.plan, mode, warm, float(rtol), serial)
         if serial:
-            launch(_pcg_all, work, self.stat, sc, self.plan, int(max_iter))
-        else:
-            for _ in range(max_iter):
-                if bool((sc[_DONE::_NSC] != 0).all()):
-                    break
-                launch(_pcg_one, work, self.stat, sc, self.plan)
-        launch(_pcg_finish, rhs, faces, out, out_faces, work, self.stat, sc, self.plan, mode, serial)
+            launch(_pcg_all, work, self.stat, sc, batch, self.plan, int(max_iter))
+        else:  # converged samples take zero steps, so reading the flags every few iterations is exact
+            done = 0
+            while done < max_iter and not bool((sc[_DONE::_NSC] != 0).all()):
+                for _ in range(min(CHECK_EVERY, max_iter - done)):
+                    launch(_pcg_one, work, self.stat, sc, batch, self.plan)
+                done += CHECK_EVERY
+        launch(_pcg_finish, rhs, faces, out, out_faces, work, self.stat, sc, batch, self.plan, mode, serial)
         self._report(sc, rtol, max_iter, adjoint)
 
     def _report(self, sc: torch.Tensor, rtol: float, max_iter: int, adjoint: bool) -> None:
@@ -841,7 +851,7 @@ class PoissonSolver:
         work, sc = self._buffers(batch)
         w = work.view(batch, self.plan.nw)
         w[:, into : into + n] = vec.reshape(batch, n)
-        launch(kernel, work, self.stat, sc, self.plan, self.serial(batch))
+        launch(kernel, work, self.stat, sc, batch, self.plan, self.serial(batch))
         return w[:, out_of : out_of + n].clone().view(vec.shape)
 
     def vcycle(self, r: torch.Tensor) -> torch.Tensor:
