@@ -14,8 +14,12 @@ A bridged kernel has the signature ``kernel(*inputs, *outputs, *consts)``:
   bridge serialises launches whose output has fewer than :data:`SERIAL_BELOW` elements on CPU.
 
 Forward runs ``kernel`` on the tensors' memory (``ti.types.ndarray`` is zero-copy). Backward runs
-Taichi's reverse-mode ``kernel.grad`` on the same memory. The Taichi semantics it must respect, all
-handled here and nowhere else:
+Taichi's reverse-mode ``kernel.grad`` through the runtime's *verified* differentiation route
+(:attr:`taichi_dp.runtime.Runtime.grad_route`, chosen at init by a known-answer check): on the same
+memory (``"ndarray"``: CPU, CUDA), or on staging fields through the kernel's field twin (``"fields"``:
+Vulkan, where ndarray gradients come back silently zero; :mod:`taichi_dp.grad_routes`). Without a
+verified route the backward raises instead of returning an unverified gradient. The Taichi semantics
+the ndarray route must respect, all handled here and nowhere else:
 
 - ``kernel.grad`` *accumulates* into each input's ``.grad``: we hand it fresh zero buffers;
 - ``kernel.grad`` *zeroes* each output's ``.grad``: we hand it a clone of the incoming gradient;
@@ -34,6 +38,7 @@ longer than ~30 iterations need ``ad_stack_size``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +46,7 @@ import taichi as ti
 import torch
 from taichi.types import primitive_types
 
+from . import grad_routes
 from .runtime import ensure_init
 
 SERIAL_BELOW = 1 << 20
@@ -48,10 +54,16 @@ SERIAL_BELOW = 1 << 20
 cores parallel loops did not pay for their hand-off below ~1M elements: the karman step at 256×512 took
 39.5 ms with its 264k-face kernels parallel, 36.1 ms serial)."""
 
+FORCE_PARALLEL = os.environ.get("TAICHI_DP_PARALLEL_LOOPS", "") == "1"
+"""``TAICHI_DP_PARALLEL_LOOPS=1``: every bridged launch and every multigrid solve uses parallel loops at
+every size, so the GPU-shaped code path is tested on the CPU (CI runs the operator and solver tests so)."""
+
 
 def serial_for(out_shapes: Sequence[Sequence[int]]) -> bool:
     """The ``serial`` flag for a launch whose first output has shape ``out_shapes[0]`` (also used by
     forward-only kernels outside the bridge)."""
+    if FORCE_PARALLEL:
+        return False
     n = 1
     for d in out_shapes[0]:
         n *= int(d)
@@ -212,14 +224,21 @@ class KernelOp:
         out_shapes: Sequence[Sequence[int]],
         consts: Sequence[Any],
     ) -> list[torch.Tensor]:
-        """Vector-Jacobian product by Taichi reverse-mode autodiff: ``[gᵀ ∂out/∂input for each input]``."""
+        """Vector-Jacobian product by Taichi reverse-mode autodiff: ``[gᵀ ∂out/∂input for each input]``,
+        through the runtime's verified route (raises ``GradientUnavailableError`` when there is none)."""
+        ref = inputs[0]
+        if ensure_init().require_gradients() == "fields":
+            gs = [
+                torch.zeros(tuple(shape), dtype=ref.dtype, device=ref.device) if g is None else g.contiguous()
+                for shape, g in zip(out_shapes, grad_outputs)
+            ]
+            return grad_routes.grad_on_fields(self.kernel, inputs, gs, (*consts, serial_for(out_shapes)))
         ins = []
         for t in inputs:
             leaf = t.detach().requires_grad_(True)
             leaf.grad = torch.zeros_like(leaf)  # kernel.grad accumulates here
             ins.append(leaf)
         outs = []
-        ref = inputs[0]
         for shape, g in zip(out_shapes, grad_outputs):
             o = torch.zeros(tuple(shape), dtype=ref.dtype, device=ref.device, requires_grad=True)
             # kernel.grad zeroes the outputs' gradients: give it a private copy.

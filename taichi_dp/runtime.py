@@ -6,6 +6,11 @@ runtime and :func:`check_state` to validate the tensors a user hands in, before 
 Arch ⇄ torch device: ``cuda`` works on torch CUDA tensors; ``cpu`` and ``vulkan`` on torch CPU tensors.
 Precision is global (Taichi's ``default_fp``): every state tensor must have the matching dtype
 (``float32`` for ``"f32"``, ``float64`` for ``"f64"``).
+
+Gradients are verified per arch: after starting Taichi, :func:`init` runs the known-answer check of
+:mod:`taichi_dp.grad_routes` and records the first differentiation route that passes in
+:attr:`Runtime.grad_route`. ``arch="auto"`` skips an arch without one; an explicit arch without one still
+starts (forward runs), and the first differentiable use raises :class:`GradientUnavailableError`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ os.environ.setdefault("TI_SKIP_VERSION_CHECK", "ON")
 import taichi as ti
 import torch
 
+from . import _vulkan, grad_routes
+
 ARCHS = ("auto", "cpu", "cuda", "vulkan")
 PRECISIONS = {"f32": torch.float32, "f64": torch.float64}
 
@@ -34,6 +41,30 @@ class Runtime:
     device: torch.device
     dtype: torch.dtype
     check_inputs: bool
+    grad_route: str | None = None
+    """The verified differentiation route (:data:`taichi_dp.grad_routes.ROUTES`), ``None`` when none passed."""
+    grad_failures: tuple[tuple[str, str], ...] = ()
+    """``(route, what went wrong)`` for each route that failed the known-answer check."""
+
+    def require_gradients(self) -> str:
+        """The route to differentiate with; raises :class:`GradientUnavailableError` when there is none."""
+        if self.grad_route is None:
+            raise GradientUnavailableError(self)
+        return self.grad_route
+
+
+class GradientUnavailableError(RuntimeError):
+    """No differentiation route passed the known-answer check on this arch: a gradient computed here
+    could be silently wrong, so none is computed. Forward (no-grad) use keeps working."""
+
+    def __init__(self, rt: Runtime) -> None:
+        tried = "; ".join(f"{route}: {why}" for route, why in rt.grad_failures) or "no route tried"
+        super().__init__(
+            f"taichi_dp cannot compute verified gradients on arch={rt.arch!r} (precision={rt.precision!r}): "
+            f"every differentiation route failed the known-answer check ({tried}). Known upstream issue: "
+            f"{grad_routes.UPSTREAM_ISSUE}. Use taichi_dp.init(arch='cpu') (or 'cuda') for training, or run "
+            f"this arch without gradients (torch.no_grad())."
+        )
 
 
 _current: Runtime | None = None
@@ -62,8 +93,10 @@ def init(
     """Initialise Taichi for taichi_dp and return the :class:`Runtime` actually chosen.
 
     Args:
-        arch: ``"auto"`` probes ``cuda`` (needs a CUDA build of torch too), then ``vulkan``, then ``cpu``;
-            ``"cpu" | "cuda" | "vulkan"`` request one arch and raise ``RuntimeError`` if it is unavailable.
+        arch: ``"auto"`` tries :func:`auto_candidates` (``cuda``, a hardware ``vulkan`` device, ``cpu``) and
+            takes the first whose gradients pass the known-answer check; ``"cpu" | "cuda" | "vulkan"``
+            request one arch and raise ``RuntimeError`` if it is unavailable (an arch without a verified
+            gradient route starts, and differentiating there raises :class:`GradientUnavailableError`).
         precision: ``"f32"`` (default) or ``"f64"`` (gradient checks, users who need it).
         check_inputs: validate states (shape, dtype, device, contiguity, NaN/Inf) before every op.
             Turning it off saves one reduction per op; bad input then gives wrong numbers, not errors.
@@ -74,24 +107,42 @@ def init(
     of ``check_inputs`` alone takes effect without touching Taichi; any other change re-initialises
     Taichi (compiled kernels are recompiled on next use, from the offline cache when enabled).
     """
-    global _current, _ti_key
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
 
-    if arch == "auto":
-        chosen = next(a for a in ("cuda", "vulkan", "cpu") if _arch_available(a))
-    else:
-        if not _arch_available(arch):
-            raise RuntimeError(f"arch={arch!r} was requested but is not available on this machine (use arch='auto' or 'cpu')")
-        chosen = arch
+    if arch != "auto" and not _arch_available(arch):
+        raise RuntimeError(f"arch={arch!r} was requested but is not available on this machine (use arch='auto' or 'cpu')")
+    global _current
+    candidates = auto_candidates() if arch == "auto" else [arch]
+    for chosen in candidates:
+        last = chosen == candidates[-1]
+        known = _routes_seen.get((chosen, precision))
+        if known is not None and known[0] is None and not last:
+            continue  # this arch failed the gradient check earlier in this process
+        if _current is not None and (chosen, precision, offline_cache, debug) == _ti_key:
+            if _current.check_inputs != check_inputs:  # nothing Taichi-side changed: no re-initialisation
+                _current = dataclasses.replace(_current, check_inputs=check_inputs)
+            rt = _current
+        else:
+            rt = _start(chosen, precision, check_inputs=check_inputs, offline_cache=offline_cache, debug=debug)
+        if rt.grad_route is not None or last:
+            return rt
+    raise AssertionError("unreachable: the last candidate is always returned")
 
-    key = (chosen, precision, offline_cache, debug)
-    if _current is not None and key == _ti_key:  # nothing Taichi-side changed: no re-initialisation
-        if _current.check_inputs != check_inputs:
-            _current = dataclasses.replace(_current, check_inputs=check_inputs)
-        return _current
+
+def auto_candidates() -> list[str]:
+    """What ``arch="auto"`` tries, in order: ``cuda`` (with a CUDA build of torch), ``vulkan`` when a
+    hardware Vulkan device exists (never a CPU-type software device such as llvmpipe), then ``cpu``.
+    An arch whose gradients fail the known-answer check is skipped (``cpu`` is kept as the last resort)."""
+    out = [a for a in ("cuda", "vulkan") if _arch_available(a) and (a != "vulkan" or _vulkan.has_hardware_device())]
+    return [*out, "cpu"]
+
+
+def _start(chosen: str, precision: str, *, check_inputs: bool, offline_cache: bool, debug: bool) -> Runtime:
+    """(Re-)start Taichi on ``chosen`` and verify its differentiation routes."""
+    global _current, _ti_key
     if _current is not None:
         ti.reset()
         _current = _ti_key = None
@@ -110,10 +161,32 @@ def init(
         ti.reset()
         raise RuntimeError(f"Taichi could not start arch={chosen!r} (it fell back to {got!r})")
 
-    _ti_key = key
+    _ti_key = (chosen, precision, offline_cache, debug)
     device = torch.device("cuda", torch.cuda.current_device()) if chosen == "cuda" else torch.device("cpu")
-    _current = Runtime(chosen, precision, device, PRECISIONS[precision], check_inputs)
+    route, failures = _verified_route(chosen, precision, device)
+    _current = Runtime(chosen, precision, device, PRECISIONS[precision], check_inputs, route, failures)
     return _current
+
+
+_routes_seen: dict[tuple[str, str], tuple[str | None, tuple[tuple[str, str], ...]]] = {}
+
+
+def _verified_route(arch: str, precision: str, device: torch.device) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    """The first differentiation route that passes the known-answer check here (measured once per process
+    for each arch and precision: re-initialising Taichi does not change what the arch computes)."""
+    key = (arch, precision)
+    if key not in _routes_seen:
+        route, failures = grad_routes.select(PRECISIONS[precision], device)
+        _routes_seen[key] = (route, tuple(failures.items()))
+    return _routes_seen[key]
+
+
+def sync() -> None:
+    """Wait for every queued kernel (Taichi's and torch's) on the current device; benchmarks time with it."""
+    if _current is not None:
+        ti.sync()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def ensure_init() -> Runtime:

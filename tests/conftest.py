@@ -1,4 +1,11 @@
-"""Test-suite set-up: CPU, float64 by default (gradient checks); f32 tests use the ``f32`` fixture."""
+"""Test-suite set-up: float64 by default (gradient checks); f32 tests use the ``f32`` fixture.
+
+The arch is the CPU one unless ``pytest --arch vulkan|cuda`` (or ``TAICHI_DP_TEST_ARCH``) names another:
+the same tests then run there, tensors on the arch's torch device. Tests that only make sense on the CPU
+arch (or need float64 kernels the arch lacks) skip themselves with a reason.
+"""
+
+import os
 
 import pytest
 import torch
@@ -6,19 +13,48 @@ import torch
 import taichi_dp as tdp
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--arch",
+        default=os.environ.get("TAICHI_DP_TEST_ARCH", "cpu"),
+        choices=("cpu", "vulkan", "cuda"),
+        help="Taichi arch the suite runs on (default cpu; env TAICHI_DP_TEST_ARCH)",
+    )
+
+
+ARCH = "cpu"
+
+
+def pytest_configure(config):
+    global ARCH
+    ARCH = config.getoption("--arch")
+    os.environ["TAICHI_DP_TEST_ARCH"] = ARCH  # subprocesses and helpers read it (tests/cases.py: arch())
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _runtime():
     torch.manual_seed(0)
-    tdp.init("cpu", "f64")
+    rt = tdp.init(ARCH, "f64")
+    if rt.device.type == "cuda":  # tensors the tests create land where the arch computes
+        torch.set_default_device(rt.device)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _back_on_the_test_arch():
+    """A test that switched arch (e.g. to test ``init`` itself) does not move the rest of the suite."""
+    yield
+    rt = tdp.current()
+    if rt is not None and rt.arch != ARCH:
+        tdp.init(ARCH, rt.precision)
 
 
 @pytest.fixture(scope="module")
 def f32():
     """Run a whole module with ``precision="f32"`` (``pytestmark = pytest.mark.usefixtures("f32")``),
     then return to f64 for the rest of the suite (re-initialising Taichi once each way)."""
-    tdp.init("cpu", "f32")
+    tdp.init(ARCH, "f32")
     try:
         yield torch.float32
     finally:
-        tdp.init("cpu", "f64")
+        tdp.init(ARCH, "f64")
