@@ -819,6 +819,9 @@ class PoissonSolver:
         warm = x0 is not None
         xf = x0.detach().contiguous().view(-1) if warm else aux
         serial = self.serial(batch)
+        if serial and ensure_init().arch != "cpu":  # measured: on Vulkan (SPIR-V) the one-launch solve
+            # leaves every sample after the first unsolved; the parallel path is the one GPUs use
+            raise RuntimeError("the one-launch serial PCG solve is CPU-only; other archs use the parallel path")
         launch(_pcg_start, src, aux, xf, work, self.stat, sc, batch, self.plan, mode, warm, float(rtol), serial)
         if serial:
             launch(_pcg_all, work, self.stat, sc, batch, self.plan, int(max_iter))
