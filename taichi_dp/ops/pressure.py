@@ -11,7 +11,10 @@ boundary: outflow sides are Dirichlet ``p = 0`` on the boundary face (ghost ``�
 are zero-gradient (no flux change), periodic sides wrap. Faces touching a solid cell are closed.
 Without an outflow side the constant pressure is a null space: the right-hand side is projected onto
 the range (its mean over fluid cells removed) and the returned pressure has zero mean over fluid cells.
-Isolated fluid pockets (fluid enclosed by solid) are not supported.
+Isolated fluid pockets (fluid enclosed by solid) are projected exactly: each is an all-Neumann block
+whose right-hand side sums to zero (its faces to the solid are closed), so the solve is consistent;
+the pocket's pressure *level* is arbitrary (it follows the start vector), only its gradient is defined
+(``tests/test_fluid_pockets.py``).
 
 The Poisson solve is multigrid-preconditioned CG (:mod:`taichi_dp.ops.multigrid`; plain CG with
 ``preconditioner="none"``), differentiated implicitly: the backward pass solves ``A λ = ḡ`` with a
