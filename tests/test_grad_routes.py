@@ -26,11 +26,11 @@ needs_vulkan = pytest.mark.skipif(not VULKAN, reason="no Vulkan device (CI insta
 def fresh_runtime(monkeypatch):
     """Forget which routes this process has verified, and restart Taichi on the suite's arch afterwards
     (the test may leave a runtime whose check was made to fail)."""
+    precision = tdp.current().precision  # the suite's, restored afterwards
     monkeypatch.setattr(runtime, "_routes_seen", {})
     monkeypatch.setattr(runtime, "_ti_key", None)  # the next init restarts Taichi and checks again
     yield
     monkeypatch.undo()
-    precision = tdp.current().precision if tdp.current() else "f64"
     runtime._ti_key = None  # force a restart: the current runtime was built under the patch
     tdp.init(ARCH, precision)
 
