@@ -11,8 +11,48 @@ Commands:
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+import traceback
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every usage error is one ``error: …`` line on stderr and exit status 2 (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {' '.join(message.split())} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _integer(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum`` (``0`` is a value, never "use the default")."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive(text: str) -> float:
+    """An argparse type: a finite number > 0 (``inf``/``nan``/``0`` refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
 
 
 def _common(p: argparse.ArgumentParser, out: str) -> None:
@@ -22,29 +62,55 @@ def _common(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--threads",
-        type=int,
+        type=_integer(1),
         default=1,
         help="torch CPU threads (default 1: on 2 shared cores a second OpenMP thread made the network up to 13x slower)",
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m taichi_dp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    """Run one command; every failure is one ``error: …`` line on stderr and a non-zero exit status (set
+    ``TAICHI_DP_TRACEBACK=1`` to also print the traceback of an unexpected error)."""
+    args = _parser().parse_args(argv)
+    warnings.formatwarning = _one_line_warning
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("error: interrupted (a run folder continues with --resume)", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, RuntimeError, ArithmeticError) as e:
+        return _fail(e, "")
+    except Exception as e:  # a bug: still one line, with the exception type
+        return _fail(e, f"unexpected {type(e).__name__}: ")
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {' '.join(str(message).split())}\n"
+
+
+def _fail(e: BaseException, prefix: str) -> int:
+    if os.environ.get("TAICHI_DP_TRACEBACK"):
+        traceback.print_exc()
+    print(f"error: {prefix}{' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)
+    return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m taichi_dp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("burgers", help="solver-in-the-loop training + evaluation on 1D Burgers")
     _common(b, "runs/burgers")
     b.add_argument("--quick", action="store_true", help="tiny configuration (~1 min) for smoke tests")
-    b.add_argument("--iterations", type=int, help="updates per variant (default 600)")
-    b.add_argument("--unroll", type=int, help="k of SOL-k (default 8)")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--iterations", type=_integer(1), help="updates per variant (default 600)")
+    b.add_argument("--unroll", type=_integer(1), help="k of SOL-k (default 8)")
+    b.add_argument("--seed", type=_integer(0), default=0)
+    b.add_argument("--resume", action="store_true", help="continue the run in --out (same configuration) from its checkpoints")
 
     inv = sub.add_parser("burgers-inverse", help="recover the initial state of Burgers from a later observation")
     _common(inv, "runs/burgers_inverse")
-    inv.add_argument("--iterations", type=int, default=300)
-    inv.add_argument("--lr", type=float, default=0.02)
+    inv.add_argument("--iterations", type=_integer(1), default=300)
+    inv.add_argument("--lr", type=_positive, default=0.02)
 
     tr = sub.add_parser("train", help="train a corrector through a solver")
     tr.add_argument("scene", choices=["karman"])
@@ -57,18 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     tr.add_argument("--variants", help="comma-separated, e.g. NON,PRE-4,SOL-4,SOL-16,NON+SOL-16 (default: the preset's)")
     tr.add_argument("--model", choices=["cnn", "unet"], help="correction network (default: the preset's, unet)")
-    tr.add_argument("--iterations", type=int, help="updates per variant for the 'updates' protocol")
-    tr.add_argument("--seconds", type=float, help="wall-clock seconds per variant for the 'wall' protocol")
+    tr.add_argument("--iterations", type=_integer(1), help="updates per variant for the 'updates' protocol")
+    tr.add_argument("--seconds", type=_positive, help="wall-clock seconds per variant for the 'wall' protocol")
     tr.add_argument("--protocols", help="comma-separated: updates, wall (default: the preset's)")
     tr.add_argument("--seeds", help="comma-separated seeds (default: the preset's)")
     tr.add_argument("--reproject", action="store_true", help="project the corrected velocity onto divergence-free fields")
     tr.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its checkpoints")
-    tr.add_argument("--checkpoint-every", type=int, help="save the trainer state every N updates (default: the preset's)")
+    tr.add_argument("--checkpoint-every", type=_integer(1), help="save the trainer state every N updates (default: the preset's)")
     tr.add_argument(
         "--distributed", action="store_true", help="data-parallel training over the processes of a torchrun job (README)"
     )
     tr.add_argument(
-        "--dist-timeout", type=float, default=180.0, help="seconds a collective waits for a hung peer (default 180)"
+        "--dist-timeout", type=_positive, default=180.0, help="seconds a collective waits for a hung peer (default 180)"
     )
     tr.add_argument("--cache", default="runs/cache", help="reference-data cache folder (default: runs/cache)")
 
@@ -78,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--precision", default="f32", choices=["f32", "f64"])
     ev.add_argument("--cache", default="runs/cache")
     ev.add_argument("--no-progress", action="store_true")
-    ev.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as in training)")
+    ev.add_argument("--threads", type=_integer(1), default=1, help="torch CPU threads (default 1, as in training)")
 
     dg = sub.add_parser("datagen", help="generate or verify cached reference data")
     dg.add_argument("scene", choices=["karman"])
@@ -87,17 +153,27 @@ def main(argv: list[str] | None = None) -> int:
     dg.add_argument("--precision", default="f32", choices=["f32", "f64"])
     dg.add_argument("--cache", default="runs/cache")
     dg.add_argument("--no-progress", action="store_true")
-    dg.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    dg.add_argument("--threads", type=_integer(1), default=1, help="torch CPU threads (default 1)")
+    return parser
 
-    args = parser.parse_args(argv)
+
+def _check_out(out: Path) -> None:
+    """Refuse an unusable ``--out`` before any work (nothing is created here)."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} exists and is not a folder")
+    parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {out}: {parent} is not a writable folder")
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     import torch
 
     import taichi_dp
 
-    if getattr(args, "threads", None):
-        if args.threads < 1:
-            raise SystemExit(f"error: --threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    if getattr(args, "out", None) is not None:
+        _check_out(Path(args.out))
+    torch.set_num_threads(args.threads)
 
     if getattr(args, "distributed", False):
         from .learn import distributed
@@ -105,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             distributed.setup(args.arch, args.precision, timeout_s=args.dist_timeout)  # Taichi on this rank's device
         except (RuntimeError, ValueError) as e:
-            raise SystemExit(f"error: --distributed: {e}") from None
+            raise RuntimeError(f"--distributed: {e}") from None
     else:
         taichi_dp.init(args.arch, args.precision)
     if args.command == "eval":
@@ -130,28 +206,25 @@ def _karman_config(args: argparse.Namespace):
     def items(text: str) -> tuple[str, ...]:
         return tuple(x.strip() for x in text.split(",") if x.strip())
 
-    if getattr(args, "variants", None):
+    if getattr(args, "variants", None) is not None:
         cfg.variants = items(args.variants)
-    if getattr(args, "model", None):
+    if getattr(args, "model", None) is not None:
         cfg.model = args.model
         cfg.width = 21 if args.model == "cnn" else 10
     if getattr(args, "reproject", False):
         cfg.reproject = True
-    if getattr(args, "iterations", None):
+    if getattr(args, "iterations", None) is not None:
         cfg.optim.iterations = args.iterations
-    if getattr(args, "seconds", None):
+    if getattr(args, "seconds", None) is not None:
         cfg.wall_seconds = args.seconds
-    if getattr(args, "protocols", None):
+    if getattr(args, "protocols", None) is not None:
         cfg.protocols = items(args.protocols)
-    if getattr(args, "seeds", None):
+    if getattr(args, "seeds", None) is not None:
         try:
-            cfg.seeds = tuple(int(x) for x in items(args.seeds))
-        except ValueError:
-            raise SystemExit(f"error: --seeds must be comma-separated integers, got {args.seeds!r}") from None
-    try:
-        cfg.validate()
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+            cfg.seeds = tuple(_integer(0)(x) for x in items(args.seeds))
+        except argparse.ArgumentTypeError as e:
+            raise ValueError(f"--seeds must be comma-separated integers >= 0, got {args.seeds!r}: {e}") from None
+    cfg.validate()
     return cfg
 
 
@@ -161,15 +234,10 @@ def _train_karman(args: argparse.Namespace, out: Path) -> int:
 
     cfg = _karman_config(args)
     if args.checkpoint_every is not None:
-        if args.checkpoint_every < 1:
-            raise SystemExit(f"error: --checkpoint-every must be >= 1, got {args.checkpoint_every}")
         cfg.save_every = args.checkpoint_every
     main_rank = distributed.is_main()  # rank 0 (or the only process) reports
     try:
         run(cfg, out, cache=args.cache, progress=not args.no_progress, resume=args.resume)
-    except (FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     finally:
         distributed.teardown()
     if not main_rank:
@@ -182,11 +250,7 @@ def _train_karman(args: argparse.Namespace, out: Path) -> int:
 def _eval_karman(args: argparse.Namespace) -> int:
     from .learn.karman_experiment import evaluate_run
 
-    try:
-        evaluate_run(args.run_dir, cache=args.cache, progress=not args.no_progress)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    evaluate_run(args.run_dir, cache=args.cache, progress=not args.no_progress)
     print(Path(args.run_dir, "report.md").read_text())
     print(f"wrote {args.run_dir}/report.md, metrics.json, plots/")
     return 0
@@ -210,11 +274,11 @@ def _burgers(args: argparse.Namespace, out: Path) -> int:
 
     cfg = BurgersExperimentConfig.quick() if args.quick else BurgersExperimentConfig()
     cfg.seed = cfg.train.seed = args.seed
-    if args.iterations:
+    if args.iterations is not None:
         cfg.train.iterations = args.iterations
-    if args.unroll:
+    if args.unroll is not None:
         cfg.unroll = args.unroll
-    run(cfg, out, progress=not args.no_progress)
+    run(cfg, out, progress=not args.no_progress, resume=args.resume)
     print((out / "report.md").read_text())
     print(f"wrote {out}/report.md, metrics.json, config.json, plots/, checkpoints/")
     return 0

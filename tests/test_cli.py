@@ -11,6 +11,7 @@ def _run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "taichi_dp", *args], capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_burgers_quick_writes_a_complete_run_folder(tmp_path):
     out = tmp_path / "run"
     p = _run("burgers", "--quick", "--out", str(out), "--no-progress")
@@ -30,8 +31,16 @@ def test_burgers_quick_writes_a_complete_run_folder(tmp_path):
     assert all(v > 0 for v in m["mean_relative_l2"].values())
     assert "| test ν | regime |" in (out / "report.md").read_text()
     assert not list(out.rglob("*.tmp"))
+    # re-running into the folder with other settings never reuses (and relabels) its checkpoints
+    config = (out / "config.json").read_bytes()
+    p = _run("burgers", "--quick", "--out", str(out), "--precision", "f64", "--no-progress", timeout=120)
+    assert p.returncode == 2 and "--resume" in p.stderr.splitlines()[-1]
+    p = _run("burgers", "--quick", "--out", str(out), "--precision", "f64", "--resume", "--no-progress", timeout=120)
+    assert p.returncode == 2 and "precision: saved 'f32', now 'f64'" in p.stderr.splitlines()[-1]
+    assert (out / "config.json").read_bytes() == config
 
 
+@pytest.mark.slow
 def test_burgers_inverse_reduces_the_loss_by_orders_of_magnitude(tmp_path):
     p = _run("burgers-inverse", "--out", str(tmp_path), "--iterations", "150", "--no-progress")
     assert p.returncode == 0, p.stderr[-3000:]
@@ -47,6 +56,7 @@ def test_cli_rejects_bad_arguments(args, msg):
     assert p.returncode == 2 and msg in p.stderr
 
 
+@pytest.mark.slow
 def test_train_karman_tiny_eval_and_refusal_to_overwrite(tmp_path):
     out, cache = tmp_path / "run", tmp_path / "cache"
     p = _run("train", "karman", "--preset", "tiny", "--out", str(out), "--cache", str(cache), "--no-progress")
@@ -63,8 +73,19 @@ def test_train_karman_tiny_eval_and_refusal_to_overwrite(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["variants"] == m["variants"]
     p = _run("eval", str(tmp_path / "missing"), timeout=120)
     assert p.returncode == 2 and "config.json not found" in p.stderr
+    # bit rot in a weights file without a trainer state to rebuild it from: refused, naming the file
+    weights = out / "checkpoints" / "updates" / "seed0" / "non.pt"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    weights.write_bytes(bytes(data))
+    for state in out.rglob("non.*.state.pt"):
+        state.unlink()
+    p = _run("eval", str(out), "--cache", str(cache), "--no-progress")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.splitlines()[-1].startswith("error: ") and "non.pt is corrupt: damaged" in p.stderr.splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_killed_karman_run_resumes_to_the_uninterrupted_result(tmp_path):
     """Kill a training run (SIGKILL) after its first SOL trainer checkpoint; `--resume` finishes it with
     exactly the weights of an uninterrupted run."""

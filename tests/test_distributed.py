@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -106,6 +107,7 @@ def _single_process_reference(cfg: TrainConfig):
     return model, _fit(model, solver, ref, cfg)
 
 
+@pytest.mark.slow
 def test_two_ranks_match_single_process_and_each_other_and_share_data_generation(tmp_path):
     from taichi_dp.learn.karman_data import KarmanDataConfig, generate
 
@@ -138,6 +140,7 @@ def test_two_ranks_match_single_process_and_each_other_and_share_data_generation
     assert len(list((tmp_path / "cache").glob("karman-*.pt"))) == 1
 
 
+@pytest.mark.slow
 def test_killed_rank_fails_fast_and_resume_completes(tmp_path):
     p, ended = _torchrun(tmp_path, "kill")
     assert p.returncode != 0
@@ -189,7 +192,7 @@ def test_time_budget_stops_training_and_records_iterations(tmp_path):
     cfg = TrainConfig(iterations=10**6, batch_size=4, max_seconds=0.2, checkpoint_every=5)
     res = train(model, slow_loss, 16, cfg, progress=False, checkpoint=tmp_path / "b.pt")
     assert res.stopped_by_budget and 1 <= res.iterations == len(res.losses) < 100
-    assert 0.2 <= res.seconds < 2.0
+    assert 0.2 <= res.seconds < 10.0  # an ignored budget runs ~10⁴ s; the bound leaves room for load
     # resuming with a larger budget continues the same run (the budget is not part of the resume key)
     cfg2 = TrainConfig(iterations=10**6, batch_size=4, max_seconds=0.4, checkpoint_every=5)
     res2 = train(model, slow_loss, 16, cfg2, progress=False, checkpoint=tmp_path / "b.pt")
@@ -200,13 +203,15 @@ def test_time_budget_stops_training_and_records_iterations(tmp_path):
         train(model, slow_loss, 16, TrainConfig(max_seconds=0.0), progress=False)
 
 
-def test_cli_distributed_outside_torchrun_is_a_clear_error(tmp_path, monkeypatch):
+def test_cli_distributed_outside_torchrun_is_a_clear_error(tmp_path, monkeypatch, capsys):
     from taichi_dp.cli import main
 
     for v in dist.ENV_VARS:
         monkeypatch.delenv(v, raising=False)
-    with pytest.raises(SystemExit, match=r"--distributed: .*torchrun --nproc_per_node"):
-        main(["train", "karman", "--distributed", "--arch", "cpu", "--precision", "f64", "--out", str(tmp_path / "r")])
+    rc = main(["train", "karman", "--distributed", "--arch", "cpu", "--precision", "f64", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and re.match(r"error: --distributed: .*torchrun --nproc_per_node", err[0]), err
+    assert not (tmp_path / "r").exists()
     with pytest.raises(ValueError, match=r"must be 'cpu', 'cuda' or 'vulkan'"):
         monkeypatch.setenv("RANK", "0")
         for v, x in (("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "localhost"), ("MASTER_PORT", "1")):

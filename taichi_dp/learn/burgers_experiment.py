@@ -32,7 +32,7 @@ from ..solvers import Burgers
 from . import io
 from .hybrid import hybrid_rollout, non_loss, sol_loss
 from .metrics import relative_errors
-from .trainer import TrainConfig, TrainResult, train
+from .trainer import TrainConfig, TrainResult, train, validate_train_config
 
 
 @dataclass
@@ -52,6 +52,21 @@ class BurgersExperimentConfig:
     blocks: int = 2
     train: TrainConfig = field(default_factory=lambda: TrainConfig(iterations=600, batch_size=32, lr=1e-3))
     seed: int = 0
+
+    def validate(self) -> None:
+        """``ValueError`` naming the field for an unusable configuration (before anything is written)."""
+        for name in ("n", "factor", "steps", "train_states", "test_states", "width", "blocks"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not 1 <= self.unroll <= self.steps:
+            raise ValueError(f"unroll must be between 1 and steps = {self.steps}, got {self.unroll}")
+        if not (math.isfinite(self.dt) and self.dt > 0):
+            raise ValueError(f"dt must be a finite number > 0, got {self.dt}")
+        for name in ("train_nus", "test_nus"):
+            nus = getattr(self, name)
+            if not nus or not all(math.isfinite(v) and v > 0 for v in nus):
+                raise ValueError(f"{name} must be non-empty finite viscosities > 0, got {nus}")
+        validate_train_config("train", self.train)
 
     @staticmethod
     def quick() -> BurgersExperimentConfig:
@@ -163,12 +178,22 @@ def evaluate(cfg: BurgersExperimentConfig, data: BurgersData, models: dict[str, 
     return out
 
 
-def run(cfg: BurgersExperimentConfig, out: str | Path, *, progress: bool = True) -> dict:
+RESUME_FREE = ("train.checkpoint_every",)  # config fields a resume may change (they do not change the result)
+
+
+def run(cfg: BurgersExperimentConfig, out: str | Path, *, progress: bool = True, resume: bool = False) -> dict:
     """Generate data, train NON and SOL-k, evaluate on held-out viscosities, write the run folder
-    (``config.json``, ``metrics.json``, ``report.md``, ``checkpoints/``, ``plots/``). Returns the metrics."""
+    (``config.json``, ``metrics.json``, ``report.md``, ``checkpoints/``, ``plots/``). Returns the metrics.
+
+    An existing run folder is an error (``FileExistsError``) unless ``resume``, which continues it from its
+    checkpoints and needs the configuration (arch and precision included) it was started with
+    (``ValueError`` naming each differing field otherwise)."""
+    cfg.validate()
     rt = ensure_init()
     out = Path(out)
-    io.write_json(out / "config.json", {"experiment": "burgers", **asdict(cfg), "arch": rt.arch, "precision": rt.precision})
+    config_json = {"experiment": "burgers", **asdict(cfg), "arch": rt.arch, "precision": rt.precision}
+    if not io.check_run_folder(out, config_json, "burgers", resume=resume, free=RESUME_FREE):
+        io.write_json(out / "config.json", config_json)
     gen = torch.Generator().manual_seed(cfg.seed)
     t0 = time.perf_counter()
     train_data = reference_data(cfg, cfg.train_nus, cfg.train_states, gen)

@@ -5,10 +5,13 @@ averaged onto the source grid's staggered faces (:func:`downsample_staggered`: e
 the mean of the fine faces that tile it, so volume fluxes, and hence the discrete divergence of every
 coarse cell, are preserved). Each Reynolds number is one batch element of the reference solver.
 
-Cache format (``<cache_dir>/karman-<key>.pt``, loaded with ``torch.load(weights_only=True)``):
-``{"config": asdict(config), "velocity": (S, T+1, 2, H+1, W+1) float32, "reynolds": (S,) float64,
-"sha256": hex digest of the velocity bytes}``. ``key`` is a hash of the configuration; a file whose
-digest, configuration or shapes do not match is regenerated (with a warning), never used.
+Cache format (``<cache_dir>/karman-<key>.pt``, a :func:`taichi_dp.learn.io.save_checkpoint` file with its
+embedded file digest, loaded with ``torch.load(weights_only=True)``): ``{"config": asdict(config),
+"velocity": (S, T+1, 2, H+1, W+1) float32, "reynolds": (S,) float64, "sha256": digest of every member
+(configuration, velocity and Reynolds numbers: dtype, shape and bytes)}``. ``key`` is a hash of the
+configuration; a file whose file digest or member digest does not match, or whose configuration, Reynolds
+numbers, dtypes or shapes differ from the requested configuration, is regenerated (with a warning saying
+why), never used.
 """
 
 from __future__ import annotations
@@ -74,8 +77,36 @@ def generate(config: KarmanDataConfig, *, progress: bool = True) -> dict[str, to
     return {"velocity": torch.stack(frames, dim=1).contiguous(), "reynolds": re.double().cpu()}
 
 
-def _digest(t: torch.Tensor) -> str:
-    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
+def _digest(config: dict, data: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of every member of a cache file: the configuration and each tensor's name, dtype, shape, bytes."""
+    h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for name in ("velocity", "reynolds"):
+        t = data[name]
+        h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _check_metadata(config: KarmanDataConfig, data: dict) -> None:
+    """``ValueError`` unless the members of ``data`` are what ``config`` asks for (before and after a cache)."""
+    if data.get("config") != asdict(config):
+        raise ValueError(f"configuration differs: cached {data.get('config')}, requested {asdict(config)}")
+    velocity, re = data["velocity"], data["reynolds"]
+    expected = (len(config.reynolds), config.steps + 1, *staggered_shape(source_grid(config)))
+    if velocity.dtype != torch.float32 or tuple(velocity.shape) != expected:
+        raise ValueError(f"velocity is {velocity.dtype} {tuple(velocity.shape)}, expected torch.float32 {expected}")
+    exact = torch.tensor(config.reynolds, dtype=torch.float64)  # or rounded to float32 (data generated in f32)
+    same = re.shape == exact.shape and (torch.equal(re, exact) or torch.equal(re, exact.float().double()))
+    if re.dtype != torch.float64 or not same:
+        raise ValueError(f"Reynolds numbers {re.tolist()} ({re.dtype}) differ from the configuration's {list(config.reynolds)}")
+    if not bool(torch.isfinite(velocity).all()):
+        raise ValueError("velocity contains NaN/Inf")
+
+
+def _save(config: KarmanDataConfig, path: Path, data: dict[str, torch.Tensor]) -> None:
+    blob = {"config": asdict(config), **data}
+    _check_metadata(config, blob)  # never cache what a later load would refuse
+    io.save_checkpoint(path, {**blob, "sha256": _digest(blob["config"], data)})
 
 
 def _load_valid(config: KarmanDataConfig, path: Path, *, warn: bool = True) -> dict[str, torch.Tensor] | None:
@@ -84,16 +115,12 @@ def _load_valid(config: KarmanDataConfig, path: Path, *, warn: bool = True) -> d
     if not path.is_file():
         return None
     try:
-        data = io.load_checkpoint(path)
-        expected = (len(config.reynolds), config.steps + 1, *staggered_shape(source_grid(config)))
-        if data.get("config") != asdict(config):
-            raise ValueError("configuration differs")
-        if tuple(data["velocity"].shape) != expected:
-            raise ValueError(f"shape {tuple(data['velocity'].shape)} != {expected}")
-        if _digest(data["velocity"]) != data.get("sha256"):
-            raise ValueError("content hash mismatch")
+        data = io.load_checkpoint(path, unverified="ignore")  # a file without a file digest: the member digest decides
+        if _digest(data.get("config"), data) != data.get("sha256"):
+            raise ValueError("content hash mismatch: the members do not match the digest recorded when it was written")
+        _check_metadata(config, data)
         return {"velocity": data["velocity"], "reynolds": data["reynolds"]}
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         if warn:
             warnings.warn(f"cached karman data {path} is invalid ({e}); regenerating", RuntimeWarning, stacklevel=3)
         return None
@@ -113,7 +140,7 @@ def load_or_generate(config: KarmanDataConfig, cache_dir: str | Path, *, progres
         if data is not None:
             return data
         data = generate(config, progress=progress)
-        io.save_checkpoint(path, {"config": asdict(config), **data, "sha256": _digest(data["velocity"])})
+        _save(config, path, data)
         return data
 
     data = _load_valid(config, path, warn=distributed.is_main())
@@ -128,7 +155,7 @@ def load_or_generate(config: KarmanDataConfig, cache_dir: str | Path, *, progres
     parts = [p for p in distributed.all_gather_objects(part) if p is not None]
     data = {"velocity": torch.cat([p["velocity"] for p in parts]), "reynolds": torch.cat([p["reynolds"] for p in parts])}
     if distributed.is_main():
-        io.save_checkpoint(path, {"config": asdict(config), **data, "sha256": _digest(data["velocity"])})
+        _save(config, path, data)
     distributed.barrier()  # the cache exists before any rank goes on
     return data
 

@@ -30,10 +30,10 @@ state for ``resume``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,8 +49,9 @@ from . import distributed, io
 from .hybrid import StaggeredCorrection, hybrid_rollout, non_loss, sol_loss
 from .karman_data import KarmanDataConfig, load_or_generate
 from .metrics import relative_errors
-from .trainer import TrainConfig, TrainResult, train
+from .trainer import TrainConfig, TrainResult, train, validate_train_config
 
+RESUME_FREE = ("save_every", "optim.checkpoint_every")  # config fields a resume may change (not the result)
 _VARIANT = re.compile(r"^(NON|PRE-([1-9]\d*)|SOL-([1-9]\d*)|NON\+SOL-([1-9]\d*))$")
 _RE_ALL = (90.0, 125.5, 175.1, 244.3, 340.8, 475.4, 663.1, 925.0, 1290.4, 1800.0)  # log-uniform, unsteady wake
 TRAIN_RE = tuple(r for i, r in enumerate(_RE_ALL) if i not in (0, 3, 6, 9))  # six training values
@@ -138,8 +139,16 @@ class KarmanExperimentConfig:
         for p in self.protocols:
             if p not in ("updates", "wall"):
                 raise ValueError(f"protocols: {p!r} is not 'updates' or 'wall'")
-        if not self.seeds:
-            raise ValueError("seeds must not be empty")
+        if not self.variants or not self.protocols:
+            raise ValueError(f"variants and protocols must not be empty, got {self.variants} and {self.protocols}")
+        if not self.seeds or min(self.seeds) < 0:
+            raise ValueError(f"seeds must be a non-empty list of integers >= 0, got {self.seeds}")
+        if not (math.isfinite(self.wall_seconds) and self.wall_seconds > 0):
+            raise ValueError(f"wall_seconds must be a finite number > 0, got {self.wall_seconds}")
+        for name in ("checkpoint_every", "save_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        validate_train_config("optim", self.optim)
         if not self.horizons or max(self.horizons) > self.test.steps:
             raise ValueError(f"horizons {self.horizons} must be non-empty and ≤ test.steps = {self.test.steps}")
 
@@ -307,16 +316,9 @@ def run(
     rt = ensure_init()
     out = Path(out)
     config_json = {"experiment": "karman", **asdict(cfg), "arch": rt.arch, "precision": rt.precision}
-    if (out / "config.json").is_file():
-        if not resume:
-            raise FileExistsError(f"{out} already holds a run: pass resume=True (--resume) or choose another output folder")
-        saved = io.read_run_config(out, "train karman")
-        if {k: v for k, v in saved.items() if k not in ("arch", "precision")} != json.loads(
-            json.dumps({k: v for k, v in config_json.items() if k not in ("arch", "precision")})
-        ):
-            raise ValueError(f"{out}/config.json differs from this configuration: resume needs the same configuration")
+    fresh = not io.check_run_folder(out, config_json, "train karman", resume=resume, free=RESUME_FREE)
     distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
-    if distributed.is_main():
+    if distributed.is_main() and fresh:
         io.write_json(out / "config.json", config_json)
     t0 = time.perf_counter()
     train_data = load_or_generate(cfg.train, cache, progress=progress)
@@ -329,9 +331,9 @@ def run(
     for protocol in cfg.protocols:
         for seed in cfg.seeds:
             for variant in cfg.variants:
-                weights = _weights_file(out, protocol, seed, variant)
-                if resume and weights.is_file():
+                if resume and _finished(out, protocol, seed, variant):
                     continue  # finished in an earlier session
+                weights = _weights_file(out, protocol, seed, variant)
                 model, result = train_variant(
                     cfg, variant, protocol, seed, ref, re_, base, state_dir=_ckpt_dir(out, protocol, seed), progress=progress
                 )
@@ -383,11 +385,75 @@ def evaluate_run(
     return metrics
 
 
+def _state_files(out: Path, protocol: str, seed: int, variant: str) -> list[Path]:
+    """The trainer-state files of one variant (NON+SOL-k: one per stage), as :func:`train_variant` names them."""
+    stages = 2 if variant.startswith("NON+") else 1
+    return [_ckpt_dir(out, protocol, seed) / f"{variant.lower().replace('+', '_')}.{i}.state.pt" for i in range(stages)]
+
+
+def _state_finished(state: dict) -> bool:
+    optim = state.get("config") or {}
+    budget = optim.get("max_seconds")
+    return len(state["losses"]) >= optim.get("iterations", math.inf) or (budget is not None and state["seconds"] >= budget)
+
+
+def _rebuild_weights(out: Path, protocol: str, seed: int, variant: str, reason: Exception) -> dict:
+    """Rewrite a damaged weights file from the variant's finished trainer states (the same model, losses and
+    seconds); ``ValueError``/``FileNotFoundError`` naming the file when that is impossible."""
+    file = _weights_file(out, protocol, seed, variant)
+    states = []
+    for path in _state_files(out, protocol, seed, variant):
+        if not path.is_file():
+            raise type(reason)(f"{reason} (and it cannot be rebuilt: trainer state {path} is missing)") from None
+        state = io.load_checkpoint(path)
+        if not _state_finished(state):
+            raise ValueError(f"{reason} (and it cannot be rebuilt: trainer state {path} is unfinished)") from None
+        states.append(state)
+    blob = {
+        "model": states[-1]["model"],
+        "losses": [v for s in states for v in s["losses"]],
+        "seconds": sum(float(s["seconds"]) for s in states),
+    }
+    if distributed.is_main():
+        io.save_checkpoint(file, blob)
+    warnings.warn(f"{reason}; rebuilt {file} from its trainer state(s)", RuntimeWarning, stacklevel=3)
+    return blob
+
+
+def _load_weights(out: Path, protocol: str, seed: int, variant: str, *, rebuild: bool = True) -> dict:
+    """The verified weights file of one variant; when it is damaged and ``rebuild``, rebuilt from the intact
+    trainer states (``rebuild=False``: read-only, the error says how to rebuild it)."""
+    file = _weights_file(out, protocol, seed, variant)
+    try:
+        return io.load_checkpoint(file)
+    except ValueError as e:  # damaged (IntegrityError) or unreadable
+        if not any(p.is_file() for p in _state_files(out, protocol, seed, variant)):
+            raise
+        if not rebuild:
+            raise ValueError(f"{e} ('python -m taichi_dp eval {out}' rebuilds it from its trainer state)") from None
+        return _rebuild_weights(out, protocol, seed, variant, e)
+
+
+def _finished(out: Path, protocol: str, seed: int, variant: str) -> bool:
+    """Whether a variant finished in an earlier session (its weights file verifies, or was rebuilt)."""
+    if not _weights_file(out, protocol, seed, variant).is_file():
+        return False
+    _load_weights(out, protocol, seed, variant)
+    return True
+
+
 def _load_model(
-    cfg: KarmanExperimentConfig, out: Path, protocol: str, seed: int, variant: str, base: NavierStokes
+    cfg: KarmanExperimentConfig,
+    out: Path,
+    protocol: str,
+    seed: int,
+    variant: str,
+    base: NavierStokes,
+    *,
+    rebuild: bool = True,
 ) -> tuple[StaggeredCorrection, dict]:
     file = _weights_file(out, protocol, seed, variant)
-    state = io.load_checkpoint(file)
+    state = _load_weights(out, protocol, seed, variant, rebuild=rebuild)
     model = make_model(cfg, base, seed)
     try:
         model.load_state_dict(state["model"])
@@ -589,4 +655,4 @@ def load_run(run_dir: str | Path, protocol: str | None = None, seed: int | None 
     protocol = protocol or cfg.protocols[0]
     seed = cfg.seeds[0] if seed is None else seed
     base = karman(scale=cfg.train.scale).stepper
-    return cfg, {name: _load_model(cfg, run_dir, protocol, seed, name, base)[0] for name in cfg.variants}
+    return cfg, {name: _load_model(cfg, run_dir, protocol, seed, name, base, rebuild=False)[0] for name in cfg.variants}

@@ -43,6 +43,20 @@ class TrainConfig:
     max_seconds: float | None = None
 
 
+def validate_train_config(name: str, config: TrainConfig) -> None:
+    """``ValueError`` naming ``{name}.field``, the expected range and the value, for an unusable TrainConfig."""
+    for field_name, minimum in (("iterations", 1), ("batch_size", 1), ("checkpoint_every", 0)):
+        value = getattr(config, field_name)
+        if not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name}.{field_name} must be an integer >= {minimum}, got {value!r}")
+    if not (math.isfinite(config.lr) and config.lr > 0):
+        raise ValueError(f"{name}.lr must be a finite number > 0, got {config.lr}")
+    if not (math.isfinite(config.lr_final_factor) and config.lr_final_factor >= 0):
+        raise ValueError(f"{name}.lr_final_factor must be a finite number >= 0, got {config.lr_final_factor}")
+    if config.max_seconds is not None and not (math.isfinite(config.max_seconds) and config.max_seconds > 0):
+        raise ValueError(f"{name}.max_seconds must be a finite number > 0 or None, got {config.max_seconds}")
+
+
 @dataclass
 class TrainResult:
     losses: list[float] = field(default_factory=list)  # global-batch mean loss per iteration
@@ -56,8 +70,36 @@ class TrainResult:
 
 
 def _resume_key(config: dict) -> dict:
-    """The parts of a TrainConfig that must match to resume (the time budget may change between sessions)."""
-    return {k: v for k, v in config.items() if k != "max_seconds"}
+    """The parts of a TrainConfig that must match to resume (the time budget and the checkpoint interval may
+    change between sessions: a resumed run follows the uninterrupted one whatever the interval)."""
+    return {k: v for k, v in config.items() if k not in ("max_seconds", "checkpoint_every")}
+
+
+def learning_rate(config: TrainConfig, iteration: int, time_fraction: float = 0.0) -> float:
+    """The cosine schedule: ``lr`` at iteration 0, decaying to ``lr * lr_final_factor`` at ``config.iterations``
+    (or earlier when ``time_fraction``, the used fraction of ``max_seconds``, is further along)."""
+    final = config.lr * config.lr_final_factor
+    phase = min(max(math.pi * iteration / max(config.iterations, 1), math.pi * time_fraction), math.pi)
+    return final + 0.5 * (config.lr - final) * (1 + math.cos(phase))
+
+
+def _first_non_finite(named: list[tuple[str, torch.Tensor | None]]) -> str | None:
+    """The name of the first tensor with a NaN/Inf value (one device sync when all are finite), else None."""
+    tensors = [(n, t) for n, t in named if t is not None]
+    if not tensors or bool(torch.stack([torch.isfinite(t).all() for _, t in tensors]).all()):
+        return None
+    return next(n for n, t in tensors if not bool(torch.isfinite(t).all()))
+
+
+def _non_finite_error(desc: str, what: str, it: int, checkpoint: str | Path | None) -> FloatingPointError:
+    """Training stops before the step (and before any save): the last checkpoint holds the last good state."""
+    kept = (
+        f"the last good checkpoint {checkpoint} is left untouched; resuming from it replays the same batches and "
+        "stops here again: change the configuration (e.g. a lower lr) in a new run folder"
+        if checkpoint is not None
+        else "no checkpoint was written"
+    )
+    return FloatingPointError(f"{desc}: {what} at iteration {it}; {kept}")
 
 
 def train(
@@ -100,11 +142,7 @@ def train(
             raise ValueError(f"config.batch_size ({config.batch_size}) must be >= the number of ranks ({world})")
     module = dist.unwrap(model)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    final = config.lr * config.lr_final_factor
-
-    def lr_at(it: int, time_fraction: float) -> float:
-        phase = min(max(math.pi * it / max(config.iterations, 1), math.pi * time_fraction), math.pi)
-        return final + 0.5 * (config.lr - final) * (1 + math.cos(phase))
+    named = list(module.named_parameters())
 
     gen = torch.Generator().manual_seed(config.seed)
     result = TrainResult()
@@ -166,7 +204,7 @@ def train(
                 result.stopped_by_budget = True
                 break
             for group in opt.param_groups:
-                group["lr"] = lr_at(it, time_fraction)
+                group["lr"] = learning_rate(config, it, time_fraction)
             idx = torch.randint(0, n_samples, (config.batch_size,), generator=gen)  # the global batch, on every rank
             if distributed:
                 local = dist.shard(idx)
@@ -177,12 +215,19 @@ def train(
                 reported = dist.all_reduce_sum(loss.detach() * weight)  # the global-batch mean, on every rank
             else:
                 loss = objective = reported = batch_loss(idx)
-            if not bool(torch.isfinite(reported.detach())):
-                raise FloatingPointError(f"{desc}: loss became {float(reported.detach())} at iteration {it}")
+            value = float(reported.detach())
+            if not math.isfinite(value):
+                raise _non_finite_error(desc, f"loss became {value}", it, checkpoint)
             opt.zero_grad(set_to_none=True)
             objective.backward()
+            bad = _first_non_finite([(n, p.grad) for n, p in named])  # identical on every rank (all-reduced)
+            if bad is not None:
+                raise _non_finite_error(desc, f"the gradient of {bad} became NaN/Inf (loss {value:.6g})", it, checkpoint)
             opt.step()
-            result.losses.append(float(reported.detach()))
+            bad = _first_non_finite([(n, p.detach()) for n, p in named])
+            if bad is not None:
+                raise _non_finite_error(desc, f"parameter {bad} became NaN/Inf in the update (loss {value:.6g})", it, checkpoint)
+            result.losses.append(value)
             if timed:
                 bar.update(min(round(result.seconds + time.perf_counter() - t0), bar.total) - bar.n)
             else:

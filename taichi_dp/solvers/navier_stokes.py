@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..grid import Grid
@@ -72,13 +73,14 @@ class NavierStokes(Stepper):
             raise TypeError(f"boundary must be a FlowBoundary, got {type(self.boundary).__name__}")
         check_param("dt", self.dt, positive=True)
         check_param("nu", self.nu, positive=True)
+        _check_options(self.pressure_rtol, self.pressure_max_iter, self.viscosity_substeps)
+        if not bool((torch.as_tensor(self.dt).detach() > 0).all()):
+            raise ValueError(f"dt must be > 0 (a zero time step does nothing), got {self.dt!r}")
         if self.diffusion not in DIFFUSION_SCHEMES:
             raise ValueError(f"diffusion must be one of {DIFFUSION_SCHEMES}, got {self.diffusion!r}")
         if self.viscosity_substeps is None:
             s = stability_number(_max_abs(self.nu), _max_abs(self.dt), self.grid) if self.diffusion == "explicit" else 0.0
             object.__setattr__(self, "viscosity_substeps", max(1, math.ceil(s / 0.5 - 1e-12)))
-        if int(self.viscosity_substeps) != self.viscosity_substeps or self.viscosity_substeps < 1:
-            raise ValueError(f"viscosity_substeps must be a positive integer or None, got {self.viscosity_substeps!r}")
         if self.diffusion == "explicit":
             check_explicit_stability(_max_abs(self.nu), _max_abs(self.dt) / self.viscosity_substeps, self.grid)
         check_flux_balance(self.grid, self.boundary)
@@ -150,6 +152,25 @@ class NavierStokes(Stepper):
             max_iter=self.pressure_max_iter,
             preconditioner=self.pressure_preconditioner,
         )
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int | np.integer) and not isinstance(x, bool)
+
+
+def _check_options(rtol: object, max_iter: object, substeps: object) -> None:
+    """ValueError/TypeError naming the option, its range and the value: a bad tolerance or cap would silently
+    return an unprojected (or unsolved) velocity."""
+    if isinstance(rtol, bool) or not isinstance(rtol, float | int | np.floating | np.integer):
+        raise TypeError(f"pressure_rtol must be a float in (0, 1), got {type(rtol).__name__} {rtol!r}")
+    if not (math.isfinite(rtol) and 0 < rtol < 1):
+        raise ValueError(f"pressure_rtol must be a finite float in (0, 1), got {rtol!r}")
+    if not _is_int(max_iter):
+        raise TypeError(f"pressure_max_iter must be an integer >= 1, got {type(max_iter).__name__} {max_iter!r}")
+    if max_iter < 1:
+        raise ValueError(f"pressure_max_iter must be an integer >= 1, got {max_iter!r}")
+    if substeps is not None and not (_is_int(substeps) and substeps >= 1):
+        raise ValueError(f"viscosity_substeps must be an integer >= 1 or None, got {substeps!r}")
 
 
 def _max_abs(x: float | torch.Tensor) -> float:
