@@ -39,6 +39,13 @@ TRAINING_KEYS = (
     "solver_s", "network_s", "solver_fraction", "network_fraction",
 )
 NONNEGATIVE = {"step_rel_diff_torch_vs_taichi"}  # may be exactly 0
+# Upper bounds on the *values* (never on times) a correct run stays far below; a wrong step or solver breaks them.
+# step_rel_diff: max |torch − taichi| / max |taichi| of one float32 step (measured, full suite 2026-11-28:
+# burgers 6e-8; karman/smoke 7e-6 … 1.1e-4, from the pressure tolerance).
+MAX_STEP_REL_DIFF = {"burgers": 1e-4, "karman": 1e-2, "smoke": 1e-2}
+MAX_PRESSURE_ITERATIONS = 60  # multigrid PCG per step (measured 10 … 30 up to 256×512)
+
+pytestmark = pytest.mark.slow  # one `benchmarks.run --quick` subprocess (~40 s on 2 cores)
 
 
 def _check_row(row: dict, keys: tuple[str, ...], where: str) -> None:
@@ -105,3 +112,19 @@ def test_targets_judged_or_explained(result):
     assert len(targets) == 6
     for t in targets:
         assert t["met"] in (True, False, None) and t["evidence"]
+
+
+def test_values_are_sane(result):
+    """Taichi and plain-PyTorch steps agree (bounded relative difference, per workload); the pressure solver
+    needs few iterations. A wrong step, operator or solver breaks these bounds; times are never checked."""
+    comparison = result["levels"]["comparison"]["rows"]
+    assert comparison
+    for r in comparison:
+        where = f"comparison {r['workload']} {r['grid']}"
+        diff = r["step_rel_diff_torch_vs_taichi"]
+        why = r.get("null_reasons", {}).get("step_rel_diff_torch_vs_taichi")
+        assert diff is not None, f"{where}: torch vs taichi not compared: {why}"
+        assert 0 <= diff < MAX_STEP_REL_DIFF[r["workload"]], f"{where}: step_rel_diff_torch_vs_taichi = {diff}"
+    for r in result["levels"]["steps"]["rows"]:
+        if r["workload"] != "burgers":
+            assert 1 <= r["pressure_iterations"] <= MAX_PRESSURE_ITERATIONS, f"step {r['workload']} {r['grid']}: {r}"

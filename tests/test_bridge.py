@@ -71,6 +71,7 @@ def test_gradients_when_only_some_inputs_require_grad(name, which):
 @pytest.mark.parametrize("scheme", ["semi_lagrangian", "maccormack"])
 def test_self_advection_same_tensor_twice(scheme):
     """advect(u, u, ...): the one tensor is both quantity and velocity; gradients of both uses add up."""
+    torch.manual_seed(21)
     u = data(2)[1][:, :1].contiguous().requires_grad_()  # (B, 1, N) velocity field
     cot = torch.randn(u.shape, dtype=F64)
     out = advect(u, u, 0.12, GRID1, BD1, scheme)
@@ -145,6 +146,7 @@ def test_inside_a_longer_torch_graph_gradchecks():
 
 @pytest.mark.parametrize("name", list(OPS))
 def test_inputs_are_not_modified(name):
+    torch.manual_seed(22)
     fn, _ = OPS[name]
     args = [t.requires_grad_() for t in data(7)[:4]]
     before = [t.detach().clone() for t in args]
@@ -200,8 +202,11 @@ def test_cached_launch_plan_matches_taichis_own_call_forward_and_backward():
         if _ == 0:
             first = grads
     assert all(torch.equal(a, b) for a, b in zip(first, grads))
-    before = bridge.launches
-    advect(q, v, dt, GRID1, Boundary(((Dirichlet(0.5), Dirichlet(0.5)),)))  # another template value
-    assert bridge.launches == before + 1 and len(bridge._plans) > n_plans
+    before, n_plans = bridge.launches, len(bridge._plans)  # counted after backward recorded its plans
+    other = Boundary(((Dirichlet(0.5), Dirichlet(0.5)),))  # another template value
+    out3 = advect(q, v, dt, GRID1, other)
+    assert bridge.launches == before + 1 and len(bridge._plans) == n_plans + 1  # exactly one new plan
+    torch.testing.assert_close(out3, ref_advect(q, v, dt, GRID1, other), rtol=0, atol=1e-12)  # not BD1's kernel
+    assert torch.equal(advect(q, v, dt, GRID1, other), out3) and len(bridge._plans) == n_plans + 1  # replayed
     with pytest.raises(ValueError, match="contiguous"):
         launch(_SL[1].kernel, q.transpose(1, 2))  # rejected before Taichi sees it

@@ -14,6 +14,7 @@ def _centre(rho: torch.Tensor) -> torch.Tensor:
     return torch.stack([(rho.sum(1) * c).sum(), (rho.sum(0) * c).sum()]) / rho.sum()
 
 
+@pytest.mark.slow
 def test_default_budget_reduces_loss_10x_and_moves_the_blob_to_the_target():
     cfg = SmokeControlConfig()  # exactly the demo's defaults
     r = smoke_control(cfg, progress=False)
@@ -28,6 +29,7 @@ def test_default_budget_reduces_loss_10x_and_moves_the_blob_to_the_target():
     assert torch.allclose(_centre(r.target), target, atol=1.0)
 
 
+@pytest.mark.slow
 def test_without_control_the_blob_misses_the_target():
     cfg = SmokeControlConfig(iterations=1)
     r = smoke_control(cfg, callback=lambda it, res: False, progress=False)  # stop before the first update

@@ -92,6 +92,7 @@ def _tiny_experiment(**kw):
     return KarmanExperimentConfig(**{**base, **kw})
 
 
+@pytest.mark.slow
 def test_karman_experiment_end_to_end_tiny(tmp_path):
     from taichi_dp.learn.karman_experiment import evaluate_run, load_run, run
 
@@ -119,6 +120,7 @@ def test_karman_experiment_end_to_end_tiny(tmp_path):
         load_run(run_dir)
 
 
+@pytest.mark.slow
 def test_karman_wall_clock_protocol_gives_equal_time_not_equal_updates(tmp_path):
     from taichi_dp.learn.karman_experiment import run
 
@@ -127,7 +129,7 @@ def test_karman_wall_clock_protocol_gives_equal_time_not_equal_updates(tmp_path)
     t = m["training"]["wall"]
     print(f"\nwall protocol: NON {t['NON'][0]}, SOL-2 {t['SOL-2'][0]}")
     for r in (t["NON"][0], t["SOL-2"][0]):
-        assert 1.5 <= r["seconds"] < 5.0
+        assert 1.5 <= r["seconds"] < 15.0  # generous: load must not fail it; an ignored budget would
     assert t["NON"][0]["iterations"] > t["SOL-2"][0]["iterations"]  # a NON update is cheaper
 
 

@@ -221,3 +221,28 @@ def test_implicit_viscosity_solves_backward_euler_of_the_reference_laplacian(bou
     assert torch.equal(x * (1 - keep), apply_boundary(v, grid, boundary, fluid) * (1 - keep))
     if boundary.sides[0][0] == Periodic():  # seam faces are duplicates of face 0
         assert torch.equal(x[:, 0, -1], x[:, 0, 0]) and torch.equal(x[:, 1, :, -1], x[:, 1, :, 0])
+
+
+@pytest.mark.parametrize("substeps", [1, 3])
+@pytest.mark.parametrize("advection", ["semi_lagrangian", "maccormack"])
+def test_viscosity_substeps_split_dt_exactly(substeps, advection):
+    """A periodic shear flow ``v_x = sin(2π y)`` is a fixed point of advection and projection, and an
+    eigenvector of the discrete Laplacian (eigenvalue ``−λ``, ``λ = (2 − 2 cos(2π h_y)) / h_y²``), so one step
+    with ``n`` explicit viscosity sub-steps scales it by exactly ``(1 − ν Δt λ / n)ⁿ``. Catches a sub-step that
+    takes the whole ``Δt`` (or the wrong count)."""
+    from taichi_dp.grid.staggered import valid_faces
+
+    grid = tdp.Grid.rect((8, 6), (1.0, 0.75))
+    hy = grid.spacing[0]
+    nu, dt = 0.01, 0.3  # ν Δt Σ 1/h² = 0.384: stable in one sub-step
+    lam = (2 - 2 * math.cos(2 * math.pi * hy)) / hy**2
+    st = NavierStokes(grid, FlowBoundary.periodic(), nu=nu, dt=dt, advection=advection, viscosity_substeps=substeps,
+                      pressure_rtol=1e-12)
+    v0 = torch.zeros(1, *staggered_shape(grid), dtype=torch.float64)
+    y = (torch.arange(8, dtype=torch.float64) + 0.5) * hy
+    v0[0, 1, :8, :] = torch.sin(2 * math.pi * y)[:, None]
+    v0 = v0 * valid_faces(grid, torch.float64)
+    v1 = st(v0)
+    factor = (1 - nu * dt * lam / substeps) ** substeps
+    assert substeps == 1 or abs(factor - (1 - nu * dt * lam) ** substeps) > 1e-2  # whole-Δt sub-steps: far off
+    torch.testing.assert_close(v1, factor * v0, rtol=0, atol=1e-12)
