@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from taichi_dp.grid import Grid, Periodic
 from taichi_dp.grid.staggered import FlowBoundary, Outflow, face_constraints, open_faces
+from taichi_dp.ops.flux_advection import flux_substeps
 from taichi_dp.solvers import Burgers, NavierStokes, SmokePlume, pack_smoke, unpack_smoke
 
 _TESTS = str(Path(__file__).resolve().parents[1] / "tests")
@@ -246,7 +247,11 @@ class TorchSmoke:
         st, flow = self.st, self.st.flow
         v, rho = unpack_smoke(state)
         dt = self.flow.dt
-        rho = ref_mac.scalar_advection(rho, v, dt, flow.grid, st.density_boundary, flow.boundary, st.density_advection)
+        if st.density_advection == "flux":  # conservative flux form, sub-stepped as the operator does
+            n = flux_substeps(v, dt, flow.grid)
+            rho = ref_mac.flux_advection(rho, v, dt, flow.grid, st.density_boundary, flow.boundary, flow.fluid, substeps=n)
+        else:
+            rho = ref_mac.scalar_advection(rho, v, dt, flow.grid, st.density_boundary, flow.boundary, st.density_advection)
         rho = (rho + dt.view(-1, 1, 1, 1) * st.source) * flow.fluid
         face_rho = 0.5 * (F.pad(rho[:, 0], (0, 0, 1, 0)) + F.pad(rho[:, 0], (0, 0, 0, 1)))
         lift = F.pad(dt.view(-1, 1, 1) * self.beta * face_rho, (0, 1))

@@ -1,9 +1,9 @@
 """A buoyant smoke plume in a closed box.
 
-    python -m demos.smoke [--n 64] [--advection maccormack] [--headless --frames 60 --out runs/demo_smoke]
+    python -m demos.smoke [--n 64] [--advection flux] [--headless --frames 60 --out runs/demo_smoke]
 
 With a window: the left mouse button injects smoke and pushes it along the drag direction, the right
-button draws solid obstacles, ``m`` toggles MacCormack / semi-Lagrangian advection of the density,
+button draws solid obstacles, ``m`` cycles the density advection (conservative flux form / MacCormack / semi-Lagrangian),
 ``r`` resets, Space pauses, Esc quits. Headless, the plume from the fixed source is written as frames.
 """
 
@@ -23,6 +23,7 @@ from demos._render import FrameSink, figure_to_rgb, parser
 from taichi_dp.grid.geometry import disc
 from taichi_dp.scenes import smoke_plume
 from taichi_dp.solvers import pack_smoke, unpack_smoke
+from taichi_dp.solvers.smoke import DENSITY_SCHEMES
 
 
 def render(state: torch.Tensor, stepper, t: int) -> object:
@@ -42,7 +43,7 @@ def render(state: torch.Tensor, stepper, t: int) -> object:
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0], "runs/demo_smoke")
     p.add_argument("--n", type=int, default=64, help="cells per side (default 64)")
-    p.add_argument("--advection", default="maccormack", choices=["maccormack", "semi_lagrangian"])
+    p.add_argument("--advection", default="flux", choices=list(DENSITY_SCHEMES))
     args = p.parse_args(argv)
     tdp.init(args.arch, "f32")
     stepper, state0 = smoke_plume(args.n)
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                 fluid = stepper.flow.fluid * disc(grid, (y, x), 4.0)
                 stepper = dataclasses.replace(stepper, flow=dataclasses.replace(stepper.flow, fluid=fluid.contiguous()))
             if gui.is_pressed("m"):
-                other = "semi_lagrangian" if stepper.density_advection == "maccormack" else "maccormack"
+                other = DENSITY_SCHEMES[(DENSITY_SCHEMES.index(stepper.density_advection) + 1) % len(DENSITY_SCHEMES)]
                 stepper = dataclasses.replace(stepper, density_advection=other)
             if gui.is_pressed("r"):
                 state, t = state0, 0

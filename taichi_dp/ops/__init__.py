@@ -2,6 +2,7 @@
 
 from .advection import advect
 from .diffusion import diffuse, diffuse_explicit, diffuse_implicit, stability_number
+from .flux_advection import flux_advect
 from .linear_solve import NotConvergedWarning, cg, solve_spd
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "diffuse",
     "diffuse_explicit",
     "diffuse_implicit",
+    "flux_advect",
     "solve_spd",
     "stability_number",
 ]

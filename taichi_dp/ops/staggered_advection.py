@@ -25,6 +25,7 @@ from ..bridge import KernelOp
 from ..grid import PERIODIC, Boundary, Grid
 from ..grid.staggered import FlowBoundary
 from ._stencil import clamp_position, ghost, interp_2d, stencil_2d
+from .flux_advection import apply_flux_advection
 
 nd1 = ti.types.ndarray(ndim=1)
 nd4 = ti.types.ndarray(ndim=4)
@@ -264,9 +265,14 @@ def apply_scalar_advection(
     scalar_boundary: Boundary,
     boundary: FlowBoundary,
     scheme: str,
+    fluid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Advect a cell-centred ``q`` ``(B,C,H,W)`` (boundary conditions ``scalar_boundary``) by the
-    staggered ``velocity`` for ``dt`` ``(B,)`` (no validation)."""
+    staggered ``velocity`` for ``dt`` ``(B,)`` (no validation). ``scheme``: ``"semi_lagrangian"``,
+    ``"maccormack"`` or ``"flux"`` (conservative, sub-stepped: :mod:`taichi_dp.ops.flux_advection`; the
+    only one that uses the obstacle mask ``fluid``, ``(B or 1, 1, H, W)``: no flux into solid cells)."""
+    if scheme == "flux":
+        return apply_flux_advection(q, velocity, dt, grid, scalar_boundary, boundary, fluid)
     hy, hx = grid.spacing
     consts = (
         scalar_boundary.codes,

@@ -115,11 +115,21 @@ def lid_driven_cavity(
 
 
 def smoke_plume(
-    n: int = 64, buoyancy: float | torch.Tensor = 0.5, batch: int = 1, *, source_strength: float = 0.2
+    n: int = 64,
+    buoyancy: float | torch.Tensor = 0.5,
+    batch: int = 1,
+    *,
+    source_strength: float = 0.2,
+    density_advection: str = "flux",
 ) -> tuple[SmokePlume, torch.Tensor]:
     """A rising smoke plume in a closed 100 × 100 box (no-slip walls, inviscid): a disc source of radius
     5 at (y, x) = (10, 50) injects ``source_strength`` density per unit time, buoyancy ``β`` lifts it;
-    dt = 1 on an ``n × n`` grid. Returns ``(stepper, state0)`` with the packed state at rest, no smoke."""
+    dt = 1 on an ``n × n`` grid. Returns ``(stepper, state0)`` with the packed state at rest, no smoke.
+
+    ``density_advection``: ``"flux"`` (default) keeps the smoke budget closed (the box holds exactly what
+    was injected; the plume's velocities reach a cell Courant number ≈ 12 at n = 64, so the density
+    advection takes ≈ 12 sub-steps per step); ``"maccormack"`` gains +122% and ``"semi_lagrangian"`` +56%
+    of the injected smoke over 100 steps at n = 64."""
     rt = ensure_init()
     grid = Grid.rect((n, n), (100.0, 100.0))
     flow = NavierStokes(grid, FlowBoundary.box(), nu=0.0, dt=1.0, pressure_rtol=1e-4)
@@ -128,7 +138,8 @@ def smoke_plume(
         torch.zeros(batch, *staggered_shape(grid), dtype=rt.dtype, device=rt.device),
         torch.zeros(batch, 1, n, n, dtype=rt.dtype, device=rt.device),
     )
-    return SmokePlume(flow, buoyancy=buoyancy, source=source.contiguous()), state0
+    stepper = SmokePlume(flow, buoyancy=buoyancy, source=source.contiguous(), density_advection=density_advection)
+    return stepper, state0
 
 
 def taylor_green(
