@@ -4,7 +4,8 @@ With a display, frames go to a Taichi window: GGUI (``ti.ui.Window``) when the r
 ``vulkan`` or ``cuda``, the CPU-drawn ``ti.GUI`` otherwise. Esc or closing the window quits, Space
 pauses; the frame rate is shown in the window and printed at the end. Headless (``--headless``, or no
 display found) the frames are written as PNG files plus ``animation.mp4`` (when the optional ``imageio``
-and ``imageio-ffmpeg`` are installed: ``pip install -e ".[demos]"``) or else ``animation.gif``.
+and ``imageio-ffmpeg`` are installed: ``pip install -e ".[demos]"``) or else ``animation.gif``. Frames
+are streamed to disk as they come (PNG and video), so a long headless run holds one frame in memory.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +61,8 @@ class FrameSink:
     def __init__(self, title: str, out: str | Path, headless: bool) -> None:
         self.headless = headless or not os.environ.get("DISPLAY")
         self.out, self.title = Path(out), title
-        self.frames: list[np.ndarray] = []
+        self.paths: list[Path] = []  # headless: the PNG frames written so far
+        self._video: Any = None  # headless: the open MP4 writer (imageio), if any
         self.gui = None
         self.ggui = False
         self.paused = False
@@ -93,7 +96,7 @@ class FrameSink:
         """Display or store one frame; returns ``False`` when the user closed the window or pressed Esc."""
         self._tick()
         if self.headless:
-            self.frames.append(rgb)
+            self._write(rgb)
             return True
         import taichi as ti
 
@@ -117,31 +120,37 @@ class FrameSink:
         gui.show()
         return gui.running
 
+    def _write(self, rgb: np.ndarray) -> None:
+        """Headless: write one frame as a PNG and append it to the MP4 (opened at the first frame)."""
+        from PIL import Image
+
+        if not self.paths:
+            self.out.mkdir(parents=True, exist_ok=True)
+            imageio = _video_writer()
+            if imageio is not None:
+                self._video = imageio.get_writer(self.out / "animation.mp4", fps=12, macro_block_size=2, quality=8)
+        self.paths.append(self.out / f"frame_{len(self.paths):04d}.png")
+        Image.fromarray(rgb).save(self.paths[-1])
+        if self._video is not None:
+            h, w = rgb.shape[:2]  # H.264 wants even sizes: pad with white
+            self._video.append_data(np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), constant_values=255))
+
     def close(self) -> list[Path]:
-        """Print the frame rate; headless, write the stored frames (PNG each, plus ``animation.mp4`` or
-        ``animation.gif``) and return the paths."""
+        """Print the frame rate; headless, finish the video (``animation.mp4``, or ``animation.gif`` built
+        from the PNG frames without imageio) and return the paths written."""
         if self.shown > 1:
             seconds = self._last - self._start
             print(f"{self.shown} frames in {seconds:.1f} s: {(self.shown - 1) / max(seconds, 1e-9):.2f} fps")
-        if not self.headless or not self.frames:
+        if not self.headless or not self.paths:
             return []
-        from PIL import Image
-
-        self.out.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for i, f in enumerate(self.frames):
-            paths.append(self.out / f"frame_{i:04d}.png")
-            Image.fromarray(f).save(paths[-1])
-        imageio = _video_writer()
-        if imageio is not None:
+        if self._video is not None:
+            self._video.close()
             video = self.out / "animation.mp4"
-            h, w = self.frames[0].shape[:2]  # H.264 wants even sizes: pad with white
-            with imageio.get_writer(video, fps=12, macro_block_size=2, quality=8) as writer:
-                for f in self.frames:
-                    writer.append_data(np.pad(f, ((0, h % 2), (0, w % 2), (0, 0)), constant_values=255))
         else:
+            from PIL import Image
+
             video = self.out / "animation.gif"
-            images = [Image.fromarray(f) for f in self.frames]
-            images[0].save(video, save_all=True, append_images=images[1:], duration=80, loop=0)
-        print(f"wrote {len(paths)} frames to {self.out}/frame_*.png and {video}")
-        return [*paths, video]
+            first, *rest = (Image.open(p) for p in self.paths)
+            first.save(video, save_all=True, append_images=rest, duration=80, loop=0)
+        print(f"wrote {len(self.paths)} frames to {self.out}/frame_*.png and {video}")
+        return [*self.paths, video]

@@ -250,3 +250,17 @@ def test_shipped_pretrained_karman_corrector_loads_and_corrects():
     with torch.no_grad():
         dv = models["SOL-4"](v, re=torch.zeros(1, dtype=v.dtype))
     assert float(dv.abs().max()) > 1e-4
+
+
+def test_headless_frames_are_streamed_to_disk_as_they_come(tmp_path):
+    """A long headless run must not hold its frames in memory: each frame is on disk when show returns."""
+    from demos._render import FrameSink
+
+    sink = FrameSink("t", tmp_path / "out", headless=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        assert sink.show(rng.integers(0, 255, (9, 11, 3), dtype=np.uint8))
+        assert sorted(p.name for p in (tmp_path / "out").glob("frame_*.png")) == [f"frame_{k:04d}.png" for k in range(i + 1)]
+    assert not any(isinstance(v, list) and v and isinstance(v[0], np.ndarray) for v in vars(sink).values())
+    paths = sink.close()
+    assert paths[-1].name in ("animation.mp4", "animation.gif") and paths[-1].stat().st_size > 0
