@@ -43,3 +43,23 @@ def test_check_inputs_toggles_without_reinitialising_taichi():
     finally:
         assert tdp.init("cpu", "f64").check_inputs
     assert tdp.current() == rt
+
+
+def test_f64_precision_reaches_kernel_locals():
+    """precision="f64" must make Taichi's float literals and locals float64 too (``default_fp``), not just
+    the arrays: a multigrid solve to rtol 1e-12 accumulates its dot products in kernel locals."""
+    import taichi as ti
+
+    from taichi_dp.grid import DIRICHLET
+    from taichi_dp.ops import linear_solve
+    from taichi_dp.ops.multigrid import PoissonSolver
+
+    rt = tdp.init(tdp.current().arch, "f64")
+    assert ti.lang.impl.current_cfg().default_fp == ti.f64
+    grid = tdp.Grid.rect((32, 32), (1.0, 1.0))
+    fluid = torch.ones(1, 1, 32, 32, dtype=rt.dtype)
+    solver = PoissonSolver(grid, fluid, (DIRICHLET,) * 4)  # outflow on every side: non-singular
+    b = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    x = solver.solve(b, rtol=1e-12)
+    assert linear_solve.last_solve.converged
+    assert float((b - solver.apply(x)).norm() / b.norm()) < 1e-11
