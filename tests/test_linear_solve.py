@@ -140,3 +140,17 @@ def test_zero_rhs_with_warm_start_returns_zero_without_iterating_to_underflow():
         x = cg(lambda z: z @ a, b, torch.randn(2, 6, dtype=torch.float64), rtol=1e-10, max_iter=20)
     assert torch.equal(x[1], torch.zeros(6, dtype=torch.float64))
     assert torch.allclose(x[0], torch.linalg.solve(a, b[0]), atol=1e-9)
+
+
+def test_cg_tolerance_is_relative_to_each_samples_own_rhs():
+    """A batch with right-hand sides 10⁶ apart: the small one must still reach rtol relative to itself
+    (one tolerance from the largest rhs would stop it at ~10⁶·rtol relative)."""
+    from taichi_dp.ops.linear_solve import cg
+
+    gen = torch.Generator().manual_seed(11)
+    m = torch.randn(12, 12, generator=gen, dtype=torch.float64)
+    a = m @ m.T + 0.1 * torch.eye(12, dtype=torch.float64)
+    b = torch.randn(2, 12, generator=gen, dtype=torch.float64) * torch.tensor([[1.0], [1e-6]], dtype=torch.float64)
+    x = cg(lambda v: v @ a, b, rtol=1e-8)
+    rel = (b - x @ a).norm(dim=1) / b.norm(dim=1)
+    assert (rel <= 1e-8 * 1.01).all(), rel

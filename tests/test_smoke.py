@@ -62,3 +62,15 @@ def test_smoke_errors():
         SmokePlume(flow=None)
     with pytest.raises(ValueError, match="density_advection"):
         SmokePlume(stepper.flow, density_advection="upwind")
+
+
+@pytest.mark.parametrize("scheme", ["flux", "maccormack", "semi_lagrangian"])
+def test_source_enters_as_dt_times_s(scheme):
+    """At rest with no smoke, one step of length dt injects exactly dt·s (per sample dt 0.25 and 0.5)."""
+    grid = tdp.Grid.rect((8, 8), (1.0, 1.0))
+    dt = torch.tensor([0.25, 0.5], dtype=torch.float64)
+    flow = NavierStokes(grid, FlowBoundary.box(), nu=0.0, dt=dt)
+    source = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    state = pack_smoke(torch.zeros(2, *staggered_shape(grid), dtype=torch.float64), torch.zeros(2, 1, 8, 8, dtype=torch.float64))
+    _, rho = unpack_smoke(SmokePlume(flow, buoyancy=0.0, source=source, density_advection=scheme)(state))
+    torch.testing.assert_close(rho, dt.view(-1, 1, 1, 1) * source, rtol=1e-12, atol=1e-14)

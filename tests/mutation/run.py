@@ -88,7 +88,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "taichi_dp/runtime.py",
         'default_fp=ti.f64 if precision == "f64" else ti.f32',
         "default_fp=ti.f32",
-        ("tests/test_bridge.py",),
+        ("tests/test_bridge.py", "tests/test_runtime.py"),
         "precision='f64' silently runs the kernels in float32",
     ),
     # ---------------------------------------------------------------- bridge.py
@@ -203,7 +203,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "taichi_dp/ops/linear_solve.py",
         "target = torch.clamp(rtol * b_norm, min=atol)",
         "target = torch.clamp(rtol * b_norm.max(), min=atol)",
-        (T_BITES, "tests/test_linear_solve.py"),
+        (T_BITES, "tests/test_linear_solve.py::test_cg_tolerance_is_relative_to_each_samples_own_rhs"),
         "one tolerance for the whole batch (relative to the largest rhs)",
     ),
     # ---------------------------------------------------------------- ops/multigrid.py
@@ -311,7 +311,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "taichi_dp/solvers/smoke.py",
         "rho = rho + dt.view(-1, 1, 1, 1) * self.source",
         "rho = rho + self.source",
-        ("tests/test_smoke.py",),
+        ("tests/test_smoke.py::test_source_enters_as_dt_times_s",),
         "smoke source added without Δt",
     ),
     Mutant(
@@ -340,7 +340,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "taichi_dp/learn/io.py",
         "    _verify_checkpoint(path, data, unverified)\n",
         "    pass\n",
-        ("tests/test_learn.py",),
+        ("tests/test_learn.py", "tests/test_trust.py::test_bit_rot_in_a_checkpoint_is_refused_naming_the_file"),
         "checkpoint digest never verified on load",
     ),
     Mutant(
