@@ -18,11 +18,12 @@ Taichi's reverse-mode ``kernel.grad`` through the runtime's *verified* different
 (:attr:`taichi_dp.runtime.Runtime.grad_route`, chosen at init by a known-answer check): on the same
 memory (``"ndarray"``: CPU, CUDA), or on staging fields through the kernel's field twin (``"fields"``:
 Vulkan, where ndarray gradients come back silently zero; :mod:`taichi_dp.grad_routes`). Without a
-verified route the backward raises instead of returning an unverified gradient. The Taichi semantics
-the ndarray route must respect, all handled here and nowhere else:
+verified route the backward raises instead of returning an unverified gradient. Both routes live in
+:mod:`taichi_dp.grad_routes` (the code the check runs is the code the backward runs), which handles the
+Taichi semantics of ``kernel.grad`` in one place:
 
-- ``kernel.grad`` *accumulates* into each input's ``.grad``: we hand it fresh zero buffers;
-- ``kernel.grad`` *zeroes* each output's ``.grad``: we hand it a clone of the incoming gradient;
+- ``kernel.grad`` *accumulates* into each input's ``.grad``: it gets fresh zero buffers;
+- ``kernel.grad`` *zeroes* each output's ``.grad``: it gets a clone of the incoming gradient;
 - ``requires_grad`` of a tensor argument is part of Taichi's compile key: forward always passes
   detached tensors and backward always passes every input with ``requires_grad=True``, so each kernel
   compiles exactly twice (forward, backward) per dtype/arch, whatever the caller differentiates.
@@ -226,26 +227,13 @@ class KernelOp:
     ) -> list[torch.Tensor]:
         """Vector-Jacobian product by Taichi reverse-mode autodiff: ``[gᵀ ∂out/∂input for each input]``,
         through the runtime's verified route (raises ``GradientUnavailableError`` when there is none)."""
+        route = ensure_init().require_gradients()
         ref = inputs[0]
-        if ensure_init().require_gradients() == "fields":
-            gs = [
-                torch.zeros(tuple(shape), dtype=ref.dtype, device=ref.device) if g is None else g.contiguous()
-                for shape, g in zip(out_shapes, grad_outputs)
-            ]
-            return grad_routes.grad_on_fields(self.kernel, inputs, gs, (*consts, serial_for(out_shapes)))
-        ins = []
-        for t in inputs:
-            leaf = t.detach().requires_grad_(True)
-            leaf.grad = torch.zeros_like(leaf)  # kernel.grad accumulates here
-            ins.append(leaf)
-        outs = []
-        for shape, g in zip(out_shapes, grad_outputs):
-            o = torch.zeros(tuple(shape), dtype=ref.dtype, device=ref.device, requires_grad=True)
-            # kernel.grad zeroes the outputs' gradients: give it a private copy.
-            o.grad = torch.zeros_like(o) if g is None else g.detach().clone(memory_format=torch.contiguous_format)
-            outs.append(o)
-        launch(self.kernel.grad, *ins, *outs, *consts, serial_for(out_shapes))
-        return [t.grad for t in ins]
+        gs = [
+            torch.zeros(tuple(shape), dtype=ref.dtype, device=ref.device) if g is None else g
+            for shape, g in zip(out_shapes, grad_outputs)
+        ]
+        return grad_routes.run_route(route, self.kernel, inputs, gs, (*consts, serial_for(out_shapes)), launch)
 
 
 class _KernelFunction(torch.autograd.Function):

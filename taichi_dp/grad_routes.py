@@ -114,12 +114,47 @@ def _stage_for(tensors: Sequence[torch.Tensor]) -> _Stage:
     return stage
 
 
+def _taichi_call(kernel: Any, *args: Any) -> None:
+    kernel(*args)
+
+
+def grad_on_ndarrays(
+    kernel: Any,
+    inputs: Sequence[torch.Tensor],
+    grad_outputs: Sequence[torch.Tensor],
+    rest: Sequence[Any],
+    launch: Callable[..., None] = _taichi_call,
+) -> list[torch.Tensor]:
+    """``[gᵀ ∂out/∂input for each input]`` by ``kernel.grad`` directly on the tensors (the ``"ndarray"``
+    route), respecting Taichi's semantics: ``kernel.grad`` *accumulates* into each input's ``.grad`` (fresh
+    zero buffers are handed to it) and *zeroes* each output's ``.grad`` (it gets a private copy of the
+    incoming gradient); every input is passed with ``requires_grad=True`` (part of the compile key).
+    ``launch(kernel.grad, *args)`` runs it (the bridge passes its cached-plan launcher)."""
+    ins = []
+    for t in inputs:
+        leaf = t.detach().requires_grad_(True)
+        leaf.grad = torch.zeros_like(leaf)
+        ins.append(leaf)
+    outs = []
+    for g in grad_outputs:
+        o = torch.zeros_like(g, memory_format=torch.contiguous_format).requires_grad_(True)
+        o.grad = g.detach().clone(memory_format=torch.contiguous_format)
+        outs.append(o)
+    launch(kernel.grad, *ins, *outs, *rest)
+    return [t.grad for t in ins]
+
+
 def grad_on_fields(
-    kernel: Any, inputs: Sequence[torch.Tensor], grad_outputs: Sequence[torch.Tensor], rest: Sequence[Any]
+    kernel: Any,
+    inputs: Sequence[torch.Tensor],
+    grad_outputs: Sequence[torch.Tensor],
+    rest: Sequence[Any],
+    launch: Callable[..., None] = _taichi_call,
 ) -> list[torch.Tensor]:
     """``[gᵀ ∂out/∂input for each input]`` of ``kernel(*inputs, *outputs, *rest)`` by Taichi autodiff on
     staging fields (the ``"fields"`` route). ``grad_outputs`` give the outputs' shapes and adjoints;
-    tensors in ``rest`` (constant arrays such as masks) are staged too, other values passed through."""
+    tensors in ``rest`` (constant arrays such as masks) are staged too, other values passed through.
+    ``launch`` is accepted for a uniform route signature; the field twin is called by Taichi itself."""
     tensors = [*inputs, *grad_outputs, *(v for v in rest if isinstance(v, torch.Tensor))]
     stage = _stage_for(tensors)
     fields = iter(stage.fields)
@@ -129,7 +164,7 @@ def grad_on_fields(
         f.from_torch(t.detach())
         f.grad.fill(0)
     for f, g in zip(outs, grad_outputs):
-        f.grad.from_torch(g.detach())
+        f.grad.from_torch(g.detach().contiguous())
     args = []
     for v in rest:
         if isinstance(v, torch.Tensor):
@@ -161,22 +196,19 @@ def _probe_expected(x: torch.Tensor, c: torch.Tensor, g: torch.Tensor) -> tuple[
     return y, gx, gc
 
 
-def _grad_on_ndarrays(kernel: Any, inputs: Sequence[torch.Tensor], grad_outputs: Sequence[torch.Tensor],
-                      rest: Sequence[Any]) -> list[torch.Tensor]:
-    """The ``"ndarray"`` route as the probe runs it: Taichi's own ``kernel.grad`` call on the tensors."""
-    ins = [t.detach().clone().requires_grad_(True) for t in inputs]
-    for t in ins:
-        t.grad = torch.zeros_like(t)
-    outs = []
-    for g in grad_outputs:
-        o = torch.zeros_like(g).requires_grad_(True)
-        o.grad = g.detach().clone()
-        outs.append(o)
-    kernel.grad(*ins, *outs, *rest)
-    return [t.grad for t in ins]
+_ROUTE_RUNNERS: dict[str, Callable[..., list[torch.Tensor]]] = {"ndarray": grad_on_ndarrays, "fields": grad_on_fields}
 
 
-_ROUTE_RUNNERS: dict[str, Callable[..., list[torch.Tensor]]] = {"ndarray": _grad_on_ndarrays, "fields": grad_on_fields}
+def run_route(
+    route: str,
+    kernel: Any,
+    inputs: Sequence[torch.Tensor],
+    grad_outputs: Sequence[torch.Tensor],
+    rest: Sequence[Any],
+    launch: Callable[..., None] = _taichi_call,
+) -> list[torch.Tensor]:
+    """The vector–Jacobian product through ``route``: the same code the known-answer check verified."""
+    return _ROUTE_RUNNERS[route](kernel, inputs, grad_outputs, rest, launch)
 
 
 def probe(route: str, dtype: torch.dtype, device: torch.device) -> str | None:
@@ -188,12 +220,11 @@ def probe(route: str, dtype: torch.dtype, device: torch.device) -> str | None:
     g = torch.rand(3, 17, generator=gen, dtype=torch.float64).add_(0.5).to(dtype=dtype, device=device)
     y_ref, gx_ref, gc_ref = _probe_expected(x.double(), c.double(), g.double())
     tol = 1e-4 if dtype == torch.float32 else 1e-10
-    run = _ROUTE_RUNNERS[route]
     for serial in (False, True):
         try:
             y = torch.zeros_like(x)
             _probe_kernel(x, c, y, serial)
-            gx, gc = run(_probe_kernel, (x, c), (g,), (serial,))
+            gx, gc = run_route(route, _probe_kernel, (x, c), (g,), (serial,))
         except Exception as e:  # a route that cannot even run is a failed route
             return f"{type(e).__name__}: {e}"
         loops = "serial" if serial else "parallel"

@@ -38,7 +38,7 @@ def fresh_runtime(monkeypatch):
 def _break_ndarray_route(monkeypatch):
     """Simulate the Vulkan bug on any arch: the ndarray route returns all-zero gradients."""
 
-    def zero_grads(kernel, inputs, grad_outputs, rest):
+    def zero_grads(kernel, inputs, grad_outputs, rest, launch):
         return [torch.zeros_like(t) for t in inputs]
 
     monkeypatch.setitem(grad_routes._ROUTE_RUNNERS, "ndarray", zero_grads)
@@ -74,8 +74,8 @@ def test_probe_detects_zero_and_wrong_gradients(monkeypatch):
     err = grad_routes.probe("ndarray", rt.dtype, rt.device)
     assert err is not None and "input gradient wrong" in err and "all zero: True" in err
 
-    def off_by_a_bit(kernel, inputs, grad_outputs, rest):
-        return [t * 1.001 for t in working(kernel, inputs, grad_outputs, rest)]
+    def off_by_a_bit(kernel, inputs, grad_outputs, rest, launch):
+        return [t * 1.001 for t in working(kernel, inputs, grad_outputs, rest, launch)]
 
     monkeypatch.setitem(grad_routes._ROUTE_RUNNERS, "ndarray", off_by_a_bit)
     err = grad_routes.probe("ndarray", rt.dtype, rt.device)
