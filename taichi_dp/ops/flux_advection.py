@@ -224,10 +224,15 @@ def cell_courant(velocity: torch.Tensor, dt: torch.Tensor, grid: Grid) -> torch.
 def flux_substeps(velocity: torch.Tensor, dt: torch.Tensor, grid: Grid, courant: float = 1.0) -> int:
     """The number of equal sub-steps ``n = max(1, ⌈max_b C_b / courant⌉)`` that keeps the cell Courant
     number of every sub-step within ``courant`` (:func:`cell_courant`)."""
+    return _count(_max_courant(velocity, dt, grid), courant)
+
+
+def _max_courant(velocity: torch.Tensor, dt: torch.Tensor, grid: Grid) -> float:
+    """The batch's largest cell Courant number (one host read); refuses a non-finite one."""
     c = float(cell_courant(velocity, dt, grid).max())
     if not math.isfinite(c):
         raise ValueError(f"velocity·dt must be finite to size the flux sub-steps, got Courant number {c}")
-    return _count(c, courant)
+    return c
 
 
 def _count(c: float, courant: float) -> int:
@@ -250,9 +255,7 @@ def apply_flux_advection(
     ``(B or 1, 1, H, W)`` runtime-dtype 0/1 mask); still checks ``substeps`` against ``courant``."""
     if fluid is None:
         fluid = torch.ones(1, 1, *q.shape[2:], dtype=q.dtype, device=q.device)
-    c = float(cell_courant(velocity, dt, grid).max())
-    if not math.isfinite(c):
-        raise ValueError(f"velocity·dt must be finite to size the flux sub-steps, got Courant number {c}")
+    c = _max_courant(velocity, dt, grid)
     if substeps is None:
         n = _count(c, courant)
     else:
