@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
     """Every usage error is one ``error: …`` line on stderr and exit status 2 (no usage block)."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"error: {' '.join(message.split())} (see {self.prog} --help)", file=sys.stderr)
+        print(f"error: {_one_line(message)} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; every failure is one ``error: …`` line on stderr and a non-zero exit status (set
     ``TAICHI_DP_TRACEBACK=1`` to also print the traceback of an unexpected error)."""
     args = _parser().parse_args(argv)
-    warnings.formatwarning = _one_line_warning
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
@@ -82,16 +82,23 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(e, "")
     except Exception as e:  # a bug: still one line, with the exception type
         return _fail(e, f"unexpected {type(e).__name__}: ")
+    finally:  # in-process callers (tests, notebooks) keep their own warning format
+        warnings.formatwarning = formatwarning
+
+
+def _one_line(text: str) -> str:
+    """``text`` with every run of white space (newlines included) folded to one space."""
+    return " ".join(text.split())
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
-    return f"warning: {' '.join(str(message).split())}\n"
+    return f"warning: {_one_line(str(message))}\n"
 
 
 def _fail(e: BaseException, prefix: str) -> int:
     if os.environ.get("TAICHI_DP_TRACEBACK"):
         traceback.print_exc()
-    print(f"error: {prefix}{' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)
+    print(f"error: {prefix}{_one_line(str(e)) or type(e).__name__}", file=sys.stderr)
     return 2
 
 
