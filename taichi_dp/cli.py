@@ -118,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     _common(inv, "runs/burgers_inverse")
     inv.add_argument("--iterations", type=_integer(1), default=300)
     inv.add_argument("--lr", type=_positive, default=0.02)
+    inv.add_argument(
+        "--resume", action="store_true", help="accept an existing --out run with the same configuration (it is recomputed)"
+    )
 
     tr = sub.add_parser("train", help="train a corrector through a solver")
     tr.add_argument("scene", choices=["karman"])
@@ -299,7 +302,13 @@ def _inverse(args: argparse.Namespace, out: Path) -> int:
 
     from .learn import io
     from .learn.inverse import burgers_inverse
+    from .runtime import ensure_init
 
+    rt = ensure_init()
+    config = {"experiment": "burgers-inverse", "iterations": args.iterations, "lr": args.lr}
+    config.update(arch=rt.arch, precision=rt.precision)
+    if not io.check_run_folder(out, config, "burgers-inverse", resume=args.resume):
+        io.write_json(out / "config.json", config)
     r = burgers_inverse(args.iterations, args.lr, progress=not args.no_progress)
     io.write_json(out / "metrics.json", {"losses": r.losses, "reduction": r.reduction, "seconds": r.seconds})
     fig, ax = plt.subplots(1, 3, figsize=(14, 3.6))

@@ -54,11 +54,14 @@ def _runtime():
 
 @pytest.fixture(autouse=True)
 def _back_on_the_test_arch():
-    """A test that switched arch (e.g. to test ``init`` itself) does not move the rest of the suite."""
+    """A test that switched arch or precision (e.g. to test ``init`` itself, or the CLI in-process) does not
+    move the rest of the suite."""
+    before = tdp.current()
+    precision = before.precision if before is not None else "f64"
     yield
     rt = tdp.current()
-    if rt is not None and rt.arch != ARCH:
-        tdp.init(ARCH, rt.precision)
+    if rt is not None and (rt.arch, rt.precision) != (ARCH, precision):
+        tdp.init(ARCH, precision)
 
 
 @pytest.fixture(scope="module")

@@ -265,6 +265,57 @@ def test_damaged_trainer_state_is_refused_on_resume(tmp_path):
         train(_linear_setup()[0], loss, 32, cfg, progress=False, checkpoint=ckpt)
 
 
+def test_trainer_state_of_another_model_is_refused_naming_the_file(tmp_path):
+    ckpt = tmp_path / "state.pt"
+    cfg = TrainConfig(iterations=2, batch_size=4, checkpoint_every=1)
+    model, loss = _linear_setup()
+    train(model, loss, 32, cfg, progress=False, checkpoint=ckpt)
+    other = torch.nn.Linear(4, 1).double()  # same TrainConfig, another model
+
+    def other_loss(idx):
+        return other(torch.ones(len(idx), 4, dtype=torch.float64)).sum()
+
+    with pytest.raises(ValueError, match=r"state\.pt holds the trainer state of another model.*another shape.*weight"):
+        train(other, other_loss, 32, cfg, progress=False, checkpoint=ckpt)
+    bigger = torch.nn.Sequential(torch.nn.Linear(3, 1)).double()
+    expected = r"another model \(2 missing parameter\(s\) \(e\.g\. 0\.weight\), 2 unexpected \(e\.g\. weight\)\)"
+    with pytest.raises(ValueError, match=expected):
+        train(bigger, loss, 32, cfg, progress=False, checkpoint=ckpt)
+
+
+def _full_disk(monkeypatch) -> None:
+    """Every file write of :mod:`taichi_dp.learn.io` lands on ``/dev/full`` (ENOSPC, as on a full disk)."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    real = io._write_bytes
+    monkeypatch.setattr(io, "_write_bytes", lambda tmp, data: real("/dev/full", data))
+
+
+def test_full_disk_says_so_and_keeps_the_previous_files(tmp_path, monkeypatch):
+    io.save_checkpoint(tmp_path / "m.pt", {"w": torch.ones(3)})
+    io.write_json(tmp_path / "metrics.json", {"a": 1})
+    _full_disk(monkeypatch)
+    with pytest.raises(OSError, match=r"no space left on device while writing .*m\.pt \(not written; any previous"):
+        io.save_checkpoint(tmp_path / "m.pt", {"w": torch.zeros(3)})
+    with pytest.raises(OSError, match=r"no space left on device while writing .*metrics\.json"):
+        io.write_json(tmp_path / "metrics.json", {"a": 2})
+    monkeypatch.undo()
+    assert torch.equal(io.load_checkpoint(tmp_path / "m.pt")["w"], torch.ones(3))
+    assert io.read_json(tmp_path / "metrics.json") == {"a": 1}
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_full_disk_is_one_error_line_on_the_command_line(tmp_path, monkeypatch, capsys):
+    from taichi_dp.cli import main
+
+    _full_disk(monkeypatch)
+    out = tmp_path / "run"
+    assert main(["burgers-inverse", "--iterations", "1", "--no-progress", "--out", str(out)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err[-1].startswith("error: no space left on device while writing") and "config.json" in err[-1], err
+    assert not (out / "config.json").exists()
+
+
 def test_checkpoint_interval_may_change_on_resume(tmp_path):
     ckpt = tmp_path / "state.pt"
     model, loss = _linear_setup()
@@ -466,6 +517,23 @@ def test_burgers_rerun_into_an_existing_folder_is_refused_or_resumed_with_the_sa
     again = run(cfg, out, progress=False, resume=True)
     assert again["mean_relative_l2"] == metrics["mean_relative_l2"]
     assert (out / "config.json").read_bytes() == before
+
+
+def test_burgers_inverse_rerun_follows_the_run_folder_rule(tmp_path, capsys):
+    from taichi_dp.cli import main
+
+    out = str(tmp_path / "run")
+    argv = ["burgers-inverse", "--iterations", "2", "--no-progress", "--out", out]
+    assert main(argv) == 0
+    before = (tmp_path / "run" / "metrics.json").read_bytes()
+    assert main(argv) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main([*argv[:2], "3", *argv[3:], "--resume"]) == 2
+    assert "iterations: saved 2, now 3" in capsys.readouterr().err
+    assert main(["burgers-inverse", "--iterations", "2", "--no-progress", "--out", out, "--precision", "f64", "--resume"]) == 2
+    assert "precision: saved 'f32', now 'f64'" in capsys.readouterr().err
+    assert (tmp_path / "run" / "metrics.json").read_bytes() == before  # refused runs wrote nothing
+    assert main([*argv, "--resume"]) == 0  # the same configuration is recomputed
 
 
 # ----------------------------------------------------------------------------------------- 5. command line

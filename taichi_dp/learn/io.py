@@ -20,6 +20,7 @@ Written files get the usual permissions (``0666`` minus the umask), not ``mkstem
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -113,16 +114,28 @@ def _atomic(path: str | Path, write: Callable[[str], None]) -> Path:
         os.chmod(tmp, 0o666 & ~_umask())
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            full = OSError(f"no space left on device while writing {path} (not written; any previous version is intact)")
+            full.errno = errno.ENOSPC
+            raise full from e
         raise
     return path
 
 
+def _write_bytes(tmp: str, data: bytes) -> None:
+    """Write ``data`` to ``tmp`` with plain file I/O, so that a full disk is an ``OSError`` (ENOSPC), not a
+    library's internal message."""
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """Atomically write ``text`` to ``path`` (no digest: for files that are only read by people)."""
-    return _atomic(path, lambda tmp: Path(tmp).write_bytes(text.encode("utf-8")))
+    return _atomic(path, lambda tmp: _write_bytes(tmp, text.encode("utf-8")))
 
 
 def _sha256(data: bytes) -> str:
@@ -160,9 +173,9 @@ def write_json(path: str | Path, obj: Any) -> Path:
     def listing(digests: list[str]) -> str:
         return "".join(f"{d}  {path.name}\n" for d in digests)
 
-    _atomic(sidecar(path), lambda tmp: Path(tmp).write_text(listing([new, *old]), encoding="ascii"))  # old or new
-    _atomic(path, lambda tmp: Path(tmp).write_bytes(data))
-    _atomic(sidecar(path), lambda tmp: Path(tmp).write_text(listing([new]), encoding="ascii"))
+    _atomic(sidecar(path), lambda tmp: _write_bytes(tmp, listing([new, *old]).encode("ascii")))  # old or new
+    _atomic(path, lambda tmp: _write_bytes(tmp, data))
+    _atomic(sidecar(path), lambda tmp: _write_bytes(tmp, listing([new]).encode("ascii")))
     return path
 
 
@@ -252,30 +265,22 @@ def check_run_folder(out: str | Path, config: dict[str, Any], command: str, *, r
 # ----------------------------------------------------------------------------------------------- checkpoints
 
 
-def _seal(tmp: str) -> None:
-    """Embed the digest of the zip file ``tmp`` (written by ``torch.save``) as its archive comment."""
-    with open(tmp, "r+b") as f:
-        f.seek(-22, os.SEEK_END)
-        eocd = f.read(22)
-        if eocd[:4] != _EOCD or eocd[20:] != b"\0\0":
-            raise ValueError(f"{tmp}: torch.save did not write a plain zip archive")
-        f.seek(0)
-        h = hashlib.sha256()
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-        f.seek(-2, os.SEEK_END)
-        f.write(struct.pack("<H", _COMMENT_LEN) + _MAGIC + h.hexdigest().encode("ascii"))
+def _sealed(data: bytes) -> bytes:
+    """The zip archive ``data`` (written by ``torch.save``) with its digest embedded as the archive comment."""
+    eocd = data[-22:]
+    if eocd[:4] != _EOCD or eocd[20:] != b"\0\0":
+        raise ValueError("torch.save did not write a plain zip archive")
+    return data[:-2] + struct.pack("<H", _COMMENT_LEN) + _MAGIC + _sha256(data).encode("ascii")
 
 
 def save_checkpoint(path: str | Path, obj: dict[str, Any]) -> Path:
     """Atomically ``torch.save`` a dict of tensors/plain values (loadable with ``weights_only=True``) with its
-    SHA-256 digest embedded (the zip comment)."""
-
-    def write(tmp: str) -> None:
-        torch.save(obj, tmp)
-        _seal(tmp)
-
-    return _atomic(path, write)
+    SHA-256 digest embedded (the zip comment). The archive is built in memory and written with plain file I/O
+    (a full disk says so: ``OSError`` "no space left on device")."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = _sealed(buffer.getvalue())
+    return _atomic(path, lambda tmp: _write_bytes(tmp, data))
 
 
 def _verify_checkpoint(path: Path, data: bytes, unverified: Unverified) -> None:

@@ -83,6 +83,32 @@ def learning_rate(config: TrainConfig, iteration: int, time_fraction: float = 0.
     return final + 0.5 * (config.lr - final) * (1 + math.cos(phase))
 
 
+def _load_module_state(module: torch.nn.Module, saved: object, checkpoint: str | Path) -> None:
+    """``module.load_state_dict(saved)``, or a ValueError naming the checkpoint and what does not fit (a trainer
+    state written for another model), instead of torch's many-line report."""
+    if not isinstance(saved, dict):
+        raise ValueError(f"checkpoint {checkpoint} holds no model state (got {type(saved).__name__})")
+    own = module.state_dict()
+    missing = [k for k in own if k not in saved]
+    unexpected = [k for k in saved if k not in own]
+    shapes = [
+        f"{k} {tuple(saved[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in saved and isinstance(saved[k], torch.Tensor) and saved[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        parts = [
+            f"{len(missing)} missing parameter(s) (e.g. {missing[0]})" if missing else "",
+            f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+            f"{len(shapes)} of another shape (e.g. {shapes[0]})" if shapes else "",
+        ]
+        raise ValueError(
+            f"checkpoint {checkpoint} holds the trainer state of another model ({', '.join(p for p in parts if p)}):"
+            " use the model it was written with, or another output folder"
+        )
+    module.load_state_dict(saved)
+
+
 def _first_non_finite(named: list[tuple[str, torch.Tensor | None]]) -> str | None:
     """The name of the first tensor with a NaN/Inf value (one device sync when all are finite), else None."""
     tensors = [(n, t) for n, t in named if t is not None]
@@ -157,7 +183,7 @@ def train(
         state = load_checkpoint(checkpoint)  # type: ignore[arg-type]
         if _resume_key(state.get("config") or {}) != _resume_key(asdict(config)):
             raise ValueError(f"checkpoint {checkpoint} was written with a different TrainConfig: {state.get('config')}")
-        module.load_state_dict(state["model"])
+        _load_module_state(module, state.get("model"), checkpoint)  # type: ignore[arg-type]
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
         result = TrainResult(list(state["losses"]), float(state["seconds"]))
