@@ -23,6 +23,7 @@ from dataclasses import dataclass
 # Never phone home: set before taichi is imported anywhere in this package.
 os.environ.setdefault("TI_SKIP_VERSION_CHECK", "ON")
 
+import numpy as np
 import taichi as ti
 import torch
 
@@ -45,6 +46,8 @@ class Runtime:
     """The verified differentiation route (:data:`taichi_dp.grad_routes.ROUTES`), ``None`` when none passed."""
     grad_failures: tuple[tuple[str, str], ...] = ()
     """``(route, what went wrong)`` for each route that failed the known-answer check."""
+    cpu_threads: int | None = None
+    """Taichi's CPU-backend thread cap in effect (``cpu_max_num_threads``; its default is every core)."""
 
     def require_gradients(self) -> str:
         """The route to differentiate with; raises :class:`GradientUnavailableError` when there is none."""
@@ -69,6 +72,7 @@ class GradientUnavailableError(RuntimeError):
 
 _current: Runtime | None = None
 _ti_key: tuple | None = None  # the ti.init arguments of the current runtime
+_KEY_THREADS = 4  # where the requested cpu_threads (None: Taichi's default) sits in _ti_key
 
 
 def _arch_available(name: str) -> bool:
@@ -89,6 +93,7 @@ def init(
     check_inputs: bool = True,
     offline_cache: bool = True,
     debug: bool = False,
+    cpu_threads: int | None = None,
 ) -> Runtime:
     """Initialise Taichi for taichi_dp and return the :class:`Runtime` actually chosen.
 
@@ -102,6 +107,10 @@ def init(
             Turning it off saves one reduction per op; bad input then gives wrong numbers, not errors.
         offline_cache: keep Taichi's compiled-kernel cache on disk between processes.
         debug: Taichi debug mode (bounds checks in kernels; slow).
+        cpu_threads: an integer ≥ 1 caps the CPU threads of both Taichi's CPU backend (``ti.init``'s
+            ``cpu_max_num_threads``) and torch (``torch.set_num_threads``, process-wide). ``None`` (default)
+            keeps the current setting: at first start Taichi's default (every core) and torch's own.
+            On a few shared cores fewer threads can be faster (no oversubscription by other processes).
 
     Idempotent: a second call with the same arguments returns the current runtime unchanged; a change
     of ``check_inputs`` alone takes effect without touching Taichi; any other change re-initialises
@@ -111,6 +120,13 @@ def init(
         raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+    if cpu_threads is not None:
+        if isinstance(cpu_threads, bool) or not isinstance(cpu_threads, (int, np.integer)):
+            raise TypeError(f"cpu_threads must be an integer >= 1 or None, got {type(cpu_threads).__name__} {cpu_threads!r}")
+        if cpu_threads < 1:
+            raise ValueError(f"cpu_threads must be an integer >= 1 or None, got {cpu_threads!r}")
+        cpu_threads = int(cpu_threads)
+    threads = cpu_threads if cpu_threads is not None or _ti_key is None else _ti_key[_KEY_THREADS]
 
     if arch != "auto" and not _arch_available(arch):
         raise RuntimeError(f"arch={arch!r} was requested but is not available on this machine (use arch='auto' or 'cpu')")
@@ -121,13 +137,17 @@ def init(
         known = _routes_seen.get((chosen, precision))
         if known is not None and known[0] is None and not last:
             continue  # this arch failed the gradient check earlier in this process
-        if _current is not None and (chosen, precision, offline_cache, debug) == _ti_key:
+        if _current is not None and (chosen, precision, offline_cache, debug, threads) == _ti_key:
             if _current.check_inputs != check_inputs:  # nothing Taichi-side changed: no re-initialisation
                 _current = dataclasses.replace(_current, check_inputs=check_inputs)
             rt = _current
         else:
-            rt = _start(chosen, precision, check_inputs=check_inputs, offline_cache=offline_cache, debug=debug)
+            rt = _start(
+                chosen, precision, check_inputs=check_inputs, offline_cache=offline_cache, debug=debug, threads=threads
+            )
         if rt.grad_route is not None or last:
+            if cpu_threads is not None:
+                torch.set_num_threads(cpu_threads)
             return rt
     raise AssertionError("unreachable: the last candidate is always returned")
 
@@ -140,8 +160,11 @@ def auto_candidates() -> list[str]:
     return [*out, "cpu"]
 
 
-def _start(chosen: str, precision: str, *, check_inputs: bool, offline_cache: bool, debug: bool) -> Runtime:
-    """(Re-)start Taichi on ``chosen`` and verify its differentiation routes."""
+def _start(
+    chosen: str, precision: str, *, check_inputs: bool, offline_cache: bool, debug: bool, threads: int | None = None
+) -> Runtime:
+    """(Re-)start Taichi on ``chosen`` and verify its differentiation routes; ``threads`` caps Taichi's CPU
+    backend (``None``: Taichi's default)."""
     global _current, _ti_key
     if _current is not None:
         ti.reset()
@@ -154,6 +177,7 @@ def _start(chosen: str, precision: str, *, check_inputs: bool, offline_cache: bo
         offline_cache=offline_cache,
         debug=debug,
         log_level=ti.WARN,
+        **({} if threads is None else {"cpu_max_num_threads": threads}),
     )
     got = str(ti.lang.impl.current_cfg().arch).split(".")[-1]
     got = "cpu" if got in ("x64", "arm64") else got
@@ -161,10 +185,11 @@ def _start(chosen: str, precision: str, *, check_inputs: bool, offline_cache: bo
         ti.reset()
         raise RuntimeError(f"Taichi could not start arch={chosen!r} (it fell back to {got!r})")
 
-    _ti_key = (chosen, precision, offline_cache, debug)
+    _ti_key = (chosen, precision, offline_cache, debug, threads)
     device = torch.device("cuda", torch.cuda.current_device()) if chosen == "cuda" else torch.device("cpu")
     route, failures = _verified_route(chosen, precision, device)
-    _current = Runtime(chosen, precision, device, PRECISIONS[precision], check_inputs, route, failures)
+    effective = int(ti.lang.impl.current_cfg().cpu_max_num_threads)
+    _current = Runtime(chosen, precision, device, PRECISIONS[precision], check_inputs, route, failures, effective)
     return _current
 
 

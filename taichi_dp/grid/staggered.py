@@ -11,8 +11,9 @@ through torch (and a hybrid step) as a single tensor:
   row ``H`` is padding and always zero.
 
 Faces ``0`` and ``H`` (``W``) lie on the domain boundary; with periodic sides they are the same face
-and are kept equal. Networks see centred ``(B, 2, H, W)`` tensors (:func:`to_centred`); corrections come
-back through :func:`to_staggered`. Both conversions are linear torch ops (differentiable).
+and are kept equal; :func:`face_coordinates` gives the physical position of every face. Networks see
+centred ``(B, 2, H, W)`` tensors (:func:`to_centred`); corrections come back through
+:func:`to_staggered`. Both conversions are linear torch ops (differentiable).
 
 Obstacles are a fluid mask ``(B or 1, 1, H, W)`` (1 = fluid, 0 = solid); faces touching a solid cell
 are closed (zero normal velocity: static obstacles).
@@ -176,6 +177,40 @@ def valid_faces(grid: Grid, dtype: torch.dtype = torch.float32, device: str | to
     m[:, 0, :, :w] = 1
     m[:, 1, :h, :] = 1
     return m
+
+
+def face_coordinates(
+    grid: Grid, dtype: torch.dtype | None = None, device: str | torch.device | None = None
+) -> torch.Tensor:
+    """Physical position of every staggered face, ``(2, 2, H + 1, W + 1)`` indexed
+    ``[component, coordinate, i, j]`` with ``coordinate`` 0 = y, 1 = x:
+
+    - ``[0, :, i, j]``: the ``v_y`` face at ``(y, x) = (lo_y + i h_y, lo_x + (j + ½) h_x)``;
+    - ``[1, :, i, j]``: the ``v_x`` face at ``(y, x) = (lo_y + (i + ½) h_y, lo_x + j h_x)``.
+
+    Padding entries (column ``W`` of channel 0, row ``H`` of channel 1) hold the same formulas
+    extrapolated one cell outside the domain: finite, so a field evaluated on them stays finite and is
+    zeroed by multiplying with :func:`valid_faces` (NaN would survive that product).
+
+    ``dtype`` defaults to float64 and ``device`` to the CPU (pass the runtime's to build a state).
+
+    >>> yx = face_coordinates(grid)
+    >>> v = torch.stack([f(*yx[0]), g(*yx[1])])[None] * valid_faces(grid, torch.float64)
+    """
+    _, h1, w1 = staggered_shape(grid)
+    dtype = torch.float64 if dtype is None else dtype
+    device = "cpu" if device is None else device
+    (lo_y, _), (lo_x, _) = grid.bounds
+    hy, hx = grid.spacing
+    i = torch.arange(h1, dtype=dtype, device=device)
+    j = torch.arange(w1, dtype=dtype, device=device)
+    y_face, y_centre = lo_y + i * hy, lo_y + (i + 0.5) * hy
+    x_face, x_centre = lo_x + j * hx, lo_x + (j + 0.5) * hx
+
+    def plane(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([y[:, None].expand(h1, w1), x[None, :].expand(h1, w1)])
+
+    return torch.stack([plane(y_face, x_centre), plane(y_centre, x_face)]).contiguous()
 
 
 def to_centred(v: torch.Tensor) -> torch.Tensor:

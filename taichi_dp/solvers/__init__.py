@@ -5,5 +5,18 @@ from .base import Stepper, rollout
 from .burgers import Burgers
 from .navier_stokes import NavierStokes
 from .smoke import SmokePlume, pack_smoke, unpack_smoke
+from .steady import SteadyState, SteadyStateError, run_to_steady
 
-__all__ = ["AdvectionDiffusion", "Burgers", "NavierStokes", "SmokePlume", "Stepper", "pack_smoke", "rollout", "unpack_smoke"]
+__all__ = [
+    "AdvectionDiffusion",
+    "Burgers",
+    "NavierStokes",
+    "SmokePlume",
+    "SteadyState",
+    "SteadyStateError",
+    "Stepper",
+    "pack_smoke",
+    "rollout",
+    "run_to_steady",
+    "unpack_smoke",
+]
