@@ -42,7 +42,8 @@ def karman_times(nx: int, ny: int, repeats: int = 3, reynolds: float = 200.0) ->
 
     warnings.filterwarnings("ignore")
     bounds = Box(x=100, y=200)
-    bc = {"x": 0, "y-": 0, "y+": ZERO_GRADIENT}
+    bc = {"x": 0, "y-": ZERO_GRADIENT, "y+": ZERO_GRADIENT}  # open bottom (the book's OPEN): "y-": 0 would close it and
+    # the first projection would cancel the through-flow (a flow at rest; found by tests/test_pbdl_karman.py's author)
     v0 = StaggeredGrid(Noise(vector="x,y", scale=20), bc, x=nx, y=ny, bounds=bounds) * 0.1 + StaggeredGrid(
         vec(x=0, y=1), bc, x=nx, y=ny, bounds=bounds
     )

@@ -2,11 +2,13 @@
 the tensor layout of cell-centred states and :mod:`taichi_dp.grid.staggered` for face-centred velocity."""
 
 from ._cartesian import (
+    CONSTANT_OUTSIDE,
     DIRICHLET,
     PERIODIC,
     ZERO_GRADIENT,
     Boundary,
     BoundaryCondition,
+    ConstantOutside,
     Dirichlet,
     Grid,
     Periodic,
@@ -15,11 +17,13 @@ from ._cartesian import (
 )
 
 __all__ = [
+    "CONSTANT_OUTSIDE",
     "DIRICHLET",
     "PERIODIC",
     "ZERO_GRADIENT",
     "Boundary",
     "BoundaryCondition",
+    "ConstantOutside",
     "Dirichlet",
     "Grid",
     "Periodic",

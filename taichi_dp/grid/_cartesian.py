@@ -10,7 +10,9 @@ Boundary conditions are given per axis and side. In the kernels they become ghos
 
 - :class:`Periodic` (both sides of an axis): the ghost of cell ``-1`` is cell ``N-1``;
 - :class:`Dirichlet` ``g``: the value ``g`` on the boundary face, ghost ``= 2g - u_0``;
-- :class:`ZeroGradient` (homogeneous Neumann, "outflow"): ghost ``= u_0``.
+- :class:`ZeroGradient` (homogeneous Neumann, "outflow"): ghost ``= u_0``;
+- :class:`ConstantOutside` ``g``: every value outside the grid is ``g`` (ghost ``= g`` on the ghost-cell
+  centre, one cell beyond the first centre: PhiFlow's constant extrapolation).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-PERIODIC, DIRICHLET, ZERO_GRADIENT = 0, 1, 2
+PERIODIC, DIRICHLET, ZERO_GRADIENT, CONSTANT_OUTSIDE = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,23 @@ class ZeroGradient:
     value = 0.0
 
 
-BoundaryCondition = Periodic | Dirichlet | ZeroGradient
+@dataclass(frozen=True)
+class ConstantOutside:
+    """Every value outside the grid is ``value``: the ghost cell holds it at its centre, half a cell
+    beyond the boundary face (unlike :class:`Dirichlet`, whose value sits on the face), and
+    interpolation further out reads it too. This is PhiFlow's constant extrapolation
+    (``extrapolation.ZERO``, ``ConstantExtrapolation``); used to reproduce PhiFlow
+    (:class:`taichi_dp.grid.phiflow.PhiFlowBoundary`)."""
+
+    value: float = 0.0
+    code = CONSTANT_OUTSIDE
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(float(self.value)):
+            raise ValueError(f"ConstantOutside value must be finite, got {self.value}")
+
+
+BoundaryCondition = Periodic | Dirichlet | ZeroGradient | ConstantOutside
 
 
 @dataclass(frozen=True)
@@ -70,8 +88,10 @@ class Boundary:
             if len(pair) != 2:
                 raise ValueError(f"Boundary.sides[{axis}] must be a (low, high) pair, got {pair!r}")
             for bc in pair:
-                if not isinstance(bc, (Periodic, Dirichlet, ZeroGradient)):
-                    raise TypeError(f"Boundary.sides[{axis}] entries must be Periodic/Dirichlet/ZeroGradient, got {bc!r}")
+                if not isinstance(bc, (Periodic, Dirichlet, ZeroGradient, ConstantOutside)):
+                    raise TypeError(
+                        f"Boundary.sides[{axis}] entries must be Periodic/Dirichlet/ZeroGradient/ConstantOutside, got {bc!r}"
+                    )
             if isinstance(pair[0], Periodic) != isinstance(pair[1], Periodic):
                 raise ValueError(f"Boundary.sides[{axis}]: Periodic must be set on both sides of an axis, got {pair!r}")
 
@@ -96,7 +116,7 @@ class Boundary:
 
     @property
     def values(self) -> tuple[float, ...]:
-        """Dirichlet values, flattened like :attr:`codes` (0 for the other kinds)."""
+        """Dirichlet and ConstantOutside values, flattened like :attr:`codes` (0 for the other kinds)."""
         return tuple(float(bc.value) for pair in self.sides for bc in pair)
 
 

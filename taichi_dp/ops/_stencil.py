@@ -1,18 +1,18 @@
 """Taichi helper functions shared by the operator kernels: ghost values and interpolation.
 
-Boundary codes (``PERIODIC``, ``DIRICHLET``, ``ZERO_GRADIENT`` from :mod:`taichi_dp.grid`) are
+Boundary codes (``PERIODIC``, ``DIRICHLET``, ``ZERO_GRADIENT``, ``CONSTANT_OUTSIDE`` from :mod:`taichi_dp.grid`) are
 ``ti.template()`` constants, so every branch on them is resolved at compile time. Everything here is
 branch-free at run time (``ti.select``), which keeps Taichi's reverse-mode autodiff simple and exact.
 
 Any value outside the grid is an affine function of one interior value: ``a + s * u[j]``
 (periodic: wrap ``j``; zero-gradient: clamp ``j``; Dirichlet ``g``: ghost ``2g - u[0]`` i.e. ``a = 2g``,
-``s = -1``).
+``s = -1``; constant-outside ``g``: ``a = g``, ``s = 0``).
 """
 
 # No `from __future__ import annotations`: Taichi reads kernel annotations at definition time.
 import taichi as ti
 
-from ..grid import DIRICHLET, PERIODIC, ZERO_GRADIENT
+from ..grid import CONSTANT_OUTSIDE, DIRICHLET, PERIODIC, ZERO_GRADIENT
 
 
 @ti.func
@@ -31,6 +31,12 @@ def ghost(i, n, lo: ti.template(), hi: ti.template(), g_lo, g_hi):
         if ti.static(hi == DIRICHLET):
             a = ti.select(i >= n, 2.0 * g_hi, a)
             s = ti.select(i >= n, -1.0, s)
+        if ti.static(lo == CONSTANT_OUTSIDE):
+            a = ti.select(i < 0, g_lo, a)
+            s = ti.select(i < 0, 0.0, s)
+        if ti.static(hi == CONSTANT_OUTSIDE):
+            a = ti.select(i >= n, g_hi, a)
+            s = ti.select(i >= n, 0.0, s)
     return j, a, s
 
 
@@ -38,16 +44,21 @@ def ghost(i, n, lo: ti.template(), hi: ti.template(), g_lo, g_hi):
 def clamp_position(p, n, lo: ti.template(), hi: ti.template()):
     """Clamp a continuous index-space position ``p`` (cell ``i`` centred at ``p = i``) to where the
     boundary condition defines values: the wall face ``-0.5``/``n - 0.5`` for Dirichlet, the first/last
-    centre for zero-gradient; periodic positions are left alone (wrapped by :func:`ghost`)."""
+    centre for zero-gradient, the ghost centre ``-1``/``n`` for constant-outside; periodic positions are
+    left alone (wrapped by :func:`ghost`)."""
     q = p
     if ti.static(lo == DIRICHLET):
         q = ti.max(q, -0.5)
     if ti.static(lo == ZERO_GRADIENT):
         q = ti.max(q, 0.0)
+    if ti.static(lo == CONSTANT_OUTSIDE):
+        q = ti.max(q, -1.0)
     if ti.static(hi == DIRICHLET):
         q = ti.min(q, n - 0.5)
     if ti.static(hi == ZERO_GRADIENT):
         q = ti.min(q, n - 1.0)
+    if ti.static(hi == CONSTANT_OUTSIDE):
+        q = ti.min(q, n * 1.0)
     return q
 
 

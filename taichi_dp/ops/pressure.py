@@ -7,7 +7,8 @@ With the divergence ``D`` (faces → cells) and the pressure gradient ``G`` (cel
     v⁺  = v − G p       ⇒  D v⁺ = 0 on every fluid cell
 
 ``p`` is the pressure scaled by ``Δt/ρ``. Boundary conditions of the pressure follow from the flow
-boundary: outflow sides are Dirichlet ``p = 0`` on the boundary face (ghost ``−p``), walls and inflows
+boundary: outflow sides are Dirichlet ``p = 0`` on the boundary face (ghost ``−p``; ``p = 0`` on the ghost
+centre instead with :class:`~taichi_dp.grid.ConstantOutside`, PhiFlow's convention), walls and inflows
 are zero-gradient (no flux change), periodic sides wrap. Faces touching a solid cell are closed.
 Without an outflow side the constant pressure is a null space: the right-hand side is projected onto
 the range (its mean over fluid cells removed) and the returned pressure has zero mean over fluid cells.
@@ -27,7 +28,7 @@ import taichi as ti
 import torch
 
 from ..bridge import KernelOp
-from ..grid import DIRICHLET, Grid
+from ..grid import CONSTANT_OUTSIDE, DIRICHLET, Grid
 from ..grid.staggered import FlowBoundary, apply_boundary, check_staggered
 from ..runtime import check_state, check_tensor, ensure_init
 from . import multigrid
@@ -92,6 +93,7 @@ def project(
     rtol: float = 1e-5,
     max_iter: int = 5000,
     preconditioner: str = "multigrid",
+    close_solid_faces: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Project a staggered velocity onto divergence-free fields (see module docstring).
 
@@ -107,7 +109,12 @@ def project(
             :mod:`taichi_dp.ops.multigrid`, divergence and gradient included, with a hand-written adjoint;
             measured at rtol 1e-3 on the karman scene: 5–6 iterations from 32×64 to 256×512, 5 on a square
             channel at 1024², against 144–860 for plain CG) or ``"none"`` (plain CG on torch tensors, the
-            reference path).
+            reference path; the only one for pressure boundaries with
+            :class:`~taichi_dp.grid.ConstantOutside` sides and for ``close_solid_faces=False``).
+        close_solid_faces: ``True`` (default) sets faces touching a solid cell to 0 first (static
+            obstacles). ``False`` leaves them as given: their flux still enters the fluid cell's
+            divergence, the pressure gradient does not act on them (PhiFlow's ``make_incompressible``
+            after its soft obstacle mask, :mod:`taichi_dp.solvers.phiflow_navier_stokes`).
 
     Returns:
         ``(v⁺, p)``: the projected velocity with the boundary conditions imposed, and the pressure
@@ -122,7 +129,19 @@ def project(
         check_state("pressure_guess", pressure_guess, grid.shape, channels=1, batch=v.shape[0])
     if preconditioner not in PRECONDITIONERS:
         raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {preconditioner!r}")
-    return apply_projection(v, grid, boundary, mask, pressure_guess, rtol=rtol, max_iter=max_iter, preconditioner=preconditioner)
+    if not isinstance(close_solid_faces, bool):
+        raise TypeError(f"close_solid_faces must be a bool, got {type(close_solid_faces).__name__} {close_solid_faces!r}")
+    return apply_projection(
+        v,
+        grid,
+        boundary,
+        mask,
+        pressure_guess,
+        rtol=rtol,
+        max_iter=max_iter,
+        preconditioner=preconditioner,
+        close_solid_faces=close_solid_faces,
+    )
 
 
 def check_flux_balance(grid: Grid, boundary: FlowBoundary) -> None:
@@ -173,12 +192,18 @@ def apply_projection(
     rtol: float = 1e-5,
     max_iter: int = 5000,
     preconditioner: str = "multigrid",
+    close_solid_faces: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`project` without validation; ``fluid`` is a ``(B or 1, 1, H, W)`` runtime-dtype mask."""
     hy, hx = grid.spacing
     pbc = boundary.pressure()
-    v = apply_boundary(v, grid, boundary, fluid)
+    v = apply_boundary(v, grid, boundary, fluid if close_solid_faces else None)
     guess = None if pressure_guess is None else pressure_guess.detach()
+    if preconditioner == "multigrid" and (CONSTANT_OUTSIDE in pbc.codes or not close_solid_faces):
+        raise ValueError(  # the fused multigrid path (and its adjoint) assumes closed faces and no such sides
+            "preconditioner='multigrid' supports neither ConstantOutside pressure sides nor close_solid_faces=False "
+            f"(boundary {type(boundary).__name__}, close_solid_faces={close_solid_faces}); use preconditioner='none'"
+        )
     if preconditioner == "multigrid":  # divergence, solve and gradient fused, with a hand-written adjoint
         return multigrid.project(multigrid.solver_for(grid, fluid, pbc.codes), v, guess, rtol=rtol, max_iter=max_iter)
     p = _plain_cg(-apply_divergence(v, grid), fluid, grid, pbc.codes, guess, rtol, max_iter)
@@ -192,7 +217,7 @@ def _plain_cg(
     """The unpreconditioned reference path: torch-side CG (:func:`~taichi_dp.ops.linear_solve.solve_spd`)
     on ``A`` applied by a Taichi kernel, with the same masking and null-space handling."""
     rhs = rhs * fluid
-    singular = DIRICHLET not in codes
+    singular = DIRICHLET not in codes and CONSTANT_OUTSIDE not in codes  # a fixed outside value anchors p
     if singular:
         rhs = rhs - _fluid_mean(rhs, fluid) * fluid
 

@@ -25,6 +25,7 @@ from ..grid.staggered import (
     valid_faces,
 )
 from ..runtime import Runtime, check_param, ensure_init
+from ..solvers.base import Stepper
 from ..solvers.navier_stokes import NavierStokes
 from ..solvers.smoke import SmokePlume, pack_smoke
 
@@ -33,7 +34,7 @@ from ..solvers.smoke import SmokePlume, pack_smoke
 class FlowScene:
     """``rollout(scene.stepper, scene.v0, n)`` runs it; ``v0`` is ``(B, 2, H+1, W+1)``."""
 
-    stepper: NavierStokes
+    stepper: Stepper
     v0: torch.Tensor
 
 

@@ -4,6 +4,7 @@ from .advection_diffusion import AdvectionDiffusion
 from .base import Stepper, rollout
 from .burgers import Burgers
 from .navier_stokes import NavierStokes
+from .phiflow_navier_stokes import PhiFlowNavierStokes
 from .smoke import SmokePlume, pack_smoke, unpack_smoke
 from .steady import SteadyState, SteadyStateError, run_to_steady
 
@@ -11,6 +12,7 @@ __all__ = [
     "AdvectionDiffusion",
     "Burgers",
     "NavierStokes",
+    "PhiFlowNavierStokes",
     "SmokePlume",
     "SteadyState",
     "SteadyStateError",
