@@ -50,6 +50,7 @@ def test_burgers_inverse_reduces_the_loss_by_orders_of_magnitude(tmp_path):
     assert (tmp_path / "plots" / "inverse.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow  # a CLI subprocess per case
 @pytest.mark.parametrize("args,msg", [(["burgers", "--arch", "metal"], "invalid choice"), (["nonsense"], "invalid choice")])
 def test_cli_rejects_bad_arguments(args, msg):
     p = _run(*args, timeout=120)

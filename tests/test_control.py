@@ -39,6 +39,7 @@ def test_without_control_the_blob_misses_the_target():
     assert r.losses[0] == pytest.approx(float(torch.mean((r.density[-1] - r.target) ** 2)), rel=1e-5)
 
 
+@pytest.mark.slow  # a short training run
 def test_callback_sees_progress_and_can_stop():
     cfg = SmokeControlConfig(n=16, steps=3, iterations=6, lr=0.5)
     seen = []

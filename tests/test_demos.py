@@ -234,6 +234,7 @@ def test_window_opens_ti_gui_or_ggui_and_counts_fps(display, monkeypatch, tmp_pa
             sink.gui.close()
 
 
+@pytest.mark.slow  # a corrected karman rollout
 def test_shipped_pretrained_karman_corrector_loads_and_corrects():
     """models/pretrained/karman_quick is a run folder of the training command; it loads through the same
     path as a user's run and its SOL-4 correction is non-zero (trained, not the zero initialisation)."""

@@ -261,6 +261,7 @@ def test_scalar_advection_routes_flux():
     torch.testing.assert_close(out, flux_advect(q, v, _dt(), GRID, FLOWS["channel"], SCALAR_BCS["channel"], mask()))
 
 
+@pytest.mark.slow  # a 100-step smoke plume
 def test_smoke_plume_density_budget_closes():
     """The issue's budget: the shipped plume (closed box, n = 64, 100 steps of dt = 1) holds exactly what
     was injected (MacCormack gained +122% and semi-Lagrangian +56% here); the density stays ≥ 0."""

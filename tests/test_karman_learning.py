@@ -30,6 +30,7 @@ def test_downsampling_conserves_fluxes():
     assert torch.equal(vc * (1 - valid_faces(coarse, torch.float64)), torch.zeros_like(vc))  # padding stays 0
 
 
+@pytest.mark.slow  # reference-data generation
 def test_reference_data_shapes_cache_and_corruption(tmp_path):
     data = load_or_generate(TINY, tmp_path, progress=False)
     shape = staggered_shape(source_grid(TINY))
@@ -49,6 +50,7 @@ def test_reference_data_shapes_cache_and_corruption(tmp_path):
         load_or_generate(TINY, tmp_path, progress=False)
 
 
+@pytest.mark.slow  # a short training run
 def test_zero_initialised_correction_is_the_bare_solver_and_sol_training_reduces_loss(tmp_path):
     data = load_or_generate(TINY, tmp_path, progress=False)
     ref = data["velocity"].double()
@@ -144,6 +146,7 @@ def test_karman_experiment_rejects_bad_configurations():
         _tiny_experiment(protocols=("fast",)).validate()
 
 
+@pytest.mark.slow  # a short training run
 def test_pre_variant_trains_on_uncorrected_source_trajectories(tmp_path):
     """PRE-k samples are the source run j = 1..k steps from every reference frame, paired with r_{t+j}."""
     from taichi_dp.learn.karman_experiment import make_model, variant_loss

@@ -81,6 +81,7 @@ def test_vcycle_is_symmetric_positive_definite(name, shape):
     assert float((solver.vcycle(r1) * r1).sum()) > 0
 
 
+@pytest.mark.slow  # karman scenes up to 256x512
 @pytest.mark.parametrize("shape", [(64, 32), (128, 64), (256, 128), (512, 256)])
 def test_karman_pressure_iterations_stay_small(shape):
     """Measured (f32, rtol 1e-3, karman layout, random velocity): plain CG 144 / 241 / 442 / 860
@@ -109,6 +110,7 @@ def test_multigrid_and_plain_cg_give_the_same_projection_and_gradient(name):
         assert torch.allclose(a, b, atol=1e-9)
 
 
+@pytest.mark.slow  # both PCG paths on a 64x128 karman layout
 @pytest.mark.parametrize("name", ["channel", "periodic"])
 def test_one_launch_and_per_iteration_paths_agree(name, monkeypatch):
     """The CPU path (all iterations in one serial launch) and the GPU path (one parallel launch per

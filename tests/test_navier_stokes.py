@@ -25,6 +25,7 @@ def _tg_error(n: int, advection: str, nu: float = 0.05, t_end: float = 1.0) -> t
     return float((v - exact).abs().max()), energy_ratio
 
 
+@pytest.mark.slow  # a convergence study over resolutions
 @pytest.mark.parametrize("advection", ["semi_lagrangian", "maccormack"])
 def test_taylor_green_converges_to_the_exact_decay(advection):
     """Max error at t = 1 (ν = 0.05, CFL ~0.25). Measured: semi-Lagrangian 0.126, 0.069, 0.036 for
@@ -39,6 +40,7 @@ def test_taylor_green_converges_to_the_exact_decay(advection):
     assert abs(results[-1][1] - exact_ratio) < abs(results[0][1] - exact_ratio)  # energy decay approaches the analytic rate
 
 
+@pytest.mark.slow  # multi-step rollouts
 @pytest.mark.parametrize(
     "boundary",
     [FlowBoundary.box(), FlowBoundary(((Inflow(1.0), Outflow()), (Wall(), Wall()))), FlowBoundary.periodic()],
@@ -126,6 +128,7 @@ def test_navier_stokes_input_errors():
         NavierStokes(grid, bc, nu=0.01, dt=0.1, inflow_mask=torch.zeros(1, 2, 7, 6, dtype=torch.float64))
 
 
+@pytest.mark.slow  # a multi-step rollout
 def test_lid_driven_cavity_forms_the_primary_vortex():
     """Re = 100, 16×16, MacCormack, t = 8: the centre-line u profile has its minimum near mid-height.
     Measured: min u = −0.178 (16²) and −0.194 (24²) at y ≈ 0.47–0.48, approaching Ghia et al.'s

@@ -60,6 +60,7 @@ def test_matches_stored_phiflow_reference(bottom):
     assert errors[13] <= 1e-6, errors  # measured ≈ 4e-8 at pressure_rtol 1e-8 (≈ 1e-12 at 1e-12)
 
 
+@pytest.mark.slow  # PhiFlow 3.4 steps (bench extra)
 @pytest.mark.skipif(not HAS_PHI, reason="PhiFlow 3.4 not installed (pip install -e .[bench])")
 @pytest.mark.parametrize("open_bottom", [True, False])
 def test_matches_live_phiflow(open_bottom):

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -16,6 +18,7 @@ def test_readme_has_python_examples():
     assert len(python_blocks()) >= 2
 
 
+@pytest.mark.slow  # a Python subprocess running the README examples
 def test_readme_python_blocks_run(tmp_path):
     code = "\n\n".join(python_blocks())
     p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)

@@ -75,6 +75,7 @@ def _same_scene(new, old_stepper, old_v0):
         assert torch.equal(s(new.v0), old_stepper(old_v0))  # one step, bit for bit
 
 
+@pytest.mark.slow  # karman steps against a frozen copy
 def test_karman_defaults_are_the_previous_scene_bit_for_bit():
     old = _legacy_karman()
     scene = karman()
@@ -87,6 +88,7 @@ def test_karman_defaults_are_the_previous_scene_bit_for_bit():
         assert float((v1**2).sum()) == pytest.approx(2155.673495126745, rel=1e-9)
 
 
+@pytest.mark.slow  # karman steps at scale 2
 def test_karman_defaults_unchanged_with_scale_batch_and_reynolds_tensor():
     rt = runtime.current()
     re = torch.tensor([100.0, 500.0], dtype=rt.dtype, device=rt.device)
@@ -167,6 +169,7 @@ def test_karman_inflow_profile_parabolic():
     assert float(torch.as_tensor(fast.stepper.nu).reshape(-1)[0]) == pytest.approx(40.0 / 200.0)
 
 
+@pytest.mark.slow  # karman rollouts per side option
 @pytest.mark.parametrize(
     "sides, expected",
     [
@@ -311,6 +314,7 @@ def test_cavity_time_step_option():
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # runs to a steady state
 def test_run_to_steady_cavity_converges_and_reports_failure():
     scene = lid_driven_cavity(16, 100.0)
     res = run_to_steady(scene.stepper, scene.v0, tol=1e-5)
@@ -370,6 +374,7 @@ def _interp(y: torch.Tensor, u: torch.Tensor, at: list[float]) -> torch.Tensor:
     return u[k - 1] + t * (u[k] - u[k - 1])
 
 
+@pytest.mark.slow  # runs to a steady state
 @pytest.mark.parametrize(
     "advection, min_rel_error, profile_error",
     # measured at n = 32 (tol 1e-6): semi-Lagrangian min u −0.1932 (8.4% short) at y = 0.484, profile max

@@ -20,6 +20,7 @@ def test_pack_unpack_round_trip():
     assert torch.equal(v2, v) and torch.equal(rho2, rho)
 
 
+@pytest.mark.slow  # a multi-step smoke plume
 def test_plume_rises_and_stays_divergence_free():
     stepper, state = smoke_plume(32)
     assert stepper.density_advection == "flux"

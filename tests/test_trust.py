@@ -363,6 +363,7 @@ def _weights_needle(path: Path) -> bytes:
     return big.contiguous().numpy().tobytes()
 
 
+@pytest.mark.slow  # uses the tiny karman run
 def test_bit_rot_in_run_weights_is_rebuilt_from_the_trainer_state_or_refused(karman_tiny, tmp_path):
     from taichi_dp.learn.karman_experiment import evaluate_run
 
@@ -383,6 +384,7 @@ def test_bit_rot_in_run_weights_is_rebuilt_from_the_trainer_state_or_refused(kar
         evaluate_run(out, cache=cache, progress=False)
 
 
+@pytest.mark.slow  # uses the tiny karman run
 def test_resume_rebuilds_damaged_weights_and_refuses_a_damaged_state(karman_tiny, tmp_path):
     from taichi_dp.learn.karman_experiment import run
 
@@ -401,6 +403,7 @@ def test_resume_rebuilds_damaged_weights_and_refuses_a_damaged_state(karman_tiny
         run(cfg, out, cache=cache, progress=False, resume=True)
 
 
+@pytest.mark.slow  # uses the tiny karman run
 def test_damaged_config_json_is_refused_on_eval(karman_tiny, tmp_path):
     from taichi_dp.learn.karman_experiment import evaluate_run
 
@@ -412,6 +415,7 @@ def test_damaged_config_json_is_refused_on_eval(karman_tiny, tmp_path):
         evaluate_run(out, cache=cache, progress=False)
 
 
+@pytest.mark.slow  # uses the tiny karman run
 def test_resume_names_the_differing_field_and_accepts_result_neutral_changes(karman_tiny, tmp_path):
     import dataclasses
 
@@ -438,6 +442,7 @@ def test_resume_names_the_differing_field_and_accepts_result_neutral_changes(kar
 # ----------------------------------------------------------------------------------------- 2. data cache
 
 
+@pytest.mark.slow  # uses the tiny karman run
 def test_cache_with_corrupted_reynolds_numbers_is_regenerated(karman_tiny, tmp_path):
     import shutil
 
@@ -455,6 +460,7 @@ def test_cache_with_corrupted_reynolds_numbers_is_regenerated(karman_tiny, tmp_p
     assert torch.equal(data["velocity"], good["velocity"])
 
 
+@pytest.mark.slow  # uses the tiny karman run
 def test_cache_whose_reynolds_numbers_differ_from_the_config_is_regenerated(karman_tiny, tmp_path, monkeypatch):
     """A consistent, digested file whose metadata do not match the configuration (a writer bug, an old
     format, a copied file) is not trained on."""
@@ -491,6 +497,7 @@ def _tiny_burgers(**kw):
     return cfg
 
 
+@pytest.mark.slow  # tiny Burgers runs end to end
 def test_burgers_rerun_into_an_existing_folder_is_refused_or_resumed_with_the_same_config(tmp_path):
     import dataclasses
 
@@ -519,6 +526,7 @@ def test_burgers_rerun_into_an_existing_folder_is_refused_or_resumed_with_the_sa
     assert (out / "config.json").read_bytes() == before
 
 
+@pytest.mark.slow  # inverse runs end to end
 def test_burgers_inverse_rerun_follows_the_run_folder_rule(tmp_path, capsys):
     from taichi_dp.cli import main
 
@@ -569,6 +577,7 @@ def test_zero_and_non_finite_flags_are_refused_before_anything_is_written(argv, 
     assert not out.exists()
 
 
+@pytest.mark.slow  # a CLI subprocess per case
 @pytest.mark.parametrize(
     "argv,msg",
     [
@@ -597,6 +606,7 @@ def _assert_one_error_line(p: subprocess.CompletedProcess, msg: str) -> None:
     assert all(line.startswith("warning: ") for line in lines[:-1]), p.stderr[-2000:]
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_unavailable_arch_is_one_error_line(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("cuda is available here")
@@ -605,6 +615,7 @@ def test_unavailable_arch_is_one_error_line(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow  # CLI subprocesses
 def test_unusable_out_is_one_error_line(tmp_path):
     file = tmp_path / "file"
     file.write_text("x")
@@ -622,6 +633,7 @@ def test_unusable_out_is_one_error_line(tmp_path):
     assert not readonly.exists()
 
 
+@pytest.mark.slow  # a CLI subprocess per case
 @pytest.mark.parametrize("content", ["[1, 2]", "null"])
 def test_config_json_that_is_not_an_object_is_one_error_line(tmp_path, content):
     run_dir = tmp_path / "run"
