@@ -2,6 +2,7 @@
 the Galerkin hierarchy is ``Pᵀ A P``, the V-cycle is symmetric positive definite, iterations stay few as
 the grid grows, and the one-launch (serial) and per-iteration (parallel) paths agree with plain CG."""
 
+import dataclasses
 import warnings
 
 import pytest
@@ -174,3 +175,30 @@ def test_bad_settings():
     solver = PoissonSolver(grid, torch.cat([fluid, fluid]), CHANNEL.pressure().codes)
     with pytest.raises(ValueError, match="batch size 2"):
         solver.solve(torch.zeros(3, 1, 16, 8, dtype=torch.float64))
+
+
+def test_solver_cache_is_keyed_on_the_runtime(monkeypatch):
+    """``solver_for`` must never hand back a solver built under another runtime: after ``tdp.init`` switches
+    the arch (its arrays live on another device, its plan was chosen for another arch) or the precision
+    (its arrays have another dtype), the same grid, boundary and mask tensor get a new solver; switching
+    back finds the first one again."""
+    from taichi_dp.ops.multigrid import cache
+
+    grid, fluid = _karman_like(16, 8)
+    codes = CHANNEL.pressure().codes
+    rt = tdp.current()
+    first = multigrid.solver_for(grid, fluid, codes)
+    assert multigrid.solver_for(grid, fluid, codes) is first
+    other_arch = "vulkan" if rt.arch != "vulkan" else "cuda"  # the key only: the solver is built as usual
+    monkeypatch.setattr(cache, "ensure_init", lambda: dataclasses.replace(rt, arch=other_arch))
+    elsewhere = multigrid.solver_for(grid, fluid, codes)
+    assert elsewhere is not first and multigrid.solver_for(grid, fluid, codes) is elsewhere
+    monkeypatch.undo()
+    assert multigrid.solver_for(grid, fluid, codes) is first
+    try:
+        f32 = tdp.init(rt.arch, "f32")
+        single = multigrid.solver_for(grid, fluid, codes)
+        assert single is not first and single.stat.dtype == f32.dtype == torch.float32
+    finally:
+        tdp.init(rt.arch, rt.precision)
+    assert multigrid.solver_for(grid, fluid, codes) is first
