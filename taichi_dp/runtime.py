@@ -142,9 +142,7 @@ def init(
                 _current = dataclasses.replace(_current, check_inputs=check_inputs)
             rt = _current
         else:
-            rt = _start(
-                chosen, precision, check_inputs=check_inputs, offline_cache=offline_cache, debug=debug, threads=threads
-            )
+            rt = _start(chosen, precision, check_inputs=check_inputs, offline_cache=offline_cache, debug=debug, threads=threads)
         if rt.grad_route is not None or last:
             if cpu_threads is not None:
                 torch.set_num_threads(cpu_threads)
@@ -251,7 +249,7 @@ def check_state(
         return x
     nd = None if spatial is None else len(spatial)
     if nd is not None and x.ndim != nd + 2:
-        layout = "(B, C, " + ", ".join(("N",) if nd == 1 else ("H", "W")) + ")"
+        layout = "(B, C, " + ", ".join({1: ("N",), 2: ("H", "W"), 3: ("D", "H", "W")}.get(nd, ("...",))) + ")"
         hint = " (add a batch dimension with x[None])" if x.ndim == nd + 1 else ""
         raise ValueError(f"{name} must have layout {layout}, i.e. {nd + 2} dims; got shape {tuple(x.shape)}{hint}")
     if spatial is not None and tuple(x.shape[2:]) != tuple(spatial):

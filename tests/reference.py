@@ -5,8 +5,10 @@ differentiable by torch autograd, in whatever float dtype the inputs have (float
 
 Conventions (the same as :mod:`taichi_dp.grid`):
 
-- states are ``(B, C, *spatial)``, with ``spatial = (N,)`` in 1D and ``(H, W)`` = (y, x) in 2D;
-- velocities are ``(B, ndim, *spatial)`` with components in axis order (2D: ``(v_y, v_x)``);
+- states are ``(B, C, *spatial)``, with ``spatial = (N,)`` in 1D, ``(H, W)`` = (y, x) in 2D and
+  ``(D, H, W)`` = (z, y, x) in 3D;
+- velocities are ``(B, ndim, *spatial)`` with components in axis order (2D: ``(v_y, v_x)``, 3D:
+  ``(v_z, v_y, v_x)``);
 - cell ``i`` sits at index-space position ``i``; the boundary faces are at ``-0.5`` and ``N - 0.5``;
 - per-batch parameters (``dt``, ``nu``) are floats, 0-d or ``(B,)`` tensors.
 
@@ -16,18 +18,23 @@ interior value:
 
 - periodic: ``j = i mod N``, ``a = 0``, ``s = 1``;
 - Dirichlet ``g``: ``j`` = the nearest interior cell, ``a = 2 g``, ``s = -1`` (ghost ``2 g - u[j]``);
-- zero-gradient: ``j`` = the nearest interior cell, ``a = 0``, ``s = 1`` (ghost ``u[j]``).
+- zero-gradient: ``j`` = the nearest interior cell, ``a = 0``, ``s = 1`` (ghost ``u[j]``);
+- constant-outside ``g``: ``a = g``, ``s = 0`` (every value outside is ``g``).
 
-In 2D the two axes compose: ``value(i, k) = a_y + s_y * (a_x + s_x * u[i', k'])``.
+In 2D the two axes compose: ``value(i, k) = a_y + s_y * (a_x + s_x * u[i', k'])``; in n-D likewise,
+innermost the last axis (the ``*_nd`` functions, used for 3D; the 1D/2D functions are the original,
+separately written ground truth of the 1D/2D tests).
 """
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
-from taichi_dp.grid import Boundary, Dirichlet, Grid, Periodic, ZeroGradient
+from taichi_dp.grid import Boundary, ConstantOutside, Dirichlet, Grid, Periodic, ZeroGradient
 
-Side = Periodic | Dirichlet | ZeroGradient
+Side = Periodic | Dirichlet | ZeroGradient | ConstantOutside
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -59,6 +66,9 @@ def axis_map(idx: torch.Tensor, n: int, sides: tuple[Side, Side], dtype: torch.d
         if isinstance(side, Dirichlet):
             a = torch.where(outside, torch.full_like(a, 2.0 * float(side.value)), a)
             s = torch.where(outside, -torch.ones_like(s), s)
+        elif isinstance(side, ConstantOutside):
+            a = torch.where(outside, torch.full_like(a, float(side.value)), a)
+            s = torch.where(outside, torch.zeros_like(s), s)
     return j, a, s
 
 
@@ -88,16 +98,21 @@ def value_2d(u: torch.Tensor, iy: torch.Tensor, ix: torch.Tensor, boundary: Boun
 # ------------------------------------------------------------------------------------ interpolation
 def clamp_position(p: torch.Tensor, n: int, sides: tuple[Side, Side]) -> torch.Tensor:
     """Clamp index-space positions to where values are defined: ``[-0.5, n - 0.5]`` at Dirichlet walls
-    (the boundary faces), ``[0, n - 1]`` at zero-gradient sides (the outer centres); periodic: unchanged."""
+    (the boundary faces), ``[0, n - 1]`` at zero-gradient sides (the outer centres), ``[-1, n]`` at
+    constant-outside sides (the ghost centres); periodic: unchanged."""
     lo, hi = sides
     if isinstance(lo, Dirichlet):
         p = torch.clamp(p, min=-0.5)
     elif isinstance(lo, ZeroGradient):
         p = torch.clamp(p, min=0.0)
+    elif isinstance(lo, ConstantOutside):
+        p = torch.clamp(p, min=-1.0)
     if isinstance(hi, Dirichlet):
         p = torch.clamp(p, max=n - 0.5)
     elif isinstance(hi, ZeroGradient):
         p = torch.clamp(p, max=n - 1.0)
+    elif isinstance(hi, ConstantOutside):
+        p = torch.clamp(p, max=float(n))
     return p
 
 
@@ -137,6 +152,94 @@ def interp_2d(u: torch.Tensor, py: torch.Tensor, px: torch.Tensor, boundary: Bou
     return (1.0 - wy) * ((1.0 - wx) * u00 + wx * u01) + wy * ((1.0 - wx) * u10 + wx * u11)
 
 
+# ------------------------------------------------------------------------------- any dimension (3D)
+def value_nd(u: torch.Tensor, idx: list[torch.Tensor], boundary: Boundary) -> torch.Tensor:
+    """``u[b, c, *idx]`` with ghost values on every axis; ``u``: ``(B, C, *S)``; ``idx``: one integer
+    tensor per spatial axis, broadcastable to ``(B, 1 or C, *S')``. Returns ``(B, C, *S')``.
+
+    The flat index is ``Σ_a j_a · stride_a`` (row-major); axes compose from the last one outwards."""
+    b, c, *spatial = u.shape
+    idx = list(torch.broadcast_tensors(*idx))
+    maps = [axis_map(i, n, sides, u.dtype) for i, n, sides in zip(idx, spatial, boundary.sides, strict=True)]
+    shape = (b, c, *idx[0].shape[2:])
+    flat = torch.zeros_like(idx[0])
+    for (j, _, _), n in zip(maps, spatial, strict=True):
+        flat = flat * n + j
+    vals = torch.gather(u.reshape(b, c, -1), 2, flat.expand(shape).reshape(b, c, -1)).view(shape)
+    for _, a, s in reversed(maps):
+        vals = a.expand(shape) + s.expand(shape) * vals
+    return vals
+
+
+def stencil_nd(u: torch.Tensor, pos: list[torch.Tensor], boundary: Boundary) -> tuple[dict, list[torch.Tensor]]:
+    """Corners and weights of multilinear interpolation of ``u`` at index-space positions ``pos`` (one
+    ``(B, 1, *S)`` tensor per axis): ``({offsets: value}, [w_a])`` with ``offsets`` in ``{0, 1}^nd``."""
+    spatial = u.shape[2:]
+    q = [clamp_position(p, n, sides) for p, n, sides in zip(pos, spatial, boundary.sides, strict=True)]
+    base = [torch.floor(x) for x in q]
+    corners = {
+        off: value_nd(u, [f.long() + o for f, o in zip(base, off, strict=True)], boundary)
+        for off in itertools.product((0, 1), repeat=len(spatial))
+    }
+    return corners, [x - f for x, f in zip(q, base, strict=True)]
+
+
+def interp_nd(u: torch.Tensor, pos: list[torch.Tensor], boundary: Boundary) -> torch.Tensor:
+    """Multilinear interpolation: ``Σ_corners Π_a (w_a if offset_a else 1 - w_a) · u[corner]``."""
+    corners, w = stencil_nd(u, pos, boundary)
+    total = None
+    for off, val in corners.items():
+        term = val
+        for o, wa in zip(off, w, strict=True):
+            term = term * (wa if o else 1.0 - wa)
+        total = term if total is None else total + term
+    return total
+
+
+def _centres_nd(grid: Grid, device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
+    """Index-space cell positions per axis, broadcastable against ``(B, 1, *spatial)``."""
+    nd = grid.ndim
+    return [
+        torch.arange(n, dtype=dtype, device=device).view(1, 1, *([1] * a), n, *([1] * (nd - a - 1)))
+        for a, n in enumerate(grid.shape)
+    ]
+
+
+def semi_lagrangian_nd(
+    q: torch.Tensor, v: torch.Tensor, dt: float | torch.Tensor, grid: Grid, boundary: Boundary
+) -> torch.Tensor:
+    """Semi-Lagrangian step in any dimension: ``q⁺[x] = q(x - dt v[x] / h)`` by multilinear interpolation."""
+    dt_b = as_batch(dt, q.shape[0], q)
+    pos = [x - s for x, s in zip(_centres_nd(grid, q.device, q.dtype), _shifts(v, dt_b, grid), strict=True)]
+    return interp_nd(q, pos, boundary)
+
+
+def maccormack_nd(q: torch.Tensor, v: torch.Tensor, dt: float | torch.Tensor, grid: Grid, boundary: Boundary) -> torch.Tensor:
+    """MacCormack with the min/max limiter over the ``2**nd`` back-trace corners, any dimension."""
+    dt_b = as_batch(dt, q.shape[0], q)
+    q_hat = semi_lagrangian_nd(q, v, dt_b, grid, boundary)
+    shifts = _shifts(v, dt_b, grid)
+    centres = _centres_nd(grid, q.device, q.dtype)
+    corners, _ = stencil_nd(q, [x - s for x, s in zip(centres, shifts, strict=True)], boundary)
+    stacked = torch.stack(list(corners.values()))
+    lo, hi = stacked.min(0).values, stacked.max(0).values
+    q_bar = interp_nd(q_hat, [x + s for x, s in zip(centres, shifts, strict=True)], boundary)
+    return torch.minimum(torch.maximum(q_hat + 0.5 * (q - q_bar), lo), hi)
+
+
+def laplacian_nd(u: torch.Tensor, grid: Grid, boundary: Boundary) -> torch.Tensor:
+    """The ``(2 nd + 1)``-point Laplacian ``Σ_a (u[x - e_a] - 2 u[x] + u[x + e_a]) / h_a²``, any dimension."""
+    centres = [
+        torch.arange(n, device=u.device).view(1, 1, *([1] * a), n, *([1] * (grid.ndim - a - 1))) for a, n in enumerate(grid.shape)
+    ]
+    out = torch.zeros_like(u)
+    for a, h in enumerate(grid.spacing):
+        lo = [x - 1 if k == a else x for k, x in enumerate(centres)]
+        hi = [x + 1 if k == a else x for k, x in enumerate(centres)]
+        out = out + (value_nd(u, lo, boundary) - 2.0 * u + value_nd(u, hi, boundary)) / h**2
+    return out
+
+
 # ----------------------------------------------------------------------------------------- advection
 def _shifts(v: torch.Tensor, dt: torch.Tensor, grid: Grid) -> list[torch.Tensor]:
     """Index-space displacement ``dt[b] * v_a / h_a`` per axis, each ``(B, 1, *spatial)``."""
@@ -158,6 +261,8 @@ def _centres(grid: Grid, device: torch.device, dtype: torch.dtype) -> list[torch
 def semi_lagrangian(q: torch.Tensor, v: torch.Tensor, dt: float | torch.Tensor, grid: Grid, boundary: Boundary) -> torch.Tensor:
     """One semi-Lagrangian step: ``q⁺[i] = q(i - dt v[i] / h)`` (index space, per axis), by linear
     (1D) or bilinear (2D) interpolation with the boundary's ghost values."""
+    if grid.ndim > 2:
+        return semi_lagrangian_nd(q, v, dt, grid, boundary)
     dt_b = as_batch(dt, q.shape[0], q)
     shifts = _shifts(v, dt_b, grid)
     pos = [x - s for x, s in zip(_centres(grid, q.device, q.dtype), shifts, strict=True)]
@@ -173,6 +278,8 @@ def maccormack(q: torch.Tensor, v: torch.Tensor, dt: float | torch.Tensor, grid:
     ``q⁺ = clamp(q̂ + ½ (q - q̄), lo, hi)`` where ``[lo, hi]`` is the range of the 2 (1D) / 4 (2D)
     values of ``q`` that the back-trace ``i - dt v / h`` interpolated from.
     """
+    if grid.ndim > 2:
+        return maccormack_nd(q, v, dt, grid, boundary)
     dt_b = as_batch(dt, q.shape[0], q)
     q_hat = semi_lagrangian(q, v, dt_b, grid, boundary)
     shifts = _shifts(v, dt_b, grid)
@@ -210,7 +317,9 @@ def advect(
 
 # ----------------------------------------------------------------------------------------- diffusion
 def laplacian(u: torch.Tensor, grid: Grid, boundary: Boundary) -> torch.Tensor:
-    """The 3-point (1D) / 5-point (2D) Laplacian ``L(u)`` with the boundary's ghost values."""
+    """The 3-point (1D) / 5-point (2D) / 7-point (3D) Laplacian ``L(u)`` with the boundary's ghost values."""
+    if grid.ndim > 2:
+        return laplacian_nd(u, grid, boundary)
     if grid.ndim == 1:
         (n,) = grid.shape
         (h,) = grid.spacing
@@ -235,7 +344,8 @@ def diffuse_explicit(
 def laplacian_matrix_1d(n: int, h: float, sides: tuple[Side, Side], dtype: torch.dtype) -> torch.Tensor:
     """Dense ``(n, n)`` matrix of the homogeneous 1D Laplacian ``L₀`` (Dirichlet values set to 0):
     ``-2/h²`` on the diagonal, ``1/h²`` to each neighbour; a missing neighbour is the wrapped cell
-    (periodic), ``-u₀`` (Dirichlet: ghost ``-u₀``) or ``+u₀`` (zero-gradient: ghost ``u₀``)."""
+    (periodic), ``-u₀`` (Dirichlet: ghost ``-u₀``), ``+u₀`` (zero-gradient: ghost ``u₀``) or nothing
+    (constant-outside: the ghost is the constant, all in the boundary term)."""
     m = torch.zeros(n, n, dtype=dtype)
     lo, hi = sides
     for i in range(n):
@@ -247,32 +357,40 @@ def laplacian_matrix_1d(n: int, h: float, sides: tuple[Side, Side], dtype: torch
                 m[i, j % n] += 1.0
             elif isinstance(side, Dirichlet):
                 m[i, i] -= 1.0
-            else:  # zero-gradient
+            elif isinstance(side, ZeroGradient):
                 m[i, i] += 1.0
     return m / h**2
 
 
 def laplacian_matrix(grid: Grid, boundary: Boundary, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Dense matrix of ``L₀`` on the flattened (row-major, ``i * W + k``) grid; 2D is the Kronecker
-    sum ``L_y ⊗ I + I ⊗ L_x`` of the 1D operators."""
+    sum ``L_y ⊗ I + I ⊗ L_x`` of the 1D operators, n-D ``Σ_a I ⊗ … ⊗ L_a ⊗ … ⊗ I``."""
     axes = zip(grid.shape, grid.spacing, boundary.sides, strict=True)
     mats = [laplacian_matrix_1d(n, h, s, dtype) for n, h, s in axes]
     if grid.ndim == 1:
         return mats[0]
-    (hh, ww) = grid.shape
-    return torch.kron(mats[0], torch.eye(ww, dtype=dtype)) + torch.kron(torch.eye(hh, dtype=dtype), mats[1])
+    if grid.ndim == 2:
+        (hh, ww) = grid.shape
+        return torch.kron(mats[0], torch.eye(ww, dtype=dtype)) + torch.kron(torch.eye(hh, dtype=dtype), mats[1])
+    terms = []
+    for a in range(grid.ndim):
+        term = torch.ones(1, 1, dtype=dtype)
+        for k, n in enumerate(grid.shape):
+            term = torch.kron(term, mats[k] if k == a else torch.eye(n, dtype=dtype))
+        terms.append(term)
+    return sum(terms[1:], terms[0])
 
 
 def boundary_term(grid: Grid, boundary: Boundary, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """``l_g = L(0)``: the Dirichlet values' contribution, ``2 g / h²`` in the cells next to each
-    Dirichlet face (summed in corners), on the grid's shape."""
+    Dirichlet face (``g / h²`` next to a constant-outside side; summed in corners), on the grid's shape."""
     out = torch.zeros(grid.shape, dtype=dtype)
     for axis, ((lo, hi), h) in enumerate(zip(boundary.sides, grid.spacing, strict=True)):
         for side, index in ((lo, 0), (hi, -1)):
-            if isinstance(side, Dirichlet):
+            if isinstance(side, Dirichlet | ConstantOutside):
                 sl = [slice(None)] * grid.ndim
                 sl[axis] = index
-                out[tuple(sl)] += 2.0 * float(side.value) / h**2
+                out[tuple(sl)] += (2.0 if isinstance(side, Dirichlet) else 1.0) * float(side.value) / h**2
     return out
 
 

@@ -217,8 +217,8 @@ def test_init_is_idempotent(restore_runtime):
 
 
 def test_grid_validation():
-    with pytest.raises(ValueError, match=r"Grid.shape must have 1 or 2 axes"):
-        Grid((2, 2, 2), ((0, 1),) * 3)
+    with pytest.raises(ValueError, match=r"Grid.shape must have 1, 2 or 3 axes"):
+        Grid((2, 2, 2, 2), ((0, 1),) * 4)
     with pytest.raises(ValueError, match=r"Grid.shape entries must be integers >= 2"):
         Grid.line(1)
     with pytest.raises(ValueError, match=r"Grid.bounds must have hi > lo"):

@@ -2,7 +2,7 @@
 
     ∂q/∂t + (v · ∇) q = 0
 
-Semi-Lagrangian (first-order Euler back-trace, linear/bilinear interpolation):
+Semi-Lagrangian (first-order Euler back-trace, linear/bilinear/trilinear interpolation in 1D/2D/3D):
 
     q⁺(x) = q(x − Δt v(x))
 
@@ -24,81 +24,89 @@ import torch
 from ..bridge import KernelOp
 from ..grid import Boundary, Grid, check_grid_boundary
 from ..runtime import as_batch_param, check_state
-from ._stencil import interp_1d, interp_2d, stencil_1d, stencil_2d
+from ._stencil import interp, replaced, stencil, tree_max, tree_min
 
 nd1 = ti.types.ndarray(ndim=1)
-nd3 = ti.types.ndarray(ndim=3)
-nd4 = ti.types.ndarray(ndim=4)
+nda = ti.types.ndarray()  # (B, C, *spatial): the rank, hence the grid dimension, is fixed per compiled instance
 
 SCHEMES = ("semi_lagrangian", "maccormack")
 
 
 # ---------------------------------------------------------------------------------------- kernels
-@ti.kernel
-def _semi_lagrangian_1d(
-    q: nd3, v: nd3, dt: nd1, out: nd3, bc: ti.template(), g: ti.template(), inv_h: float, serial: ti.template()
-):
-    """out[b,c,i] = q[b,c](i − dt[b]·v[b,0,i]/h)   (linear interpolation, index space)."""
-    ti.loop_config(serialize=serial)
-    for b, c, i in ti.ndrange(q.shape[0], q.shape[1], q.shape[2]):
-        out[b, c, i] = interp_1d(q, b, c, i - dt[b] * v[b, 0, i] * inv_h, bc, g)
+# One kernel per operation for 1D, 2D and 3D: ``for ix in ti.grouped(ti.ndrange(*out.shape))`` runs over
+# the array index ``ix = (b, c, *cell)``, whose length (the arrays' rank, i.e. grid dimension + 2) Taichi
+# fixes at compile time (a ``ti.types.ndarray()`` without ``ndim`` takes it from the argument, and the
+# bridge's plan key includes it); the helpers loop over the spatial axes and interpolation corners with
+# ``ti.static``. (Not ``ti.grouped(out)``: a struct-for over an ndarray ignores ``serialize``.) Grid
+# spacings come as three floats ``inv_h0..2`` (``1/h`` per axis in axis order; unused trailing entries
+# are 0) so that one compiled kernel serves every grid.
+
+
+@ti.func
+def _shift(v: ti.template(), dt: ti.template(), ix, axis: ti.template(), inv_h: ti.template()):
+    """Index-space displacement along ``axis`` of the cell ``ix = (b, c, *cell)``: ``dt[b]·v[b, axis, cell]/h``."""
+    return dt[ix[0]] * v[replaced(ix, 1, axis)] * inv_h[axis]
+
+
+@ti.func
+def _trace(v: ti.template(), dt: ti.template(), ix, sign: ti.template(), inv_h: ti.template()):
+    """The positions ``cell_a + sign · dt·v_a/h_a``, one per spatial axis (``sign = -1``: back-trace)."""
+    return [ix[2 + a] + sign * _shift(v, dt, ix, a, inv_h) for a in ti.static(range(len(v.shape) - 2))]
 
 
 @ti.kernel
-def _maccormack_1d(
-    q: nd3, q_hat: nd3, v: nd3, dt: nd1, out: nd3, bc: ti.template(), g: ti.template(), inv_h: float, serial: ti.template()
-):
-    """out = clamp(q̂ + ½(q − q̄), lo, hi) with q̄ = q̂ traced forwards and [lo, hi] the range of the
-    two values of q that q̂[i] was interpolated from."""
-    ti.loop_config(serialize=serial)
-    for b, c, i in ti.ndrange(q.shape[0], q.shape[1], q.shape[2]):
-        shift = dt[b] * v[b, 0, i] * inv_h
-        q0, q1, _ = stencil_1d(q, b, c, i - shift, bc, g)
-        q_bar = interp_1d(q_hat, b, c, i + shift, bc, g)
-        corrected = q_hat[b, c, i] + 0.5 * (q[b, c, i] - q_bar)
-        out[b, c, i] = ti.min(ti.max(corrected, ti.min(q0, q1)), ti.max(q0, q1))
-
-
-@ti.kernel
-def _semi_lagrangian_2d(
-    q: nd4, v: nd4, dt: nd1, out: nd4, bc: ti.template(), g: ti.template(), inv_hy: float, inv_hx: float, serial: ti.template()
-):
-    """out[b,c,i,k] = q[b,c](i − dt·v_y/h_y, k − dt·v_x/h_x)   (bilinear interpolation)."""
-    ti.loop_config(serialize=serial)
-    for b, c, i, k in ti.ndrange(q.shape[0], q.shape[1], q.shape[2], q.shape[3]):
-        py = i - dt[b] * v[b, 0, i, k] * inv_hy
-        px = k - dt[b] * v[b, 1, i, k] * inv_hx
-        out[b, c, i, k] = interp_2d(q, b, c, py, px, bc, g)
-
-
-@ti.kernel
-def _maccormack_2d(
-    q: nd4,
-    q_hat: nd4,
-    v: nd4,
+def _semi_lagrangian(
+    q: nda,
+    v: nda,
     dt: nd1,
-    out: nd4,
+    out: nda,
     bc: ti.template(),
     g: ti.template(),
-    inv_hy: float,
-    inv_hx: float,
+    inv_h0: float,
+    inv_h1: float,
+    inv_h2: float,
     serial: ti.template(),
 ):
-    """2D MacCormack correction with the min/max limiter over the four back-trace corners."""
+    """out[b,c,x] = q[b,c](x − dt[b]·v[b,:,x]/h)   (per axis ``a``: ``x_a − dt·v_a/h_a``; linear,
+    bilinear or trilinear interpolation in index space)."""
     ti.loop_config(serialize=serial)
-    for b, c, i, k in ti.ndrange(q.shape[0], q.shape[1], q.shape[2], q.shape[3]):
-        sy = dt[b] * v[b, 0, i, k] * inv_hy
-        sx = dt[b] * v[b, 1, i, k] * inv_hx
-        q00, q01, q10, q11, _, _ = stencil_2d(q, b, c, i - sy, k - sx, bc, g)
-        q_bar = interp_2d(q_hat, b, c, i + sy, k + sx, bc, g)
-        corrected = q_hat[b, c, i, k] + 0.5 * (q[b, c, i, k] - q_bar)
-        lo = ti.min(ti.min(q00, q01), ti.min(q10, q11))
-        hi = ti.max(ti.max(q00, q01), ti.max(q10, q11))
-        out[b, c, i, k] = ti.min(ti.max(corrected, lo), hi)
+    for ix in ti.grouped(ti.ndrange(*out.shape)):
+        out[ix] = interp(q, ix[0], ix[1], _trace(v, dt, ix, -1, ti.static((inv_h0, inv_h1, inv_h2))), bc, g)
 
 
-_SL = {1: KernelOp(_semi_lagrangian_1d, 3, 1, "semi_lagrangian_1d"), 2: KernelOp(_semi_lagrangian_2d, 3, 1, "semi_lagrangian_2d")}
-_MC = {1: KernelOp(_maccormack_1d, 4, 1, "maccormack_1d"), 2: KernelOp(_maccormack_2d, 4, 1, "maccormack_2d")}
+@ti.kernel
+def _maccormack(
+    q: nda,
+    q_hat: nda,
+    v: nda,
+    dt: nd1,
+    out: nda,
+    bc: ti.template(),
+    g: ti.template(),
+    inv_h0: float,
+    inv_h1: float,
+    inv_h2: float,
+    serial: ti.template(),
+):
+    """out = clamp(q̂ + ½(q − q̄), lo, hi) with q̄ = q̂ interpolated at the forward trace x + dt·v/h and
+    [lo, hi] the range of the 2**ndim values of q that q̂[x] was interpolated from (back-trace corners)."""
+    ti.loop_config(serialize=serial)
+    for ix in ti.grouped(ti.ndrange(*out.shape)):
+        inv_h = ti.static((inv_h0, inv_h1, inv_h2))
+        corners, _ = stencil(q, ix[0], ix[1], _trace(v, dt, ix, -1, inv_h), bc, g)
+        q_bar = interp(q_hat, ix[0], ix[1], _trace(v, dt, ix, 1, inv_h), bc, g)
+        corrected = q_hat[ix] + 0.5 * (q[ix] - q_bar)
+        out[ix] = ti.min(ti.max(corrected, tree_min(corners)), tree_max(corners))
+
+
+_SL = KernelOp(_semi_lagrangian, 3, 1, "semi_lagrangian")
+_MC = KernelOp(_maccormack, 4, 1, "maccormack")
+
+
+def _inv_spacing(grid: Grid) -> tuple[float, float, float]:
+    """``1/h`` per axis padded with zeros to the kernels' three spacing slots."""
+    inv = [1.0 / h for h in grid.spacing]
+    return (*inv, *([0.0] * (3 - len(inv))))  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------- torch-facing
@@ -115,7 +123,8 @@ def advect(
     Args:
         q: ``(B, C, *grid.shape)`` quantity (any number of channels).
         velocity: ``(B, ndim, *grid.shape)`` cell-centred velocity in physical units (channels in axis
-            order: 1D ``(u,)``, 2D ``(v_y, v_x)``); may be ``q`` itself (self-advection).
+            order: 1D ``(u,)``, 2D ``(v_y, v_x)``, 3D ``(v_z, v_y, v_x)``); may be ``q`` itself
+            (self-advection).
         dt: time step, a float or a ``(B,)``/0-d tensor (differentiable).
         grid, boundary: where ``q`` lives and its boundary conditions (used for values outside).
         scheme: ``"semi_lagrangian"`` or ``"maccormack"``.
@@ -136,9 +145,9 @@ def apply_advection(
 ) -> torch.Tensor:
     """:func:`advect` without input validation (for solvers that validated their state once);
     ``dt`` is a ``(B,)`` tensor."""
-    consts = (boundary.codes, boundary.values, *(1.0 / h for h in grid.spacing))
-    (q_hat,) = _SL[grid.ndim]((q, velocity, dt), (q.shape,), consts)
+    consts = (boundary.codes, boundary.values, *_inv_spacing(grid))
+    (q_hat,) = _SL((q, velocity, dt), (q.shape,), consts)
     if scheme == "semi_lagrangian":
         return q_hat
-    (out,) = _MC[grid.ndim]((q, q_hat, velocity, dt), (q.shape,), consts)
+    (out,) = _MC((q, q_hat, velocity, dt), (q.shape,), consts)
     return out

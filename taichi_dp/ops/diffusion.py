@@ -1,4 +1,4 @@
-"""Diffusion ``∂u/∂t = ν ∇²u`` with the standard 3-point (1D) / 5-point (2D) Laplacian ``L``.
+"""Diffusion ``∂u/∂t = ν ∇²u`` with the standard 3-point (1D) / 5-point (2D) / 7-point (3D) Laplacian ``L``.
 
 Explicit (forward Euler), stable for ``ν Δt Σ_a 1/h_a² ≤ 1/2``:
 
@@ -22,49 +22,62 @@ import torch
 from ..bridge import KernelOp
 from ..grid import Boundary, Grid, check_grid_boundary
 from ..runtime import as_batch_param, check_state, ensure_init
-from ._stencil import value_1d, value_2d
+from ._stencil import neighbour
 from .linear_solve import solve_spd
 
 nd1 = ti.types.ndarray(ndim=1)
-nd3 = ti.types.ndarray(ndim=3)
-nd4 = ti.types.ndarray(ndim=4)
+nda = ti.types.ndarray()  # (B, C, *spatial): the rank, hence the grid dimension, is fixed per compiled instance
 
 
 # ---------------------------------------------------------------------------------------- kernels
-@ti.kernel
-def _add_laplacian_1d(u: nd3, k: nd1, out: nd3, bc: ti.template(), g: ti.template(), inv_h2: float, serial: ti.template()):
-    """out[b,c,i] = u + k[b] · (u[i−1] − 2u[i] + u[i+1]) / h²   (ghost values from ``bc``, ``g``)."""
-    ti.loop_config(serialize=serial)
-    for b, c, i in ti.ndrange(u.shape[0], u.shape[1], u.shape[2]):
-        lap = value_1d(u, b, c, i - 1, bc, g) - 2.0 * u[b, c, i] + value_1d(u, b, c, i + 1, bc, g)
-        out[b, c, i] = u[b, c, i] + k[b] * lap * inv_h2
+@ti.func
+def _second_difference(u: ti.template(), ix, centre, axis: ti.template(), bc: ti.template(), g: ti.template()):
+    """``u[x − e_axis] − 2u[x] + u[x + e_axis]`` at the array index ``ix = (b, c, *x)`` (ghost values from ``bc``, ``g``)."""
+    return neighbour(u, ix, axis, -1, bc, g) - 2.0 * centre + neighbour(u, ix, axis, 1, bc, g)
+
+
+@ti.func
+def _laplacian_sum(u: ti.template(), ix, centre, bc: ti.template(), g: ti.template(), inv_h2: ti.template()):
+    """``Σ_a (u[x − e_a] − 2u[x] + u[x + e_a]) / h_a²`` over the spatial axes, summed in axis order."""
+    acc = _second_difference(u, ix, centre, 0, bc, g) * inv_h2[0]
+    for a in ti.static(range(1, len(u.shape) - 2)):
+        acc = acc + _second_difference(u, ix, centre, a, bc, g) * inv_h2[a]
+    return acc
 
 
 @ti.kernel
-def _add_laplacian_2d(
-    u: nd4, k: nd1, out: nd4, bc: ti.template(), g: ti.template(), inv_hy2: float, inv_hx2: float, serial: ti.template()
+def _add_laplacian(
+    u: nda,
+    k: nd1,
+    out: nda,
+    bc: ti.template(),
+    g: ti.template(),
+    inv_h2_0: float,
+    inv_h2_1: float,
+    inv_h2_2: float,
+    serial: ti.template(),
 ):
-    """out = u + k[b] · ((u[i±1,k] − 2u)/h_y² + (u[i,k±1] − 2u)/h_x²)   (5-point Laplacian)."""
+    """out[b,c,x] = u + k[b] · Σ_a (u[x − e_a] − 2u[x] + u[x + e_a]) / h_a²   (3/5/7-point Laplacian in
+    1D/2D/3D; ghost values from ``bc``, ``g``; ``inv_h2_a = 1/h_a²``, unused trailing slots 0).
+
+    One kernel for every grid dimension: ``ix = (b, c, *x)`` runs over ``ti.ndrange`` of the array's
+    shape, whose rank Taichi fixes at compile time; the axes are unrolled with ``ti.static``."""
     ti.loop_config(serialize=serial)
-    for b, c, i, j in ti.ndrange(u.shape[0], u.shape[1], u.shape[2], u.shape[3]):
-        centre = u[b, c, i, j]
-        lap_y = value_2d(u, b, c, i - 1, j, bc, g) - 2.0 * centre + value_2d(u, b, c, i + 1, j, bc, g)
-        lap_x = value_2d(u, b, c, i, j - 1, bc, g) - 2.0 * centre + value_2d(u, b, c, i, j + 1, bc, g)
-        out[b, c, i, j] = centre + k[b] * (lap_y * inv_hy2 + lap_x * inv_hx2)
+    for ix in ti.grouped(ti.ndrange(*out.shape)):
+        centre = u[ix]
+        out[ix] = centre + k[ix[0]] * _laplacian_sum(u, ix, centre, bc, g, ti.static((inv_h2_0, inv_h2_1, inv_h2_2)))
 
 
-_ADD_LAPLACIAN = {
-    1: KernelOp(_add_laplacian_1d, 2, 1, "add_laplacian_1d"),
-    2: KernelOp(_add_laplacian_2d, 2, 1, "add_laplacian_2d"),
-}
+_ADD_LAPLACIAN = KernelOp(_add_laplacian, 2, 1, "add_laplacian")
 
 
 def add_laplacian(u: torch.Tensor, k: torch.Tensor, grid: Grid, boundary: Boundary, homogeneous: bool = False) -> torch.Tensor:
     """``u + k L(u)`` for a per-batch ``(B,)`` coefficient ``k`` (no input validation; internal building
     block). ``homogeneous=True`` uses zero Dirichlet values, i.e. the linear part ``L₀``."""
     values = tuple(0.0 for _ in boundary.values) if homogeneous else boundary.values
-    consts = (boundary.codes, values, *(1.0 / h**2 for h in grid.spacing))
-    return _ADD_LAPLACIAN[grid.ndim]((u, k), (u.shape,), consts)[0]
+    inv_h2 = [1.0 / h**2 for h in grid.spacing]
+    consts = (boundary.codes, values, *inv_h2, *([0.0] * (3 - len(inv_h2))))
+    return _ADD_LAPLACIAN((u, k), (u.shape,), consts)[0]
 
 
 def stability_number(nu: float, dt: float, grid: Grid) -> float:

@@ -22,7 +22,7 @@ class AdvectionDiffusion(Stepper):
     One step: advection (semi-Lagrangian or MacCormack), then diffusion (explicit or implicit).
 
     Args:
-        grid: 1D or 2D cell-centred grid; the state is ``(B, C, *grid.shape)`` with any ``C``.
+        grid: 1D, 2D or 3D cell-centred grid; the state is ``(B, C, *grid.shape)`` with any ``C``.
         boundary: boundary conditions of ``q``.
         velocity: ``(B, ndim, *grid.shape)`` or ``(1, ndim, *grid.shape)`` (shared by the batch)
             cell-centred velocity in physical units; differentiable (e.g. for flow control).

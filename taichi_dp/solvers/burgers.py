@@ -1,4 +1,4 @@
-"""Viscous Burgers' equation in 1D and 2D."""
+"""Viscous Burgers' equation in 1D, 2D and 3D."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ class Burgers(Stepper):
     MacCormack).
 
     Args:
-        grid: 1D or 2D cell-centred grid; the state is ``(B, grid.ndim, *grid.shape)``.
+        grid: 1D, 2D or 3D cell-centred grid; the state is ``(B, grid.ndim, *grid.shape)``.
         boundary: boundary conditions of the velocity (periodic, Dirichlet wall values, zero-gradient).
         nu: viscosity ≥ 0: a float, or a ``(B,)`` tensor (one value per batch element; differentiable).
             Typical: 1e-3–1e-1 on a unit-sized domain.
