@@ -51,7 +51,7 @@ def run(repeats: int) -> dict:
     h, nu, dt = st.grid.spacing[0], st.nu, st.dt
     rows = {}
     for b in (1, 32):
-        u = scene.u0.expand(b, -1, -1).contiguous()
+        u = scene.state0.expand(b, -1, -1).contiguous()
         rows[f"step N=128 B={b}"] = {
             "taichi_dp": timed(lambda u=u: st(u)),
             "torch_eager": timed(lambda u=u: torch_burgers_step(u, nu, dt, h)),
@@ -59,10 +59,10 @@ def run(repeats: int) -> dict:
 
     def td_fwd():
         with torch.no_grad():
-            rollout(st, scene.u0, 32)
+            rollout(st, scene.state0, 32)
 
     def td_bwd():
-        u0 = scene.u0.clone().requires_grad_()
+        u0 = scene.state0.clone().requires_grad_()
         rollout(st, u0, 32, include_initial=False)[:, -1].square().mean().backward()
 
     def pt_roll(u):
@@ -72,10 +72,10 @@ def run(repeats: int) -> dict:
 
     def pt_fwd():
         with torch.no_grad():
-            pt_roll(scene.u0)
+            pt_roll(scene.state0)
 
     def pt_bwd():
-        u0 = scene.u0.clone().requires_grad_()
+        u0 = scene.state0.clone().requires_grad_()
         pt_roll(u0).square().mean().backward()
 
     rows["rollout32 fwd"] = {

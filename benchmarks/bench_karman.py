@@ -22,8 +22,7 @@ import resource
 import torch
 
 import taichi_dp as tdp
-from benchmarks.timing import median_seconds
-from taichi_dp import bridge
+from benchmarks.timing import LaunchCounter, median_seconds
 from taichi_dp.ops import linear_solve
 from taichi_dp.scenes import karman
 from taichi_dp.solvers import rollout
@@ -38,26 +37,13 @@ CPU_ANCHORS = {
 }
 
 
-class _LaunchCounter:
-    """Counts Taichi kernel launches while active (``taichi_dp.bridge.launches``: every kernel runs
-    through :func:`taichi_dp.bridge.launch`, bridged ops and the fused pressure solver alike)."""
-
-    def __enter__(self):
-        self._start = bridge.launches
-        self.count = 0
-        return self
-
-    def __exit__(self, *exc):
-        self.count = bridge.launches - self._start
-
-
 def run(scales: list[int], repeats: int, phiflow: bool = False) -> list[dict]:
     rows = []
     for scale in scales:
         scene = karman(scale=scale, reynolds=200.0)
         st = scene.stepper
         with torch.no_grad():  # a developed state, not the start-up transient
-            v = rollout(st, scene.v0, 5)[:, -1].contiguous()
+            v = rollout(st, scene.state0, 5)[:, -1].contiguous()
 
         def step(v=v, st=st):
             with torch.no_grad():
@@ -70,7 +56,7 @@ def run(scales: list[int], repeats: int, phiflow: bool = False) -> list[dict]:
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         t_step = median_seconds(step, repeats)
         its = linear_solve.last_solve.iterations
-        with _LaunchCounter() as c:
+        with LaunchCounter() as c:
             step()
         t_fb = median_seconds(fwd_bwd, max(1, repeats // 2))
         peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024

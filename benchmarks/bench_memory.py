@@ -31,7 +31,7 @@ def child(unroll: int, batch: int, every: int) -> dict:
     scene = karman(reynolds=torch.linspace(150.0, 600.0, batch))
     st = scene.stepper
     with torch.no_grad():
-        ref = rollout(st, scene.v0, unroll).contiguous()  # a stand-in reference window
+        ref = rollout(st, scene.state0, unroll).contiguous()  # a stand-in reference window
     net = ResidualCNN(2, 2, conditioning=("re",), width=24, blocks=2, padding_mode="replicate")
     torch.nn.init.normal_(net.out.weight, std=1e-3)
     model = StaggeredCorrection(net, st.grid, st.boundary, st.fluid)

@@ -55,8 +55,7 @@ import torch
 import taichi_dp as tdp
 from benchmarks import phiflow_karman
 from benchmarks import torch_flow as tf
-from benchmarks.bench_karman import _LaunchCounter
-from benchmarks.timing import median_seconds
+from benchmarks.timing import LaunchCounter, median_seconds
 from taichi_dp.grid import Grid
 from taichi_dp.grid.geometry import disc
 from taichi_dp.grid.staggered import FlowBoundary, Inflow, Outflow, Wall, apply_boundary, open_faces, valid_faces
@@ -393,15 +392,16 @@ def _kernel_line(r: dict) -> str:
 def step_workloads(s: Settings):
     """``(workload, grid label, cells, stepper, developed state)`` for every step workload."""
     sc = pbdl_burgers()
-    yield "burgers", f"N={sc.stepper.grid.shape[0]}", sc.stepper.grid.shape[0], sc.stepper, sc.u0
+    yield "burgers", f"N={sc.stepper.grid.shape[0]}", sc.stepper.grid.shape[0], sc.stepper, sc.state0
     for scale in s.karman_scales:
         scene = karman(scale=scale, reynolds=200.0)
         h, w = scene.stepper.grid.shape
         with torch.no_grad():  # a developed wake, not the start-up transient
-            v = rollout(scene.stepper, scene.v0, 5)[:, -1].contiguous()
+            v = rollout(scene.stepper, scene.state0, 5)[:, -1].contiguous()
         yield "karman", f"{w}x{h}", h * w, scene.stepper, v
     for n in s.smoke_sizes:
-        st, state0 = smoke_plume(n)
+        scene = smoke_plume(n)
+        st, state0 = scene.stepper, scene.state0
         with torch.no_grad():  # some smoke and motion
             state = rollout(st, state0, 10)[:, -1].contiguous()
         yield "smoke", f"{n}x{n}", n * n, st, state
@@ -409,7 +409,7 @@ def step_workloads(s: Settings):
 
 def count_launches(fn: Callable[[], object]) -> int:
     """Taichi kernel launches made by ``fn()`` (``taichi_dp.bridge.launches``)."""
-    with _LaunchCounter() as c:
+    with LaunchCounter() as c:
         fn()
     return c.count
 

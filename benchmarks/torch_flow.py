@@ -206,7 +206,7 @@ class TorchNavierStokes:
         self.dt = st.param("dt", batch)
         self.nu = None if isinstance(st.nu, float | int) and st.nu == 0 else st.param("nu", batch)
         self.keep, self.fixed = face_constraints(st.grid, st.boundary, st.fluid, st.fluid.dtype, st.fluid.device)
-        self.projection = TorchProjection(st.grid, st.boundary, st.fluid, st.pressure_rtol, compile=compile)
+        self.projection = TorchProjection(st.grid, st.boundary, st.fluid, st.pressure.rtol, compile=compile)
         self._pre = maybe_compile(self.pre, compile)
 
     def impose(self, v: torch.Tensor) -> torch.Tensor:

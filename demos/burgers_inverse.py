@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     tdp.init(args.arch, "f32")
     scene = pbdl_burgers()
     with torch.no_grad():
-        observed = rollout(scene.stepper, scene.u0, 16)[:, -1]
-    u0 = torch.zeros_like(scene.u0, requires_grad=True)
+        observed = rollout(scene.stepper, scene.state0, 16)[:, -1]
+    u0 = torch.zeros_like(scene.state0, requires_grad=True)
     opt = torch.optim.Adam([u0], lr=args.lr)
     x = scene.stepper.grid.centers(0)
     every = max(1, args.iterations // max(args.frames, 1))
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             fig, ax = plt.subplots(1, 3, figsize=(12, 3.4), dpi=90)
             ax[0].semilogy(losses)
             ax[0].set(xlabel="iteration", title=f"loss at step 16: {losses[-1]:.2e}")
-            ax[1].plot(x, scene.u0[0, 0], "k-", lw=2, label="true u0")
+            ax[1].plot(x, scene.state0[0, 0], "k-", lw=2, label="true u0")
             ax[1].plot(x, u0.detach()[0, 0], color="tab:green", label="estimate")
             ax[1].set(ylim=(-1.3, 1.3), title="initial state")
             ax[1].legend(fontsize=8)

@@ -30,6 +30,7 @@ from taichi_dp.learn.hybrid import hybrid_step
 from taichi_dp.learn.karman_data import downsample_staggered
 from taichi_dp.learn.karman_experiment import load_run, re_feature
 from taichi_dp.scenes import karman
+from taichi_dp.solvers import Repeated
 
 
 def vorticity(v: torch.Tensor, h: float) -> torch.Tensor:
@@ -45,12 +46,12 @@ class Wake:
         self.cfg, self.models, self.re = cfg, models, re
         f = cfg.train.factor
         ref = karman(scale=cfg.train.scale * f, reynolds=torch.tensor([re]), dt=1.0 / f, perturbation=cfg.train.perturbation)
-        self.fine_step, self.factor = ref.stepper, f
+        self.fine_step, self.factor = Repeated(ref.stepper, f), f  # one coarse step of the reference
         self.coarse = karman(scale=cfg.train.scale, reynolds=torch.tensor([re])).stepper
         self.cond = {"re": re_feature(cfg, torch.tensor([re]))}
         with torch.no_grad():
-            v = ref.v0
-            for _ in range(warmup * f):
+            v = ref.state0
+            for _ in range(warmup):
                 v = self.fine_step(v)
         self.fine = v
         start = downsample_staggered(v, f)
@@ -58,8 +59,7 @@ class Wake:
 
     def step(self, correction: str) -> None:
         with torch.no_grad():
-            for _ in range(self.factor):
-                self.fine = self.fine_step(self.fine)
+            self.fine = self.fine_step(self.fine)
             self.source = self.coarse(self.source)
             self.corrected = hybrid_step(self.coarse, self.models[correction], self.corrected, self.cond)
 

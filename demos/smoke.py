@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--advection", default="flux", choices=list(DENSITY_SCHEMES))
     args = p.parse_args(argv)
     tdp.init(args.arch, "f32")
-    stepper, state0 = smoke_plume(args.n)
-    stepper = dataclasses.replace(stepper, density_advection=args.advection)
+    scene = smoke_plume(args.n, density_advection=args.advection)
+    stepper, state0 = scene.stepper, scene.state0
     state, sink, t = state0, FrameSink("taichi_dp · smoke", args.out, args.headless), 0
     grid = stepper.grid
     while t < args.frames:

@@ -14,7 +14,7 @@ from taichi_dp.learn.metrics import relative_errors
 from taichi_dp.ops import advect, diffuse, linear_solve
 from taichi_dp.ops.multigrid import PoissonSolver
 from taichi_dp.ops.poisson import apply_poisson
-from taichi_dp.solvers import Burgers, NavierStokes
+from taichi_dp.solvers import Burgers, NavierStokes, SolveOptions
 
 F64 = torch.float64
 CHANNEL = FlowBoundary(((Inflow(1.0), Outflow()), (Wall(), Wall())))
@@ -179,8 +179,8 @@ def test_karman_evaluation_reports_l1_as_l1():
     cfg = KarmanExperimentConfig.tiny()
     scene = karman(reynolds=200.0)
     gen = torch.Generator().manual_seed(14)
-    frames = [scene.v0[0]] + [scene.v0[0] * (1 + 0.1 * k) + 0.01 * torch.randn(scene.v0[0].shape, generator=gen, dtype=F64)
-                              for k in (1, 2)]
+    v0 = scene.state0[0]
+    frames = [v0] + [v0 * (1 + 0.1 * k) + 0.01 * torch.randn(v0.shape, generator=gen, dtype=F64) for k in (1, 2)]
     test = {"velocity": torch.stack(frames)[None], "reynolds": torch.tensor([200.0], dtype=F64)}
     out = evaluate(cfg, {"source": None}, test, scene.stepper)["source"]
     traj, ref = out["traj"].double(), test["velocity"][:, 1:]
@@ -206,7 +206,9 @@ def test_navier_stokes_forcing_is_scaled_by_dt(advection):
     f[:, 1] = -0.4  # and along x
     f = f * faces
     dt = torch.tensor([0.1, 0.25], dtype=F64)
-    st = NavierStokes(grid, FlowBoundary.periodic(), nu=0.01, dt=dt, forcing=f, advection=advection, pressure_rtol=1e-12)
+    st = NavierStokes(
+        grid, FlowBoundary.periodic(), nu=0.01, dt=dt, forcing=f, advection=advection, pressure=SolveOptions(rtol=1e-12)
+    )
     v0 = torch.zeros(2, *staggered_shape(grid), dtype=F64)
     v1 = st(v0)
     torch.testing.assert_close(v1 * faces, dt.view(-1, 1, 1, 1) * f, rtol=0, atol=1e-12)

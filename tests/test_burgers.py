@@ -74,11 +74,11 @@ def test_pbdl_preset():
     assert scene.steps == 32 and st.grid.shape == (128,) and st.grid.bounds == ((-1.0, 1.0),)
     assert st.dt == 1 / 32 and st.nu == pytest.approx(0.01 / (128 * math.pi))
     assert (st.diffusion, st.advection) == ("explicit", "semi_lagrangian")
-    assert scene.u0.shape == (2, 1, 128)
+    assert scene.state0.shape == (2, 1, 128)
     x = st.grid.centers(0)
-    assert torch.allclose(scene.u0[0, 0], -torch.sin(math.pi * x))
+    assert torch.allclose(scene.state0[0, 0], -torch.sin(math.pi * x))
     with torch.no_grad():
-        traj = rollout(st, scene.u0, scene.steps)
+        traj = rollout(st, scene.state0, scene.steps)
     assert traj.shape == (2, 33, 1, 128) and torch.isfinite(traj).all()
     # the shock steepens: the largest jump between neighbouring cells grows
     assert traj[0, -1, 0].diff().abs().max() > 5 * traj[0, 0, 0].diff().abs().max()

@@ -247,7 +247,7 @@ def test_shipped_pretrained_karman_corrector_loads_and_corrects():
     cfg, models = load_run(PRETRAINED)
     assert set(models) == {"NON", "SOL-4"} and cfg.model == "unet"
     scene = karman(reynolds=300.0)
-    v = scene.stepper(scene.v0)
+    v = scene.stepper(scene.state0)
     with torch.no_grad():
         dv = models["SOL-4"](v, re=torch.zeros(1, dtype=v.dtype))
     assert float(dv.abs().max()) > 1e-4

@@ -265,7 +265,8 @@ def test_scalar_advection_routes_flux():
 def test_smoke_plume_density_budget_closes():
     """The issue's budget: the shipped plume (closed box, n = 64, 100 steps of dt = 1) holds exactly what
     was injected (MacCormack gained +122% and semi-Lagrangian +56% here); the density stays ≥ 0."""
-    stepper, state = smoke_plume()
+    scene = smoke_plume()
+    stepper, state = scene.stepper, scene.state0
     assert stepper.density_advection == "flux"
     grid = stepper.grid
     hy, hx = grid.spacing
@@ -284,7 +285,8 @@ def test_smoke_plume_density_budget_closes():
 
 
 def test_smoke_schemes_stay_selectable():
-    stepper, state = smoke_plume(16)
+    scene = smoke_plume(16)
+    stepper, state = scene.stepper, scene.state0
     for scheme in ("maccormack", "semi_lagrangian"):
         other = dataclasses.replace(stepper, density_advection=scheme)
         assert isinstance(other, SmokePlume)

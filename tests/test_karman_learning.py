@@ -14,6 +14,7 @@ from taichi_dp.learn.hybrid import StaggeredCorrection
 from taichi_dp.learn.karman_data import KarmanDataConfig, downsample_staggered, load_or_generate, source_grid
 from taichi_dp.ops.pressure import divergence, project
 from taichi_dp.scenes import karman
+from taichi_dp.solvers import SolveOptions
 
 TINY = KarmanDataConfig(reynolds=(150.0, 300.0), scale=1, factor=2, warmup=1, steps=3)
 
@@ -177,8 +178,8 @@ def test_reprojected_correction_keeps_the_velocity_divergence_free():
     net = ResidualCNN(2, 2, conditioning=("re",), width=4, blocks=1, padding_mode="replicate").double()
     torch.nn.init.normal_(net.out.weight, std=0.05)
     plain = StaggeredCorrection(net, st.grid, st.boundary, st.fluid)
-    proj = StaggeredCorrection(net, st.grid, st.boundary, st.fluid, reproject=True, pressure_rtol=1e-10)
-    v = st(scene.v0.double())
+    proj = StaggeredCorrection(net, st.grid, st.boundary, st.fluid, reproject=True, pressure=SolveOptions(rtol=1e-10))
+    v = st(scene.state0.double())
     cond = {"re": torch.zeros(1, dtype=torch.float64)}
     fluid = st.fluid.bool()[:, 0]
     div_plain = divergence(v + plain(v, **cond), st.grid)[:, 0][fluid].abs().max().detach()

@@ -11,7 +11,7 @@ from taichi_dp.grid.geometry import box, disc
 from taichi_dp.grid.staggered import FlowBoundary, Inflow, Outflow, Wall, staggered_shape, valid_faces
 from taichi_dp.ops.pressure import divergence
 from taichi_dp.scenes import karman, taylor_green, taylor_green_velocity
-from taichi_dp.solvers import NavierStokes, rollout
+from taichi_dp.solvers import NavierStokes, SolveOptions, rollout
 
 
 def _tg_error(n: int, advection: str, nu: float = 0.05, t_end: float = 1.0) -> tuple[float, float]:
@@ -19,9 +19,9 @@ def _tg_error(n: int, advection: str, nu: float = 0.05, t_end: float = 1.0) -> t
     steps = round(t_end / dt)
     scene = taylor_green(n, nu, dt, advection=advection)
     with torch.no_grad():
-        v = rollout(scene.stepper, scene.v0, steps)[:, -1]
+        v = rollout(scene.stepper, scene.state0, steps)[:, -1]
     exact = taylor_green_velocity(scene.stepper.grid, steps * dt, nu)
-    energy_ratio = float((v**2).sum() / (scene.v0**2).sum())
+    energy_ratio = float((v**2).sum() / (scene.state0**2).sum())
     return float((v - exact).abs().max()), energy_ratio
 
 
@@ -50,7 +50,7 @@ def test_every_step_leaves_the_velocity_divergence_free(boundary):
     torch.manual_seed(0)
     grid = tdp.Grid.rect((12, 10), (1.2, 1.0))
     fluid = disc(grid, (0.5, 0.5), 0.2)
-    st = NavierStokes(grid, boundary, nu=0.01, dt=0.05, fluid=fluid, pressure_rtol=1e-10, advection="maccormack")
+    st = NavierStokes(grid, boundary, nu=0.01, dt=0.05, fluid=fluid, pressure=SolveOptions(rtol=1e-10), advection="maccormack")
     v = 0.5 * torch.randn(2, *staggered_shape(grid), dtype=torch.float64) * valid_faces(grid, torch.float64)
     for _ in range(3):
         v = st(v)
@@ -61,7 +61,7 @@ def _small_channel(nu, forcing=None):
     grid = tdp.Grid.rect((5, 4), (1.0, 0.8))
     fluid = box(grid, (0.35, 0.25), (0.55, 0.45))
     bc = FlowBoundary(((Inflow(0.5), Outflow()), (Wall(), Wall(slip=True))))
-    return NavierStokes(grid, bc, nu=nu, dt=0.1, fluid=fluid, forcing=forcing, pressure_rtol=1e-13), grid
+    return NavierStokes(grid, bc, nu=nu, dt=0.1, fluid=fluid, forcing=forcing, pressure=SolveOptions(rtol=1e-13)), grid
 
 
 def test_step_and_rollout_gradcheck_with_obstacle():
@@ -86,7 +86,7 @@ def test_karman_gradients_stay_finite_over_32_unrolled_steps():
     """A known failure of PhiFlow: gradients through 32+ wake steps blow up. Here they stay finite."""
     re = torch.tensor([150.0], dtype=torch.float64, requires_grad=True)
     scene = karman(reynolds=re)
-    v0 = scene.v0.clone().requires_grad_()
+    v0 = scene.state0.clone().requires_grad_()
     v = rollout(scene.stepper, v0, 32, include_initial=False)[:, -1]
     loss = (v**2).mean()
     g_v0, g_re = torch.autograd.grad(loss, (v0, re))
@@ -99,10 +99,10 @@ def test_karman_scene_layout():
     scene = karman(scale=1, reynolds=100.0, batch=2)
     st = scene.stepper
     assert st.grid.shape == (64, 32) and st.grid.bounds == ((0.0, 200.0), (0.0, 100.0))
-    assert scene.v0.shape == (2, 2, 65, 33) and st.fluid.shape == (1, 1, 64, 32)
+    assert scene.state0.shape == (2, 2, 65, 33) and st.fluid.shape == (1, 1, 64, 32)
     assert float(st.nu[0]) == pytest.approx(0.2) and st.dt == 1.0
     assert int((st.fluid == 0).sum()) > 20  # the cylinder
-    v = st(scene.v0)
+    v = st(scene.state0)
     assert torch.allclose(v[:, 0, 0, :32], torch.ones(2, 32, dtype=v.dtype))  # inflow face
     assert float((divergence(v, st.grid) * st.fluid).abs().max()) < 1e-2
 
@@ -139,7 +139,7 @@ def test_lid_driven_cavity_forms_the_primary_vortex():
     scene = lid_driven_cavity(16, 100.0, advection="maccormack")
     st = scene.stepper
     with torch.no_grad():
-        v = rollout(st, scene.v0, round(8.0 / st.dt))[:, -1]
+        v = rollout(st, scene.state0, round(8.0 / st.dt))[:, -1]
     c = to_centred(v)[0]
     u_mid = 0.5 * (c[1, :, 7] + c[1, :, 8])
     k = int(torch.argmin(u_mid))
@@ -169,14 +169,16 @@ def test_implicit_viscosity_step_gradcheck_and_large_dt():
     grid = tdp.Grid.rect((5, 4), (1.0, 0.8))
     bc = FlowBoundary(((Inflow(0.5), Outflow()), (Wall(), Wall(velocity=0.3))))
 
+    tight, tight_cg = SolveOptions(rtol=1e-13), SolveOptions(rtol=1e-13, max_iter=1000, method="cg")
+
     def make(nu):
-        return NavierStokes(
-            grid, bc, nu=nu, dt=0.1, fluid=box(grid, (0.35, 0.25), (0.55, 0.45)), diffusion="implicit", pressure_rtol=1e-13
-        )
+        fluid = box(grid, (0.35, 0.25), (0.55, 0.45))
+        return NavierStokes(grid, bc, nu=nu, dt=0.1, fluid=fluid, diffusion="implicit", pressure=tight, viscosity=tight_cg)
 
     v0 = (0.3 * torch.randn(2, *staggered_shape(grid), dtype=torch.float64) * valid_faces(grid, torch.float64)).requires_grad_()
     assert torch.autograd.gradcheck(lambda v, nu: make(nu)(v), (v0, nu), fast_mode=True)
-    big = NavierStokes(grid, bc, nu=1.0, dt=0.5, diffusion="implicit", pressure_rtol=1e-10)
+    loose, loose_cg = SolveOptions(rtol=1e-10), SolveOptions(rtol=1e-10, max_iter=1000, method="cg")
+    big = NavierStokes(grid, bc, nu=1.0, dt=0.5, diffusion="implicit", pressure=loose, viscosity=loose_cg)
     v = big(v0.detach())
     assert torch.isfinite(v).all() and float(v.abs().max()) < 2.0
     assert float(divergence(v, grid).abs().max()) < 1e-8
@@ -185,10 +187,14 @@ def test_implicit_viscosity_step_gradcheck_and_large_dt():
 def test_implicit_and_explicit_viscosity_agree_for_small_steps():
     scene = taylor_green(16, nu=0.05, dt=0.01)
     implicit = NavierStokes(
-        scene.stepper.grid, scene.stepper.boundary, nu=0.05, dt=0.01, diffusion="implicit", pressure_rtol=1e-10
+        scene.stepper.grid, scene.stepper.boundary, nu=0.05,
+        dt=0.01,
+        diffusion="implicit",
+        pressure=SolveOptions(rtol=1e-10),
+        viscosity=SolveOptions(rtol=1e-10, max_iter=1000, method="cg"),
     )
-    a = rollout(scene.stepper, scene.v0, 5)[:, -1]
-    b = rollout(implicit, scene.v0, 5)[:, -1]
+    a = rollout(scene.stepper, scene.state0, 5)[:, -1]
+    b = rollout(implicit, scene.state0, 5)[:, -1]
     assert float((a - b).abs().max()) < 1e-4
 
 
@@ -240,7 +246,7 @@ def test_viscosity_substeps_split_dt_exactly(substeps, advection):
     nu, dt = 0.01, 0.3  # ν Δt Σ 1/h² = 0.384: stable in one sub-step
     lam = (2 - 2 * math.cos(2 * math.pi * hy)) / hy**2
     st = NavierStokes(grid, FlowBoundary.periodic(), nu=nu, dt=dt, advection=advection, viscosity_substeps=substeps,
-                      pressure_rtol=1e-12)
+                      pressure=SolveOptions(rtol=1e-12))
     v0 = torch.zeros(1, *staggered_shape(grid), dtype=torch.float64)
     y = (torch.arange(8, dtype=torch.float64) + 0.5) * hy
     v0[0, 1, :8, :] = torch.sin(2 * math.pi * y)[:, None]

@@ -22,12 +22,14 @@ from taichi_dp.ops.diffusion import diffuse_explicit
 from taichi_dp.ops.pressure import apply_projection, fluid_mask, project
 from taichi_dp.ops.staggered_advection import apply_velocity_advection
 from taichi_dp.ops.staggered_diffusion import apply_velocity_diffusion
-from taichi_dp.scenes import FlowScene, pbdl_karman
+from taichi_dp.scenes import Scene, pbdl_karman
+from taichi_dp.solvers import SolveOptions
 from taichi_dp.solvers.phiflow_navier_stokes import PhiFlowNavierStokes
 
 DATA = Path(__file__).parent / "data" / "pbdl_karman_phiflow.npz"
 HAS_PHI = importlib.util.find_spec("phi") is not None
 BOUNDARY = PhiFlowBoundary(((Wall(), Outflow()), (Wall(), Wall())))
+CG_TIGHT = SolveOptions(rtol=1e-13, max_iter=20000, method="cg")  # plain CG (as PhiFlow), converged
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -50,14 +52,14 @@ def test_matches_stored_phiflow_reference(bottom):
         v0=torch.tensor(data[f"{bottom}_v0"]),
         bottom=Outflow() if bottom == "open" else Wall(),
     )
-    v, errors = scene.v0, {}
+    v, errors = scene.state0, {}
     for k in range(1, int(data["steps"].max()) + 1):
         v = scene.stepper(v)
         if f"{bottom}_v{k}" in data:
             errors[k] = _rel(v, torch.tensor(data[f"{bottom}_v{k}"]))
     assert set(errors) == {1, 13}
     assert max(errors.values()) <= 1e-4, errors
-    assert errors[13] <= 1e-6, errors  # measured ≈ 4e-8 at pressure_rtol 1e-8 (≈ 1e-12 at 1e-12)
+    assert errors[13] <= 1e-6, errors  # measured ≈ 4e-8 at pressure rtol 1e-8 (≈ 1e-12 at 1e-12)
 
 
 @pytest.mark.slow  # PhiFlow 3.4 steps (bench extra)
@@ -70,30 +72,30 @@ def test_matches_live_phiflow(open_bottom):
     v0 = initial_velocity((32, 16), seed=1, noise=0.2, open_bottom=open_bottom)
     expected = phiflow_rollout(v0, 2, reynolds=100.0, open_bottom=open_bottom)
     scene = pbdl_karman((32, 16), 100.0, v0=torch.tensor(v0), bottom=Outflow() if open_bottom else Wall())
-    v = scene.v0
+    v = scene.state0
     for k in range(2):
         v = scene.stepper(v)
-        assert _rel(v, torch.tensor(expected[k])) <= 1e-6  # measured ≈ 1e-8 (pressure_rtol 1e-8)
+        assert _rel(v, torch.tensor(expected[k])) <= 1e-6  # measured ≈ 1e-8 (pressure rtol 1e-8)
 
 
 def test_closed_bottom_stops_the_through_flow():
     """PhiFlow's ``y- = 0`` (benchmarks/phiflow_karman.py): no flux can cross a closed bottom."""
     closed = pbdl_karman((32, 16), bottom=Wall())
     opened = pbdl_karman((32, 16))
-    assert float(closed.stepper(closed.v0)[:, 0, 8:24, :16].mean()) < 0.01
-    assert float(opened.stepper(opened.v0)[:, 0, 8:24, :16].mean()) > 0.9
+    assert float(closed.stepper(closed.state0)[:, 0, 8:24, :16].mean()) < 0.01
+    assert float(opened.stepper(opened.state0)[:, 0, 8:24, :16].mean()) > 0.9
 
 
 def test_scene_contract():
     scene = pbdl_karman(batch=2)
-    assert isinstance(scene, FlowScene) and isinstance(scene.stepper, PhiFlowNavierStokes)
-    assert scene.v0.shape == (2, 2, 65, 33)
-    v1 = scene.stepper(scene.v0)
-    assert torch.isfinite(v1).all() and v1.shape == scene.v0.shape
+    assert isinstance(scene, Scene) and isinstance(scene.stepper, PhiFlowNavierStokes)
+    assert scene.state0.shape == (2, 2, 65, 33)
+    v1 = scene.stepper(scene.state0)
+    assert torch.isfinite(v1).all() and v1.shape == scene.state0.shape
     assert (v1[:, 1, :, 0] == 0).all() and (v1[:, 1, :, -1] == 0).all()  # no-slip side walls
-    assert (pbdl_karman(bottom=Wall()).stepper(scene.v0)[:, 0, 0] == 0).all()  # a closed bottom stays closed
+    assert (pbdl_karman(bottom=Wall()).stepper(scene.state0)[:, 0, 0] == 0).all()  # a closed bottom stays closed
     re = torch.tensor([100.0, 400.0], dtype=torch.float64)
-    assert pbdl_karman(reynolds=re).v0.shape[0] == 2
+    assert pbdl_karman(reynolds=re).state0.shape[0] == 2
 
 
 @pytest.mark.parametrize("open_bottom", [True, False])
@@ -133,11 +135,11 @@ def test_stages_match_plain_torch_reference(open_bottom):
 def test_step_and_gradient_match_plain_torch_reference(open_bottom):
     bottom = Outflow() if open_bottom else Wall()
     scene = pbdl_karman(
-        (16, 8), 50.0, v0=_random_state(16, 8, seed=3, open_bottom=open_bottom), bottom=bottom, pressure_rtol=1e-13
+        (16, 8), 50.0, v0=_random_state(16, 8, seed=3, open_bottom=open_bottom), bottom=bottom, pressure=CG_TIGHT
     )
-    v0 = scene.v0.clone().requires_grad_(True)
+    v0 = scene.state0.clone().requires_grad_(True)
     out = scene.stepper(v0)
-    v0_ref = scene.v0.clone().requires_grad_(True)
+    v0_ref = scene.state0.clone().requires_grad_(True)
     out_ref = ref.step(v0_ref, 20.0 / 50.0, open_bottom=open_bottom)
     assert torch.allclose(out, out_ref, atol=1e-11)
     weights = torch.randn_like(out)
@@ -148,16 +150,16 @@ def test_step_and_gradient_match_plain_torch_reference(open_bottom):
 
 def test_gradcheck_step():
     grid_shape = (16, 8)
-    base = pbdl_karman(grid_shape, 50.0, v0=_random_state(*grid_shape, seed=4), pressure_rtol=1e-13)
+    base = pbdl_karman(grid_shape, 50.0, v0=_random_state(*grid_shape, seed=4), pressure=CG_TIGHT)
 
     def f(v: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
         s = base.stepper
         stepper = PhiFlowNavierStokes(
-            s.grid, s.boundary, nu, s.dt, s.fluid, s.solid_faces, s.inflow_mask, s.inflow_velocity, pressure_rtol=1e-13
+            s.grid, s.boundary, nu, s.dt, s.fluid, s.solid_faces, s.inflow_mask, s.inflow_velocity, pressure=CG_TIGHT
         )
         return stepper(v)
 
-    v = base.v0.clone().requires_grad_(True)
+    v = base.state0.clone().requires_grad_(True)
     nu = torch.tensor([0.4], dtype=torch.float64, requires_grad=True)
     # fast mode (random projections vᵀJu): the full Jacobian costs 2 × 306 converged solves (65 s here)
     assert torch.autograd.gradcheck(f, (v, nu), atol=1e-6, rtol=1e-4, fast_mode=True)
@@ -205,10 +207,10 @@ def test_validation():
     with pytest.raises(ValueError, match=r"stab"):
         PhiFlowNavierStokes(s.grid, s.boundary, 100.0, 1.0)
     with pytest.raises(ValueError, match="multigrid"):
-        apply_projection(scene.v0, s.grid, s.boundary, s.fluid, preconditioner="multigrid")
+        apply_projection(scene.state0, s.grid, s.boundary, s.fluid, preconditioner="multigrid")
     with pytest.raises(ValueError, match="multigrid"):
-        project(scene.v0, s.grid, FlowBoundary(BOUNDARY.sides), s.fluid, close_solid_faces=False)
+        project(scene.state0, s.grid, FlowBoundary(BOUNDARY.sides), s.fluid, close_solid_faces=False)
     with pytest.raises(TypeError, match="close_solid_faces"):
-        project(scene.v0, s.grid, FlowBoundary(BOUNDARY.sides), s.fluid, close_solid_faces="no")
+        project(scene.state0, s.grid, FlowBoundary(BOUNDARY.sides), s.fluid, close_solid_faces="no")
     with pytest.raises(ValueError, match="ConstantOutside"):
         ConstantOutside(float("nan"))

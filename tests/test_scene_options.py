@@ -22,7 +22,7 @@ from taichi_dp.grid.staggered import (
 from taichi_dp.ops.pressure import divergence
 from taichi_dp.scenes import flow, karman, lid_driven_cavity, taylor_green_velocity
 from taichi_dp.scenes.flow import karman_grid
-from taichi_dp.solvers import NavierStokes, SteadyStateError, run_to_steady
+from taichi_dp.solvers import NavierStokes, SolveOptions, SteadyStateError, run_to_steady
 
 # --------------------------------------------------------------------------------------------------
 # karman: the defaults are today's scene, bit for bit
@@ -53,7 +53,7 @@ def _legacy_karman(scale=1, reynolds=200.0, batch=1, *, dt=1.0, perturbation=0.1
     inflow_velocity = (inflow_velocity * faces).contiguous()
     stepper = NavierStokes(
         grid, boundary, nu=nu, dt=dt, fluid=disc(grid, (50.0, 50.0), 10.0), inflow_mask=inflow_mask,
-        inflow_velocity=inflow_velocity, pressure_rtol=1e-3,
+        inflow_velocity=inflow_velocity, pressure=SolveOptions(rtol=1e-3),
     )
     v0 = torch.zeros(re.shape[0], *staggered_shape(grid), dtype=rt.dtype, device=rt.device)
     v0[:, 0] = 1.0
@@ -66,13 +66,13 @@ def _legacy_karman(scale=1, reynolds=200.0, batch=1, *, dt=1.0, perturbation=0.1
 
 def _same_scene(new, old_stepper, old_v0):
     s = new.stepper
-    assert torch.equal(new.v0, old_v0)
+    assert torch.equal(new.state0, old_v0)
     assert s.boundary == old_stepper.boundary and s.dt == old_stepper.dt
     assert torch.equal(torch.as_tensor(s.nu), torch.as_tensor(old_stepper.nu))
     for name in ("fluid", "inflow_mask", "inflow_velocity"):
         assert torch.equal(getattr(s, name), getattr(old_stepper, name)), name
     with torch.no_grad():
-        assert torch.equal(s(new.v0), old_stepper(old_v0))  # one step, bit for bit
+        assert torch.equal(s(new.state0), old_stepper(old_v0))  # one step, bit for bit
 
 
 @pytest.mark.slow  # karman steps against a frozen copy
@@ -81,9 +81,9 @@ def test_karman_defaults_are_the_previous_scene_bit_for_bit():
     scene = karman()
     _same_scene(scene, *old)
     # Captured from the code before the options existed (float64, CPU): v0 and one step.
-    v1 = scene.stepper(scene.v0)
+    v1 = scene.stepper(scene.state0)
     if runtime.current().dtype == torch.float64:
-        assert float(scene.v0.sum()) == pytest.approx(2058.2190374164484, rel=1e-12)
+        assert float(scene.state0.sum()) == pytest.approx(2058.2190374164484, rel=1e-12)
         assert float(v1.sum()) == pytest.approx(2080.433242173399, rel=1e-9)
         assert float((v1**2).sum()) == pytest.approx(2155.673495126745, rel=1e-9)
 
@@ -108,17 +108,17 @@ def test_karman_user_v0_gets_the_boundary_conditions():
     v = torch.stack([0.5 + 0.1 * torch.sin(yx[0, 1] / 10), 0.2 * torch.cos(yx[1, 0] / 20)])[None]
     scene = karman(v0=v.expand(2, -1, -1, -1).contiguous(), batch=2)
     s = scene.stepper
-    assert scene.v0.shape == (2, *staggered_shape(grid))
-    assert torch.equal(scene.v0, s.impose(scene.v0))  # already satisfies every constraint
+    assert scene.state0.shape == (2, *staggered_shape(grid))
+    assert torch.equal(scene.state0, s.impose(scene.state0))  # already satisfies every constraint
     band = (yx[0, 0] < 5.0) & (valid_faces(grid, rt.dtype, rt.device)[0, 0] > 0)
-    assert bool((scene.v0[:, 0][:, band] == 1.0).all())  # the inflow band is imposed
-    assert bool((scene.v0[:, 1, :, 0] == 0).all()) and bool((scene.v0[:, 1, :, -1] == 0).all())  # side walls
+    assert bool((scene.state0[:, 0][:, band] == 1.0).all())  # the inflow band is imposed
+    assert bool((scene.state0[:, 1, :, 0] == 0).all()) and bool((scene.state0[:, 1, :, -1] == 0).all())  # side walls
     away = (yx[0, 0] > 100) & (yx[0, 1] < 90)
-    assert torch.equal(scene.v0[0, 0][away], v[0, 0][away])  # elsewhere the user's values
+    assert torch.equal(scene.state0[0, 0][away], v[0, 0][away])  # elsewhere the user's values
     # batch 1 broadcasts to the scene's batch; gradients flow back to the user's v0
     v1 = v.clone().requires_grad_(True)
     scene = karman(v0=v1, batch=2)
-    scene.v0.sum().backward()
+    scene.state0.sum().backward()
     assert v1.grad is not None and float(v1.grad.abs().sum()) > 0
 
 
@@ -128,20 +128,20 @@ def test_karman_obstacles_mask_list_and_none():
     scene = karman(obstacles=shapes)
     assert torch.equal(scene.stepper.fluid, disc(grid, (50.0, 30.0), 8.0) * box(grid, (100.0, 60.0), (120.0, 80.0)))
     as_mask = karman(obstacles=scene.stepper.fluid.bool())
-    assert torch.equal(as_mask.stepper.fluid, scene.stepper.fluid) and torch.equal(as_mask.v0, scene.v0)
+    assert torch.equal(as_mask.stepper.fluid, scene.stepper.fluid) and torch.equal(as_mask.state0, scene.state0)
     for empty in (None, [], ()):
         s = karman(obstacles=empty).stepper
         assert bool((s.fluid == 1).all())
     per_sample = torch.cat([disc(grid, (50.0, 50.0), 10.0), disc(grid, (60.0, 40.0), 6.0)])
     scene = karman(batch=2, obstacles=per_sample)
-    v = scene.stepper(scene.v0)
+    v = scene.stepper(scene.state0)
     assert v.shape[0] == 2 and bool(torch.isfinite(v).all())
     assert float(divergence(v, grid)[:, :, 8:].abs().max()) < 1e-2  # projected (pressure rtol 1e-3)
     # an obstacle in the inflow band keeps its faces closed
     scene = karman(obstacles=[Box((0.0, 40.0), (4.0, 60.0))])
     solid = scene.stepper.fluid[0, 0] == 0
     inside = torch.nn.functional.pad(solid, (0, 1, 0, 1)) | torch.nn.functional.pad(solid, (0, 1, 1, 0))
-    assert bool((scene.v0[0, 0][inside] == 0).all()) and bool((scene.stepper.inflow_mask[0, 0][inside] == 0).all())
+    assert bool((scene.state0[0, 0][inside] == 0).all()) and bool((scene.stepper.inflow_mask[0, 0][inside] == 0).all())
 
 
 def test_karman_inflow_profile_parabolic():
@@ -153,19 +153,19 @@ def test_karman_inflow_profile_parabolic():
 
     scene = karman(inflow_profile=parabola, reynolds=100.0)
     s = scene.stepper
-    x = grid.centers(1, scene.v0.dtype)
+    x = grid.centers(1, scene.state0.dtype)
     expected = parabola(x)
     assert torch.allclose(s.inflow_velocity[0, 0, 0, :w].cpu(), expected)
-    assert torch.equal(scene.v0[0, 0, 0, :w].cpu(), s.inflow_velocity[0, 0, 0, :w].cpu())  # the boundary row
-    assert torch.allclose(scene.v0[0, 0, h // 2, :w].cpu(), expected)  # the initial state follows the profile
+    assert torch.equal(scene.state0[0, 0, 0, :w].cpu(), s.inflow_velocity[0, 0, 0, :w].cpu())  # the boundary row
+    assert torch.allclose(scene.state0[0, 0, h // 2, :w].cpu(), expected)  # the initial state follows the profile
     mean = float(expected.mean())
     assert s.boundary.sides[0][0] == Inflow(mean)
     assert float(torch.as_tensor(s.nu).reshape(-1)[0]) == pytest.approx(20.0 * mean / 100.0)
-    v = s(scene.v0)
+    v = s(scene.state0)
     assert bool(torch.isfinite(v).all())
     # a uniform number scales the speed (and ν = U·D/Re)
     fast = karman(inflow_profile=2.0)
-    assert fast.stepper.boundary.sides[0][0] == Inflow(2.0) and float(fast.v0[0, 0, 40, 5]) == 2.0
+    assert fast.stepper.boundary.sides[0][0] == Inflow(2.0) and float(fast.state0[0, 0, 40, 5]) == 2.0
     assert float(torch.as_tensor(fast.stepper.nu).reshape(-1)[0]) == pytest.approx(40.0 / 200.0)
 
 
@@ -182,7 +182,7 @@ def test_karman_inflow_profile_parabolic():
 def test_karman_sides(sides, expected):
     scene = karman(sides=sides)
     assert scene.stepper.boundary.sides[1] == expected
-    v = scene.stepper(scene.v0)
+    v = scene.stepper(scene.state0)
     assert bool(torch.isfinite(v).all())
     if expected[0] == Periodic():
         assert torch.equal(v[:, 1, :, 0], v[:, 1, :, -1])  # the seam faces are one face
@@ -317,7 +317,7 @@ def test_cavity_time_step_option():
 @pytest.mark.slow  # runs to a steady state
 def test_run_to_steady_cavity_converges_and_reports_failure():
     scene = lid_driven_cavity(16, 100.0)
-    res = run_to_steady(scene.stepper, scene.v0, tol=1e-5)
+    res = run_to_steady(scene.stepper, scene.state0, tol=1e-5)
     v, steps, residual = res
     assert residual <= 1e-5 and steps % 10 == 0 and 100 < steps < 10_000
     assert not v.requires_grad
@@ -326,10 +326,10 @@ def test_run_to_steady_cavity_converges_and_reports_failure():
     assert float((w - v).abs().max() / v.abs().max()) < 1e-5 * 10 * scene.stepper.dt * 2
     # not converged: an exception carrying the state, or a warning and a residual > tol
     with pytest.raises(SteadyStateError, match="not converged after max_steps=25") as info:
-        run_to_steady(scene.stepper, scene.v0, tol=1e-6, max_steps=25)
-    assert info.value.steps == 25 and info.value.residual > 1e-6 and info.value.v.shape == scene.v0.shape
+        run_to_steady(scene.stepper, scene.state0, tol=1e-6, max_steps=25)
+    assert info.value.steps == 25 and info.value.residual > 1e-6 and info.value.v.shape == scene.state0.shape
     with pytest.warns(RuntimeWarning, match="not converged"):
-        out = run_to_steady(scene.stepper, scene.v0, tol=1e-6, max_steps=20, on_fail="warn")
+        out = run_to_steady(scene.stepper, scene.state0, tol=1e-6, max_steps=20, on_fail="warn")
     assert out.steps == 20 and out.residual > 1e-6
 
 
@@ -345,11 +345,11 @@ def test_run_to_steady_validates_its_arguments():
     ]
     for kwargs, error, words in cases:
         with pytest.raises(error, match=words):
-            run_to_steady(scene.stepper, scene.v0, **kwargs)
+            run_to_steady(scene.stepper, scene.state0, **kwargs)
     with pytest.raises(TypeError, match=r"no \.dt attribute; pass dt="):
-        run_to_steady(lambda v: v, scene.v0)
+        run_to_steady(lambda v: v, scene.state0)
     # a stepper that does nothing is steady at once (given dt)
-    res = run_to_steady(lambda v: v, scene.v0 + 1.0, dt=0.1, check_every=3)
+    res = run_to_steady(lambda v: v, scene.state0 + 1.0, dt=0.1, check_every=3)
     assert res.steps == 3 and res.residual == 0.0
 
 
@@ -385,7 +385,7 @@ def _interp(y: torch.Tensor, u: torch.Tensor, at: list[float]) -> torch.Tensor:
 def test_cavity_steady_state_matches_ghia_at_re_100(advection, min_rel_error, profile_error):
     n = 32
     scene = lid_driven_cavity(n, 100.0, advection=advection)
-    v, steps, residual = run_to_steady(scene.stepper, scene.v0, tol=1e-6, max_steps=5000)
+    v, steps, residual = run_to_steady(scene.stepper, scene.state0, tol=1e-6, max_steps=5000)
     y, u = _centreline_u(v, n)
     u_min = float(u.min())
     rel = abs(u_min / -0.21090 - 1)

@@ -8,7 +8,7 @@ import taichi_dp as tdp
 from taichi_dp.grid.staggered import FlowBoundary, staggered_shape, valid_faces
 from taichi_dp.ops.pressure import divergence
 from taichi_dp.scenes import smoke_plume
-from taichi_dp.solvers import NavierStokes, SmokePlume, pack_smoke, rollout, unpack_smoke
+from taichi_dp.solvers import NavierStokes, SmokePlume, SolveOptions, pack_smoke, rollout, unpack_smoke
 
 
 def test_pack_unpack_round_trip():
@@ -22,7 +22,8 @@ def test_pack_unpack_round_trip():
 
 @pytest.mark.slow  # a multi-step smoke plume
 def test_plume_rises_and_stays_divergence_free():
-    stepper, state = smoke_plume(32)
+    scene = smoke_plume(32)
+    stepper, state = scene.stepper, scene.state0
     assert stepper.density_advection == "flux"
     y = stepper.grid.centers(0)
     hy, hx = stepper.grid.spacing
@@ -43,7 +44,7 @@ def test_plume_rises_and_stays_divergence_free():
 def test_smoke_step_gradcheck():
     torch.manual_seed(0)
     grid = tdp.Grid.rect((5, 4), (1.0, 0.8))
-    flow = NavierStokes(grid, FlowBoundary.box(), nu=0.01, dt=0.1, pressure_rtol=1e-13)
+    flow = NavierStokes(grid, FlowBoundary.box(), nu=0.01, dt=0.1, pressure=SolveOptions(rtol=1e-13))
     source = torch.rand(1, 1, 5, 4, dtype=torch.float64, requires_grad=True)
     beta = torch.tensor([0.5, 1.0], dtype=torch.float64, requires_grad=True)
     v = 0.3 * torch.randn(2, *staggered_shape(grid), dtype=torch.float64) * valid_faces(grid, torch.float64)
@@ -56,7 +57,8 @@ def test_smoke_step_gradcheck():
 
 
 def test_smoke_errors():
-    stepper, state = smoke_plume(16)
+    scene = smoke_plume(16)
+    stepper, state = scene.stepper, scene.state0
     with pytest.raises(ValueError, match="pack_smoke"):
         stepper(state[:, :2])
     with pytest.raises(TypeError, match="NavierStokes"):

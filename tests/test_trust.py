@@ -652,14 +652,9 @@ def test_config_json_that_is_not_an_object_is_one_error_line(tmp_path, content):
 @pytest.mark.parametrize(
     "option,value,error,msg",
     [
-        ("pressure_rtol", -1.0, ValueError, r"pressure_rtol must be a finite float in \(0, 1\), got -1\.0"),
-        ("pressure_rtol", 0.0, ValueError, r"pressure_rtol .*\(0, 1\), got 0\.0"),
-        ("pressure_rtol", 2.0, ValueError, r"pressure_rtol .*\(0, 1\), got 2\.0"),
-        ("pressure_rtol", float("nan"), ValueError, r"pressure_rtol .*got nan"),
-        ("pressure_rtol", "1e-5", TypeError, r"pressure_rtol must be a float in \(0, 1\), got str"),
-        ("pressure_max_iter", 0, ValueError, r"pressure_max_iter must be an integer >= 1, got 0"),
-        ("pressure_max_iter", -5, ValueError, r"pressure_max_iter must be an integer >= 1, got -5"),
-        ("pressure_max_iter", 10.5, TypeError, r"pressure_max_iter must be an integer >= 1, got float 10\.5"),
+        ("pressure", 1e-5, TypeError, r"pressure must be a SolveOptions\(rtol=.*\), got float 1e-05"),
+        ("viscosity", "cg", TypeError, r"viscosity must be a SolveOptions"),
+        ("viscosity", "mgpcg-options", ValueError, r"viscosity\.method must be one of \('cg',\) for this solve, got 'mgpcg'"),
         ("viscosity_substeps", 0, ValueError, r"viscosity_substeps must be an integer >= 1 or None, got 0"),
         ("viscosity_substeps", 2.5, ValueError, r"viscosity_substeps must be an integer >= 1 or None, got 2\.5"),
         ("dt", 0.0, ValueError, r"dt must be > 0"),
@@ -668,12 +663,44 @@ def test_config_json_that_is_not_an_object_is_one_error_line(tmp_path, content):
 def test_navier_stokes_options_are_validated_at_construction(option, value, error, msg):
     import taichi_dp as tdp
     from taichi_dp.grid.staggered import FlowBoundary
-    from taichi_dp.solvers import NavierStokes
+    from taichi_dp.solvers import NavierStokes, SolveOptions
 
     grid = tdp.Grid.rect((8, 8), (1.0, 1.0))
-    kwargs = {"nu": 0.01, "dt": 0.1, option: value}
+    kwargs = {"nu": 0.01, "dt": 0.1, option: SolveOptions(method="mgpcg") if value == "mgpcg-options" else value}
     with pytest.raises(error, match=msg):
         NavierStokes(grid, FlowBoundary.box(), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "option,value,error,msg",
+    [
+        ("rtol", -1.0, ValueError, r"rtol must be a finite float in \(0, 1\), got -1\.0"),
+        ("rtol", 0.0, ValueError, r"rtol .*\(0, 1\), got 0\.0"),
+        ("rtol", 2.0, ValueError, r"rtol .*\(0, 1\), got 2\.0"),
+        ("rtol", float("nan"), ValueError, r"rtol .*got nan"),
+        ("rtol", "1e-5", TypeError, r"rtol must be a float in \(0, 1\), got str"),
+        ("rtol", True, TypeError, r"rtol must be a float in \(0, 1\), got bool"),
+        ("max_iter", 0, ValueError, r"max_iter must be an integer >= 1, got 0"),
+        ("max_iter", -5, ValueError, r"max_iter must be an integer >= 1, got -5"),
+        ("max_iter", 10.5, TypeError, r"max_iter must be an integer >= 1, got float 10\.5"),
+        ("method", "none", ValueError, r"method must be one of \('mgpcg', 'cg'\), got 'none'"),
+        ("method", "multigrid", ValueError, r"method must be one of \('mgpcg', 'cg'\), got 'multigrid'"),
+    ],
+)
+def test_solve_options_are_validated_at_construction(option, value, error, msg):
+    from taichi_dp.solvers import SolveOptions
+
+    with pytest.raises(error, match=msg):
+        SolveOptions(**{option: value})
+
+
+def test_solve_options_translate_to_the_projection():
+    from taichi_dp.ops.solve_options import projection_kwargs
+    from taichi_dp.solvers import SolveOptions
+
+    assert SolveOptions() == SolveOptions(rtol=1e-5, max_iter=5000, method="mgpcg")
+    assert projection_kwargs(SolveOptions()) == {"rtol": 1e-5, "max_iter": 5000, "preconditioner": "multigrid"}
+    assert projection_kwargs(SolveOptions(1e-8, 20, "cg")) == {"rtol": 1e-8, "max_iter": 20, "preconditioner": "none"}
 
 
 def test_smoke_options_are_validated_at_construction():

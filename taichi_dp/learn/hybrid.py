@@ -18,10 +18,13 @@ from torch import nn
 from ..grid import Grid
 from ..grid.staggered import FlowBoundary, free_faces, to_centred, to_staggered
 from ..ops.pressure import project
+from ..ops.solve_options import SolveOptions, check_solve_options, projection_kwargs
 from ..runtime import ensure_init
 from ..solvers.base import rollout
 
 Solver = Callable[[torch.Tensor], torch.Tensor]
+REPROJECT_PRESSURE = SolveOptions(rtol=1e-3, max_iter=5000, method="mgpcg")
+"""The re-projection solve of :class:`StaggeredCorrection` (as the karman scene's)."""
 
 
 def hybrid_step(
@@ -90,7 +93,9 @@ class StaggeredCorrection(nn.Module):
     where ``F`` masks the free faces (walls, inflows, obstacle faces and padding keep their imposed
     values). ``model`` maps ``(B, 2, H, W)`` (+ conditioning) to ``(B, 2, H, W)``; any module from
     ``models/`` fits. Use it as the ``model`` of :func:`hybrid_step` / :func:`sol_loss` with a
-    :class:`~taichi_dp.solvers.NavierStokes` solver.
+    :class:`~taichi_dp.solvers.NavierStokes` solver. With ``reproject=True`` the corrected velocity is
+    projected by the Poisson solve ``pressure`` (:class:`~taichi_dp.solvers.SolveOptions`, default
+    :data:`REPROJECT_PRESSURE`).
     """
 
     def __init__(
@@ -101,12 +106,12 @@ class StaggeredCorrection(nn.Module):
         fluid: torch.Tensor | None = None,
         *,
         reproject: bool = False,
-        pressure_rtol: float = 1e-3,
+        pressure: SolveOptions = REPROJECT_PRESSURE,
     ) -> None:
         super().__init__()
         self.model = model
         self.grid, self.boundary = grid, boundary
-        self.reproject, self.pressure_rtol = reproject, pressure_rtol
+        self.reproject, self.pressure = reproject, check_solve_options("pressure", pressure)
         rt = ensure_init()
         self.register_buffer("free", free_faces(grid, boundary, fluid, rt.dtype, rt.device), persistent=False)
         self.fluid = fluid  # the solver's own mask tensor (its multigrid hierarchy is cached by identity)
@@ -117,5 +122,5 @@ class StaggeredCorrection(nn.Module):
         correction = self.free * to_staggered(self.model(to_centred(v), **conditioning), self.boundary)
         if not self.reproject:
             return correction
-        corrected, _ = project(v + correction, self.grid, self.boundary, self.fluid, rtol=self.pressure_rtol)
+        corrected, _ = project(v + correction, self.grid, self.boundary, self.fluid, **projection_kwargs(self.pressure))
         return corrected - v

@@ -54,8 +54,8 @@ def burgers_inverse(
     """
     scene = pbdl_burgers()
     with torch.no_grad():
-        observed = rollout(scene.stepper, scene.u0, observe_step)[:, -1]
-    u0 = torch.zeros_like(scene.u0, requires_grad=True)
+        observed = rollout(scene.stepper, scene.state0, observe_step)[:, -1]
+    u0 = torch.zeros_like(scene.state0, requires_grad=True)
     opt = torch.optim.Adam([u0], lr=lr)
 
     def loss_of(u: torch.Tensor) -> torch.Tensor:
@@ -73,7 +73,7 @@ def burgers_inverse(
         reached = rollout(scene.stepper, u0, observe_step)[:, -1]
         result.losses.append(float(torch.mean((reached - observed) ** 2)))
     result.seconds = time.perf_counter() - t0
-    result.initial_true = scene.u0[0, 0].detach().cpu()
+    result.initial_true = scene.state0[0, 0].detach().cpu()
     result.initial_estimate = u0[0, 0].detach().cpu()
     result.observed = observed[0, 0].cpu()
     result.reached = reached[0, 0].cpu()
@@ -130,9 +130,9 @@ class ControlResult:
 
 def smoke_control_problem(cfg: SmokeControlConfig) -> tuple[SmokePlume, torch.Tensor, torch.Tensor]:
     """The stepper, the initial density ``(1, 1, n, n)`` and the target density ``(1, 1, n, n)``."""
-    stepper, state0 = smoke_plume(cfg.n, buoyancy=cfg.buoyancy)
-    stepper = SmokePlume(stepper.flow, buoyancy=cfg.buoyancy)  # no source: only the blob
-    rho = unpack_smoke(state0)[1]
+    scene = smoke_plume(cfg.n, buoyancy=cfg.buoyancy)
+    stepper = SmokePlume(scene.stepper.flow, buoyancy=cfg.buoyancy)  # no source: only the blob
+    rho = unpack_smoke(scene.state0)[1]
     y = stepper.grid.centers(0, rho.dtype, rho.device)[:, None]
     x = stepper.grid.centers(1, rho.dtype, rho.device)[None, :]
 

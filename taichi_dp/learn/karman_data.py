@@ -30,6 +30,7 @@ from ..grid import Grid
 from ..grid.staggered import staggered_shape
 from ..runtime import ensure_init
 from ..scenes.flow import karman
+from ..solvers import Repeated
 from . import distributed, io
 
 
@@ -65,15 +66,16 @@ def generate(config: KarmanDataConfig, *, progress: bool = True) -> dict[str, to
     rt = ensure_init()
     re = torch.tensor(config.reynolds, dtype=rt.dtype, device=rt.device)
     scene = karman(scale=config.scale * config.factor, reynolds=re, dt=1.0 / config.factor, perturbation=config.perturbation)
-    v = scene.v0
+    step = Repeated(scene.stepper, config.factor)  # one source-time step of the fine solver
+    v = scene.state0
     frames = []
-    total = (config.warmup + config.steps) * config.factor
+    total = config.warmup + config.steps
     with torch.no_grad():
         for n in tqdm(range(total + 1), desc="karman reference", disable=not progress, leave=False):
-            if n >= config.warmup * config.factor and n % config.factor == 0:
+            if n >= config.warmup:
                 frames.append(downsample_staggered(v, config.factor).float().cpu())
             if n < total:
-                v = scene.stepper(v)
+                v = step(v)
     return {"velocity": torch.stack(frames, dim=1).contiguous(), "reynolds": re.double().cpu()}
 
 

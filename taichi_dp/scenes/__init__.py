@@ -1,11 +1,11 @@
 """Ready-made problems (presets, initial conditions, exact solutions)."""
 
-from .burgers import Scene, cole_hopf, pbdl_burgers, random_sines, sine_initial
-from .flow import FlowScene, karman, karman_grid, lid_driven_cavity, smoke_plume, taylor_green, taylor_green_velocity
+from .burgers import cole_hopf, pbdl_burgers, random_sines, sine_initial
+from .flow import karman, karman_grid, lid_driven_cavity, smoke_plume, taylor_green, taylor_green_velocity
 from .pbdl_karman import pbdl_karman
+from .scene import Scene
 
 __all__ = [
-    "FlowScene",
     "Scene",
     "cole_hopf",
     "karman",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -11,15 +10,7 @@ import torch
 from ..grid import Boundary, Grid
 from ..runtime import ensure_init
 from ..solvers import Burgers
-
-
-@dataclass(frozen=True, eq=False)
-class Scene:
-    """A ready-to-run problem: ``rollout(scene.stepper, scene.u0, scene.steps)``."""
-
-    stepper: Burgers
-    u0: torch.Tensor
-    steps: int
+from .scene import Scene
 
 
 def sine_initial(grid: Grid, batch: int = 1) -> torch.Tensor:
@@ -30,7 +21,8 @@ def sine_initial(grid: Grid, batch: int = 1) -> torch.Tensor:
 
 
 def pbdl_burgers(batch: int = 1, *, n: int = 128, advection: str = "semi_lagrangian") -> Scene:
-    """The PBDL book's Burgers setup ("Differentiable physics" chapter) in one line.
+    """The PBDL book's Burgers setup ("Differentiable physics" chapter) in one line:
+    ``rollout(scene.stepper, scene.state0, scene.steps)``.
 
     128 periodic cells on ``[−1, 1]``, ``u0 = −sin(π x)``, explicit diffusion then semi-Lagrangian
     self-advection, ``dt = 1/32``, 32 steps, viscosity ``0.01 / (N π)`` exactly as the book writes it.

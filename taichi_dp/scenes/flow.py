@@ -1,4 +1,5 @@
-"""Flow scenes as small factories returning a stepper and an initial staggered velocity."""
+"""Flow scenes: small factories returning a :class:`~taichi_dp.scenes.Scene` (a stepper and the initial
+staggered velocity, or the packed smoke state)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import math
 import numbers
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 
@@ -24,19 +24,12 @@ from ..grid.staggered import (
     staggered_shape,
     valid_faces,
 )
+from ..ops.solve_options import SolveOptions, check_solve_options
 from ..runtime import Runtime, check_param, ensure_init
-from ..solvers.base import Stepper
+from ..solvers.base import check_count
 from ..solvers.navier_stokes import NavierStokes
 from ..solvers.smoke import SmokePlume, pack_smoke
-
-
-@dataclass(frozen=True, eq=False)
-class FlowScene:
-    """``rollout(scene.stepper, scene.v0, n)`` runs it; ``v0`` is ``(B, 2, H+1, W+1)``."""
-
-    stepper: Stepper
-    v0: torch.Tensor
-
+from .scene import Scene
 
 KARMAN_EXTENT = (200.0, 100.0)
 """``(L_y, L_x)`` of the karman domain: 200 long (y, the flow direction) × 100 wide (x)."""
@@ -44,6 +37,8 @@ KARMAN_CYLINDER = Disc((50.0, 50.0), 10.0)
 """The default karman obstacle: a cylinder of radius 10 at ``(y, x) = (50, 50)``."""
 KARMAN_LENGTH = 20.0
 """The Reynolds number's length scale ``D`` (the default cylinder's diameter, whatever the obstacles)."""
+KARMAN_PRESSURE = SolveOptions(rtol=1e-3, max_iter=5000, method="mgpcg")
+"""The karman scene's pressure solve: multigrid-preconditioned CG to ``rtol=1e-3`` (5–6 iterations)."""
 SIDE_PRESETS: dict[str, FlowSide] = {"no_slip": Wall(), "slip": Wall(slip=True), "periodic": Periodic()}
 """Names accepted by ``karman(sides=...)``."""
 
@@ -68,14 +63,14 @@ def karman(
     batch: int = 1,
     *,
     advection: str = "semi_lagrangian",
-    pressure_rtol: float = 1e-3,
+    pressure: SolveOptions = KARMAN_PRESSURE,
     dt: float = 1.0,
     perturbation: float = 0.1,
     v0: torch.Tensor | None = None,
     obstacles: Obstacle | Sequence[Obstacle] | None = (KARMAN_CYLINDER,),
     inflow_profile: float | Callable[[torch.Tensor], torch.Tensor] = 1.0,
     sides: str | FlowSide | tuple[FlowSide, FlowSide] = "no_slip",
-) -> FlowScene:
+) -> Scene:
     """The PBDL solver-in-the-loop wake: a domain 100 wide (x) × 200 long (y), a cylinder of radius 10
     at (y, x) = (50, 50), inflow speed 1 along +y on the band y < 5, open outflow at y = 200, no-slip
     side walls, dt = 1, ν = U·D/Re = 20/Re. Grid ``(64·scale, 32·scale)`` (the book's 32×64 source grid
@@ -85,6 +80,8 @@ def karman(
         scale: resolution multiple of the 32×64 source grid.
         reynolds: Reynolds number > 0, float or ``(B,)`` tensor (one per batch element).
         batch: number of samples (ignored when ``reynolds`` is a tensor: its length).
+        pressure: the Poisson solve (:class:`~taichi_dp.solvers.SolveOptions`), default
+            :data:`KARMAN_PRESSURE` (``rtol=1e-3``, multigrid-preconditioned CG).
         dt: time step (1 in the book; a reference solver 4× finer in time uses 0.25).
         perturbation: amplitude (× the mean inflow speed) of the sideways velocity bump at y = 80 (behind
             the default cylinder) that breaks the symmetry; larger values develop the vortex street sooner
@@ -106,7 +103,7 @@ def karman(
             (``Wall(slip=True)``: free-slip), ``"periodic"`` (x wraps around), a single ``Wall`` /
             ``Outflow`` / ``Periodic`` for both sides, or a pair ``(x_lo, x_hi)`` of them.
     Returns:
-        A :class:`FlowScene` whose ``v0`` (unless given) is the inflow velocity everywhere with a small
+        A :class:`~taichi_dp.scenes.Scene` whose ``state0`` (unless given) is the inflow velocity everywhere with a small
         antisymmetric x-perturbation behind the cylinder (so the wake starts shedding).
 
     Every option is validated (``TypeError``/``ValueError`` naming it) before any kernel runs.
@@ -126,7 +123,7 @@ def karman(
             raise ValueError(f"reynolds must be > 0 (one per batch element), got {re.detach().tolist()}")
     else:
         _check_positive("reynolds", reynolds)
-        _check_count("batch", batch, 1)
+        check_count("batch", batch, 1)
         re = torch.full((batch,), float(reynolds), dtype=rt.dtype, device=rt.device)
     n_batch = re.shape[0]
     if not _is_number(perturbation):
@@ -134,6 +131,7 @@ def karman(
     if not math.isfinite(perturbation):
         raise ValueError(f"perturbation must be a finite number, got {perturbation!r}")
     x_sides = _karman_sides(sides)
+    check_solve_options("pressure", pressure)
     fluid = _karman_obstacles(obstacles, grid, n_batch, rt)
     speeds, speed = _inflow_speeds(inflow_profile, grid, rt)
     boundary = FlowBoundary(((Inflow(speed), Outflow()), x_sides))
@@ -157,10 +155,10 @@ def karman(
         advection=advection,
         inflow_mask=inflow_mask,
         inflow_velocity=inflow_velocity,
-        pressure_rtol=pressure_rtol,
+        pressure=pressure,
     )
     if user_v0 is not None:
-        return FlowScene(stepper, stepper.impose(user_v0 * faces).contiguous())
+        return Scene(stepper, stepper.impose(user_v0 * faces).contiguous())
     v0 = torch.zeros(n_batch, *staggered_shape(grid), dtype=rt.dtype, device=rt.device)
     v0[:, 0] = speed if speeds is None else _pad_row(speeds)
     x = grid.centers(1, rt.dtype, rt.device)
@@ -168,7 +166,7 @@ def karman(
     bump = torch.exp(-((yc[:, None] - 80.0) ** 2) / 200.0) * torch.sin(math.pi * x[None, :] / 100.0)
     v0[:, 1, :-1, 1:-1] = perturbation * speed * 0.5 * (bump[:, 1:] + bump[:, :-1])
     v0 = stepper.impose(v0 * faces)
-    return FlowScene(stepper, v0.contiguous())
+    return Scene(stepper, v0.contiguous())
 
 
 def _is_number(x: object) -> bool:
@@ -180,13 +178,6 @@ def _check_positive(name: str, x: object) -> None:
         raise TypeError(f"{name} must be a finite number > 0, got {type(x).__name__} {x!r}")
     if not (math.isfinite(x) and x > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {x!r}")
-
-
-def _check_count(name: str, x: object, least: int) -> None:
-    if not (isinstance(x, numbers.Integral) and not isinstance(x, bool)):
-        raise TypeError(f"{name} must be an integer >= {least}, got {type(x).__name__} {x!r}")
-    if x < least:
-        raise ValueError(f"{name} must be an integer >= {least}, got {x!r}")
 
 
 def _pad_row(speeds: torch.Tensor) -> torch.Tensor:
@@ -306,7 +297,7 @@ def lid_driven_cavity(
     *,
     advection: str = "semi_lagrangian",
     dt: float | None = None,
-) -> FlowScene:
+) -> Scene:
     """Lid-driven cavity on the unit square: no-slip walls, the top wall (y = 1) sliding along +x at
     ``lid_speed``; ν = U·L/Re. Starts at rest.
 
@@ -318,11 +309,11 @@ def lid_driven_cavity(
     (:func:`taichi_dp.solvers.run_to_steady`).
     """
     rt = ensure_init()
-    _check_count("n", n, 2)
+    check_count("n", n, 2)
     _check_positive("reynolds", reynolds)
     if not _is_number(lid_speed) or not math.isfinite(lid_speed) or lid_speed == 0:
         raise ValueError(f"lid_speed must be a finite non-zero number, got {lid_speed!r}")
-    _check_count("batch", batch, 1)
+    check_count("batch", batch, 1)
     grid = Grid.rect((n, n), (1.0, 1.0))
     h = 1.0 / n
     nu = abs(lid_speed) / reynolds
@@ -340,8 +331,8 @@ def lid_driven_cavity(
                 stacklevel=2,
             )
     boundary = FlowBoundary(((Wall(), Wall(velocity=lid_speed)), (Wall(), Wall())))
-    stepper = NavierStokes(grid, boundary, nu=nu, dt=dt, advection=advection, pressure_rtol=1e-6)
-    return FlowScene(stepper, torch.zeros(batch, *staggered_shape(grid), dtype=rt.dtype, device=rt.device))
+    stepper = NavierStokes(grid, boundary, nu=nu, dt=dt, advection=advection, pressure=SolveOptions(rtol=1e-6))
+    return Scene(stepper, torch.zeros(batch, *staggered_shape(grid), dtype=rt.dtype, device=rt.device))
 
 
 def smoke_plume(
@@ -351,10 +342,11 @@ def smoke_plume(
     *,
     source_strength: float = 0.2,
     density_advection: str = "flux",
-) -> tuple[SmokePlume, torch.Tensor]:
+) -> Scene:
     """A rising smoke plume in a closed 100 × 100 box (no-slip walls, inviscid): a disc source of radius
     5 at (y, x) = (10, 50) injects ``source_strength`` density per unit time, buoyancy ``β`` lifts it;
-    dt = 1 on an ``n × n`` grid. Returns ``(stepper, state0)`` with the packed state at rest, no smoke.
+    dt = 1 on an ``n × n`` grid. Returns a :class:`~taichi_dp.scenes.Scene` whose ``stepper`` is a
+    :class:`~taichi_dp.solvers.SmokePlume` and whose ``state0`` is the packed state at rest, no smoke.
 
     ``density_advection``: ``"flux"`` (default) keeps the smoke budget closed (the box holds exactly what
     was injected; the plume's velocities reach a cell Courant number ≈ 12 at n = 64, so the density
@@ -362,26 +354,26 @@ def smoke_plume(
     of the injected smoke over 100 steps at n = 64."""
     rt = ensure_init()
     grid = Grid.rect((n, n), (100.0, 100.0))
-    flow = NavierStokes(grid, FlowBoundary.box(), nu=0.0, dt=1.0, pressure_rtol=1e-4)
+    flow = NavierStokes(grid, FlowBoundary.box(), nu=0.0, dt=1.0, pressure=SolveOptions(rtol=1e-4))
     source = source_strength * (1.0 - disc(grid, (10.0, 50.0), 5.0))
     state0 = pack_smoke(
         torch.zeros(batch, *staggered_shape(grid), dtype=rt.dtype, device=rt.device),
         torch.zeros(batch, 1, n, n, dtype=rt.dtype, device=rt.device),
     )
     stepper = SmokePlume(flow, buoyancy=buoyancy, source=source.contiguous(), density_advection=density_advection)
-    return stepper, state0
+    return Scene(stepper, state0)
 
 
 def taylor_green(
     n: int = 32, nu: float = 0.01, dt: float = 0.05, batch: int = 1, *, advection: str = "semi_lagrangian"
-) -> FlowScene:
+) -> Scene:
     """Periodic Taylor–Green vortex on ``[0, 2π]²``: ``v_x = sin x cos y``, ``v_y = −cos x sin y``,
     an exact solution of Navier–Stokes whose amplitude decays as ``exp(−2 ν t)``
     (:func:`taylor_green_velocity` gives it at any time)."""
     grid = Grid.rect((n, n), (2 * math.pi, 2 * math.pi))
     boundary = FlowBoundary(((Periodic(), Periodic()), (Periodic(), Periodic())))
-    stepper = NavierStokes(grid, boundary, nu=nu, dt=dt, advection=advection, pressure_rtol=1e-8)
-    return FlowScene(stepper, taylor_green_velocity(grid, 0.0, nu).expand(batch, -1, -1, -1).contiguous())
+    stepper = NavierStokes(grid, boundary, nu=nu, dt=dt, advection=advection, pressure=SolveOptions(rtol=1e-8))
+    return Scene(stepper, taylor_green_velocity(grid, 0.0, nu).expand(batch, -1, -1, -1).contiguous())
 
 
 def taylor_green_velocity(grid: Grid, t: float, nu: float) -> torch.Tensor:

@@ -12,7 +12,7 @@ the closed bottom lets no flux in: the first projection cancels the through-flow
 
 Agreement with PhiFlow 3.4.0 / phiml 1.16.0, float64, 32×64, Re = 200, from the same state
 (``benchmarks/pbdl_karman_match.py``), relative L2 error after step 1 / step 13: open bottom 1.3e-9 /
-1.3e-10 with the default ``pressure_rtol=1e-8`` (3.0e-15 / 8.2e-14 with 1e-12); closed bottom 3.9e-8 /
+1.3e-10 with the default pressure ``rtol=1e-8`` (3.0e-15 / 8.2e-14 with 1e-12); closed bottom 3.9e-8 /
 4.0e-8 (2.0e-12 / 4.6e-13). ``tests/test_pbdl_karman.py`` asserts ≤ 1e-4 (and ≤ 1e-6) against stored
 PhiFlow velocities.
 
@@ -66,9 +66,10 @@ from ..grid import Grid
 from ..grid.geometry import disc
 from ..grid.phiflow import PhiFlowBoundary, box_faces, soft_disc_faces
 from ..grid.staggered import Outflow, Wall, check_staggered, free_faces, staggered_shape
+from ..ops.solve_options import SolveOptions, check_solve_options
 from ..runtime import ensure_init
-from ..solvers.phiflow_navier_stokes import PhiFlowNavierStokes
-from .flow import FlowScene
+from ..solvers.phiflow_navier_stokes import PRESSURE_DEFAULT, PhiFlowNavierStokes
+from .scene import Scene
 
 EXTENT = (200.0, 100.0)
 """``(L_y, L_x)`` of the domain."""
@@ -89,9 +90,8 @@ def pbdl_karman(
     bottom: Outflow | Wall = OPEN,
     dt: float = 1.0,
     perturbation: float = 0.1,
-    pressure_rtol: float = 1e-8,
-    pressure_max_iter: int = 20000,
-) -> FlowScene:
+    pressure: SolveOptions = PRESSURE_DEFAULT,
+) -> Scene:
     """The PBDL karman wake stepped exactly like PhiFlow 3.4 (module docstring; differences to
     :func:`~taichi_dp.scenes.karman` in the table there).
 
@@ -111,12 +111,13 @@ def pbdl_karman(
             mean ``v_y`` 1.0 → −0.001 after one step, in PhiFlow and here alike) and no wake forms.
         dt: time step > 0.
         perturbation: amplitude of the default ``v0``'s sideways bump (unused with ``v0``).
-        pressure_rtol, pressure_max_iter: plain-CG tolerance and cap (the 1e-4 agreement with PhiFlow
-            needs converged solves on both sides: keep ``pressure_rtol`` ≤ 1e-6).
+        pressure: the plain-CG Poisson solve (:class:`~taichi_dp.solvers.SolveOptions` with
+            ``method="cg"``), default ``SolveOptions(rtol=1e-8, max_iter=20000, method="cg")`` (the 1e-4
+            agreement with PhiFlow needs converged solves on both sides: keep ``rtol`` ≤ 1e-6).
 
     Returns:
-        A :class:`~taichi_dp.scenes.FlowScene` whose ``stepper`` is a
-        :class:`~taichi_dp.solvers.phiflow_navier_stokes.PhiFlowNavierStokes` and whose ``v0`` is the
+        A :class:`~taichi_dp.scenes.Scene` whose ``stepper`` is a
+        :class:`~taichi_dp.solvers.phiflow_navier_stokes.PhiFlowNavierStokes` and whose ``state0`` is the
         initial velocity.
     """
     rt = ensure_init()
@@ -130,6 +131,7 @@ def pbdl_karman(
         raise ValueError(f"perturbation must be a finite number, got {perturbation!r}")
     if type(bottom) not in (Outflow, Wall) or bottom not in (Outflow(), Wall()):
         raise ValueError(f"bottom must be Outflow() (PhiFlow ZERO_GRADIENT) or Wall() (PhiFlow 0), got {bottom!r}")
+    check_solve_options("pressure", pressure, ("cg",))
     grid = Grid.rect((int(resolution[0]), int(resolution[1])), EXTENT)
     boundary = PhiFlowBoundary(((bottom, Outflow()), (Wall(), Wall())))
     if isinstance(reynolds, torch.Tensor):
@@ -158,8 +160,7 @@ def pbdl_karman(
         solid_faces=soft_disc_faces(grid, (cy, cx), radius),
         inflow_mask=inflow_mask,
         inflow_velocity=inflow_velocity.contiguous(),
-        pressure_rtol=pressure_rtol,
-        pressure_max_iter=pressure_max_iter,
+        pressure=pressure,
     )
     if v0 is None:
         v0 = torch.zeros(re.shape[0], *staggered_shape(grid), dtype=rt.dtype, device=rt.device)
@@ -170,4 +171,4 @@ def pbdl_karman(
         bump = torch.exp(-((y[:, None] - 80.0) ** 2) / 200.0) * torch.sin(math.pi * x[None, :] / EXTENT[1])
         v0[:, 1, :-1] = perturbation * bump
         v0 = v0 * open_faces
-    return FlowScene(stepper, stepper.impose(v0).contiguous())
+    return Scene(stepper, stepper.impose(v0).contiguous())

@@ -1,7 +1,8 @@
 """Time steppers: immutable callables ``u_next = stepper(u)`` composed from :mod:`taichi_dp.ops`."""
 
+from ..ops.solve_options import SolveOptions
 from .advection_diffusion import AdvectionDiffusion
-from .base import Stepper, rollout
+from .base import Repeated, Stepper, rollout
 from .burgers import Burgers
 from .navier_stokes import NavierStokes
 from .phiflow_navier_stokes import PhiFlowNavierStokes
@@ -13,7 +14,9 @@ __all__ = [
     "Burgers",
     "NavierStokes",
     "PhiFlowNavierStokes",
+    "Repeated",
     "SmokePlume",
+    "SolveOptions",
     "SteadyState",
     "SteadyStateError",
     "Stepper",

@@ -10,14 +10,18 @@ import torch
 
 from ..grid import Grid
 from ..grid.staggered import FlowBoundary, apply_boundary, check_staggered, staggered_shape
-from ..ops.advection import SCHEMES as ADVECTION_SCHEMES
-from ..ops.diffusion import SCHEMES as DIFFUSION_SCHEMES
 from ..ops.diffusion import check_explicit_stability, stability_number
-from ..ops.pressure import PRECONDITIONERS, apply_projection, check_flux_balance, fluid_mask
+from ..ops.pressure import apply_projection, check_flux_balance, fluid_mask
+from ..ops.solve_options import SolveOptions, check_solve_options, projection_kwargs
 from ..ops.staggered_advection import apply_velocity_advection
 from ..ops.staggered_diffusion import apply_velocity_diffusion, apply_velocity_diffusion_implicit
 from ..runtime import check_param
-from .base import Stepper
+from .base import Stepper, check_batches, check_schemes, check_staggered_fields, check_time_step, max_abs
+
+PRESSURE_DEFAULT = SolveOptions(rtol=1e-5, max_iter=5000, method="mgpcg")
+"""The default pressure solve of :class:`NavierStokes`: multigrid-preconditioned CG to ``rtol=1e-5``."""
+VISCOSITY_DEFAULT = SolveOptions(rtol=1e-5, max_iter=1000, method="cg")
+"""The default implicit-viscosity solve of :class:`NavierStokes`: plain CG to ``rtol=1e-5``."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,14 +46,18 @@ class NavierStokes(Stepper):
         forcing: optional staggered body force ``(B or 1, 2, H+1, W+1)`` (differentiable).
         inflow_mask, inflow_velocity: optional staggered ``(1, 2, H+1, W+1)`` region and the velocity
             imposed there every step (``v ← (1 − m) v + m u``), e.g. the karman inflow band.
-        pressure_rtol, pressure_max_iter: Poisson CG tolerance (relative; the adjoint uses the same,
-            relative to the incoming gradient) and iteration cap.
-        pressure_preconditioner: ``"multigrid"`` (default; a geometric V-cycle) or ``"none"``.
+        pressure: the Poisson solve, a :class:`~taichi_dp.ops.solve_options.SolveOptions`: ``rtol``
+            relative to ``‖D v‖`` (the adjoint's relative to the incoming gradient), ``max_iter``, and
+            ``method`` ``"mgpcg"`` (default; CG preconditioned by a geometric multigrid V-cycle) or
+            ``"cg"`` (plain CG). Default :data:`PRESSURE_DEFAULT` (``rtol=1e-5, max_iter=5000``).
         diffusion: viscosity scheme, ``"explicit"`` (forward Euler, sub-stepped) or ``"implicit"``
             (backward Euler by CG with an implicit adjoint; unconditionally stable).
         viscosity_substeps: explicit viscosity sub-steps per step; ``None`` picks the fewest that keep
             each sub-step stable (``ν Δt/n · Σ 1/h² ≤ 1/2``), e.g. 3 for the karman scene at 256×512 and
             Re = 200. An explicit count is checked for stability.
+        viscosity: the implicit viscosity solve (``diffusion="implicit"`` only), a
+            :class:`~taichi_dp.ops.solve_options.SolveOptions` with ``method="cg"``. Default
+            :data:`VISCOSITY_DEFAULT` (``rtol=1e-5, max_iter=1000``).
     """
 
     grid: Grid
@@ -61,55 +69,43 @@ class NavierStokes(Stepper):
     forcing: torch.Tensor | None = None
     inflow_mask: torch.Tensor | None = None
     inflow_velocity: torch.Tensor | None = None
-    pressure_rtol: float = 1e-5
-    pressure_max_iter: int = 5000
-    pressure_preconditioner: str = "multigrid"
+    pressure: SolveOptions = PRESSURE_DEFAULT
     diffusion: str = "explicit"
     viscosity_substeps: int | None = None
+    viscosity: SolveOptions = VISCOSITY_DEFAULT
 
     def __post_init__(self) -> None:
         staggered_shape(self.grid)  # a 2D grid
         if not isinstance(self.boundary, FlowBoundary):
             raise TypeError(f"boundary must be a FlowBoundary, got {type(self.boundary).__name__}")
-        check_param("dt", self.dt, positive=True)
+        check_time_step(self.dt)
         check_param("nu", self.nu, positive=True)
-        _check_options(self.pressure_rtol, self.pressure_max_iter, self.viscosity_substeps)
-        if not bool((torch.as_tensor(self.dt).detach() > 0).all()):
-            raise ValueError(f"dt must be > 0 (a zero time step does nothing), got {self.dt!r}")
-        if self.diffusion not in DIFFUSION_SCHEMES:
-            raise ValueError(f"diffusion must be one of {DIFFUSION_SCHEMES}, got {self.diffusion!r}")
+        check_solve_options("pressure", self.pressure)
+        check_solve_options("viscosity", self.viscosity, ("cg",))
+        check_schemes(self.diffusion, self.advection)
         if self.viscosity_substeps is None:
-            s = stability_number(_max_abs(self.nu), _max_abs(self.dt), self.grid) if self.diffusion == "explicit" else 0.0
+            s = stability_number(max_abs(self.nu), max_abs(self.dt), self.grid) if self.diffusion == "explicit" else 0.0
             object.__setattr__(self, "viscosity_substeps", max(1, math.ceil(s / 0.5 - 1e-12)))
+        elif isinstance(self.viscosity_substeps, bool) or not isinstance(self.viscosity_substeps, int | np.integer):
+            raise ValueError(f"viscosity_substeps must be an integer >= 1 or None, got {self.viscosity_substeps!r}")
+        elif self.viscosity_substeps < 1:
+            raise ValueError(f"viscosity_substeps must be an integer >= 1 or None, got {self.viscosity_substeps!r}")
         if self.diffusion == "explicit":
-            check_explicit_stability(_max_abs(self.nu), _max_abs(self.dt) / self.viscosity_substeps, self.grid)
+            check_explicit_stability(max_abs(self.nu), max_abs(self.dt) / self.viscosity_substeps, self.grid)
         check_flux_balance(self.grid, self.boundary)
-        if self.pressure_preconditioner not in PRECONDITIONERS:
-            raise ValueError(f"pressure_preconditioner must be one of {PRECONDITIONERS}, got {self.pressure_preconditioner!r}")
-        if self.advection not in ADVECTION_SCHEMES:
-            raise ValueError(f"advection must be one of {ADVECTION_SCHEMES}, got {self.advection!r}")
         mask_batch = 1 if self.fluid is None else self.fluid.shape[0]
         object.__setattr__(self, "fluid", fluid_mask(self.fluid, self.grid, mask_batch))
-        for name in ("forcing", "inflow_mask", "inflow_velocity"):
-            if getattr(self, name) is not None:
-                check_staggered(name, getattr(self, name), self.grid)
-        if (self.inflow_mask is None) != (self.inflow_velocity is None):
-            raise ValueError("inflow_mask and inflow_velocity must be given together")
+        check_staggered_fields(self, ("forcing", "inflow_mask", "inflow_velocity"))
 
     @property
     def channels(self) -> int:
         return 2
 
-    def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        """Advance the staggered velocity ``v`` ``(B, 2, H+1, W+1)`` by one step."""
-        self.check_velocity(v)
-        return self.step(v)
-
-    def check_velocity(self, v: torch.Tensor) -> None:
-        """Validate a staggered velocity for this stepper (shape, dtype, device, finite, mask batch)."""
+    def check(self, v: torch.Tensor) -> None:
+        """Validate a staggered velocity ``(B, 2, H+1, W+1)`` for this stepper (shape, dtype, device,
+        finite, mask batch)."""
         check_staggered("v", v, self.grid)
-        if self.fluid.shape[0] not in (1, v.shape[0]):
-            raise ValueError(f"fluid mask has batch size {self.fluid.shape[0]} but v has {v.shape[0]}")
+        check_batches(self, ("fluid",), "v", v.shape[0])
 
     def impose(self, v: torch.Tensor) -> torch.Tensor:
         """Boundary conditions, obstacle faces and the inflow region imposed on ``v``."""
@@ -134,7 +130,14 @@ class NavierStokes(Stepper):
             nu = self.param("nu", b)
             if self.diffusion == "implicit":
                 v = apply_velocity_diffusion_implicit(
-                    self.impose(v), nu, dt, self.grid, self.boundary, self.fluid, rtol=self.pressure_rtol
+                    self.impose(v),
+                    nu,
+                    dt,
+                    self.grid,
+                    self.boundary,
+                    self.fluid,
+                    rtol=self.viscosity.rtol,
+                    max_iter=self.viscosity.max_iter,
                 )
             else:
                 for _ in range(self.viscosity_substeps):
@@ -148,30 +151,6 @@ class NavierStokes(Stepper):
             self.boundary,
             self.fluid,
             pressure_guess,
-            rtol=self.pressure_rtol,
-            max_iter=self.pressure_max_iter,
-            preconditioner=self.pressure_preconditioner,
+            **projection_kwargs(self.pressure),
         )
 
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, int | np.integer) and not isinstance(x, bool)
-
-
-def _check_options(rtol: object, max_iter: object, substeps: object) -> None:
-    """ValueError/TypeError naming the option, its range and the value: a bad tolerance or cap would silently
-    return an unprojected (or unsolved) velocity."""
-    if isinstance(rtol, bool) or not isinstance(rtol, float | int | np.floating | np.integer):
-        raise TypeError(f"pressure_rtol must be a float in (0, 1), got {type(rtol).__name__} {rtol!r}")
-    if not (math.isfinite(rtol) and 0 < rtol < 1):
-        raise ValueError(f"pressure_rtol must be a finite float in (0, 1), got {rtol!r}")
-    if not _is_int(max_iter):
-        raise TypeError(f"pressure_max_iter must be an integer >= 1, got {type(max_iter).__name__} {max_iter!r}")
-    if max_iter < 1:
-        raise ValueError(f"pressure_max_iter must be an integer >= 1, got {max_iter!r}")
-    if substeps is not None and not (_is_int(substeps) and substeps >= 1):
-        raise ValueError(f"viscosity_substeps must be an integer >= 1 or None, got {substeps!r}")
-
-
-def _max_abs(x: float | torch.Tensor) -> float:
-    return float(torch.as_tensor(x).detach().abs().max())

@@ -36,11 +36,14 @@ from ..grid.phiflow import PhiFlowBoundary
 from ..grid.staggered import Outflow, apply_boundary, check_staggered, valid_faces
 from ..ops.diffusion import check_explicit_stability
 from ..ops.pressure import apply_projection, fluid_mask
+from ..ops.solve_options import SolveOptions, check_solve_options, projection_kwargs
 from ..ops.staggered_advection import apply_velocity_advection
 from ..ops.staggered_diffusion import apply_velocity_diffusion
 from ..runtime import check_param
-from .base import Stepper
-from .navier_stokes import _check_options
+from .base import Stepper, check_batches, check_staggered_fields, check_time_step, max_abs
+
+PRESSURE_DEFAULT = SolveOptions(rtol=1e-8, max_iter=20000, method="cg")
+"""The default pressure solve of :class:`PhiFlowNavierStokes`: plain CG to ``rtol=1e-8`` (PhiFlow's solver)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,8 +62,10 @@ class PhiFlowNavierStokes(Stepper):
             (:func:`~taichi_dp.grid.phiflow.soft_disc_faces`); ``None``: none.
         inflow_mask, inflow_velocity: staggered ``(1, 2, H+1, W+1)`` region and velocity imposed once per
             step after diffusion (``v ← (1 − f) v + f u``).
-        pressure_rtol, pressure_max_iter: plain-CG tolerance (relative to ``‖D v‖``; the adjoint's
-            relative to the incoming gradient) and iteration cap.
+        pressure: the Poisson solve, a :class:`~taichi_dp.ops.solve_options.SolveOptions` with
+            ``method="cg"`` (plain CG, as PhiFlow; the multigrid path assumes closed solid faces):
+            ``rtol`` relative to ``‖D v‖`` (the adjoint's relative to the incoming gradient) and
+            ``max_iter``. Default :data:`PRESSURE_DEFAULT` (``rtol=1e-8, max_iter=20000``).
     """
 
     grid: Grid
@@ -71,8 +76,7 @@ class PhiFlowNavierStokes(Stepper):
     solid_faces: torch.Tensor | None = None
     inflow_mask: torch.Tensor | None = None
     inflow_velocity: torch.Tensor | None = None
-    pressure_rtol: float = 1e-8
-    pressure_max_iter: int = 20000
+    pressure: SolveOptions = PRESSURE_DEFAULT
     advection: str = "semi_lagrangian"
     diffusion: str = "explicit"
 
@@ -81,44 +85,31 @@ class PhiFlowNavierStokes(Stepper):
             raise TypeError(f"grid must be a taichi_dp.Grid, got {type(self.grid).__name__}")
         if not isinstance(self.boundary, PhiFlowBoundary):
             raise TypeError(f"boundary must be a PhiFlowBoundary, got {type(self.boundary).__name__}")
-        check_param("dt", self.dt, positive=True)
+        check_time_step(self.dt)
         check_param("nu", self.nu, positive=True)
-        if not bool((torch.as_tensor(self.dt).detach() > 0).all()):
-            raise ValueError(f"dt must be > 0 (a zero time step does nothing), got {self.dt!r}")
-        _check_options(self.pressure_rtol, self.pressure_max_iter, None)
+        check_solve_options("pressure", self.pressure, ("cg",))
         if self.advection != "semi_lagrangian" or self.diffusion != "explicit":
             raise ValueError(
                 "PhiFlowNavierStokes reproduces explicit diffusion and semi-Lagrangian advection only, got "
                 f"diffusion={self.diffusion!r}, advection={self.advection!r}"
             )
-        check_explicit_stability(_max_abs(self.nu), _max_abs(self.dt), self.grid)
+        check_explicit_stability(max_abs(self.nu), max_abs(self.dt), self.grid)
         mask_batch = 1 if self.fluid is None else self.fluid.shape[0]
         object.__setattr__(self, "fluid", fluid_mask(self.fluid, self.grid, mask_batch))
-        for name in ("solid_faces", "inflow_mask", "inflow_velocity"):
-            if getattr(self, name) is not None:
-                check_staggered(name, getattr(self, name), self.grid)
+        check_staggered_fields(self, ("solid_faces", "inflow_mask", "inflow_velocity"))
         if self.solid_faces is not None and not bool(((self.solid_faces >= 0) & (self.solid_faces <= 1)).all()):
             raise ValueError("solid_faces must lie in [0, 1] (the solid fraction of each face)")
-        if (self.inflow_mask is None) != (self.inflow_velocity is None):
-            raise ValueError("inflow_mask and inflow_velocity must be given together")
         object.__setattr__(self, "_diffused", _diffused_faces(self.grid, self.boundary, self.fluid.dtype, self.fluid.device))
 
     @property
     def channels(self) -> int:
         return 2
 
-    def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        """Advance the staggered velocity ``v`` ``(B, 2, H+1, W+1)`` by one step."""
-        self.check_velocity(v)
-        return self.step(v)
-
-    def check_velocity(self, v: torch.Tensor) -> None:
-        """Validate a staggered velocity for this stepper (shape, dtype, device, finite, mask batches)."""
+    def check(self, v: torch.Tensor) -> None:
+        """Validate a staggered velocity ``(B, 2, H+1, W+1)`` for this stepper (shape, dtype, device,
+        finite, mask batches)."""
         check_staggered("v", v, self.grid)
-        for name in ("fluid", "solid_faces"):
-            m = getattr(self, name)
-            if m is not None and m.shape[0] not in (1, v.shape[0]):
-                raise ValueError(f"{name} has batch size {m.shape[0]} but v has {v.shape[0]}")
+        check_batches(self, ("fluid", "solid_faces"), "v", v.shape[0])
 
     def impose(self, v: torch.Tensor) -> torch.Tensor:
         """The wall and inflow-side face values (PhiFlow's constant boundary faces) imposed on ``v``."""
@@ -149,9 +140,7 @@ class PhiFlowNavierStokes(Stepper):
             self.boundary,
             self.fluid,
             pressure_guess,
-            rtol=self.pressure_rtol,
-            max_iter=self.pressure_max_iter,
-            preconditioner="none",
+            **projection_kwargs(self.pressure),
             close_solid_faces=False,
         )
 
@@ -170,6 +159,3 @@ def _diffused_faces(grid: Grid, boundary: PhiFlowBoundary, dtype: torch.dtype, d
                     keep[:, 1, :, idx] = 0.0
     return keep
 
-
-def _max_abs(x: float | torch.Tensor) -> float:
-    return float(torch.as_tensor(x).detach().abs().max())

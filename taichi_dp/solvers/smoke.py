@@ -10,7 +10,7 @@ from ..grid import Boundary, Grid, ZeroGradient
 from ..grid.staggered import check_staggered
 from ..ops.staggered_advection import apply_scalar_advection
 from ..runtime import as_batch_param, check_param, check_state
-from .base import Stepper
+from .base import Stepper, check_batches
 from .navier_stokes import NavierStokes
 
 DENSITY_SCHEMES = ("flux", "maccormack", "semi_lagrangian")
@@ -80,10 +80,15 @@ class SmokePlume(Stepper):
         """The flow's time step."""
         return self.flow.dt
 
-    def __call__(self, state: torch.Tensor) -> torch.Tensor:
-        """Advance a packed smoke state ``(B, 3, H+1, W+1)`` by one step."""
+    @property
+    def channels(self) -> int:
+        return 3
+
+    def check(self, state: torch.Tensor) -> None:
+        """Validate a packed smoke state ``(B, 3, H+1, W+1)`` (:func:`pack_smoke`) for this stepper."""
         check_staggered("state", state, self.flow.grid, channels=3, hint="build it with pack_smoke(v, density)")
-        return self.step(state)
+        check_batches(self.flow, ("fluid",), "state", state.shape[0])
+        check_batches(self, ("source",), "state", state.shape[0])
 
     def step(self, state: torch.Tensor) -> torch.Tensor:
         flow = self.flow

@@ -20,6 +20,8 @@ from typing import NamedTuple
 
 import torch
 
+from .base import check_count
+
 
 class SteadyState(NamedTuple):
     """What :func:`run_to_steady` returns: the final state, the number of steps taken, and the last
@@ -37,14 +39,6 @@ class SteadyStateError(RuntimeError):
     def __init__(self, message: str, v: torch.Tensor, steps: int, residual: float) -> None:
         super().__init__(message)
         self.v, self.steps, self.residual = v, steps, residual
-
-
-def _count(name: str, x: object) -> int:
-    if isinstance(x, bool) or not isinstance(x, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= 1, got {type(x).__name__} {x!r}")
-    if x < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {x!r}")
-    return int(x)
 
 
 def _positive(name: str, x: object) -> float:
@@ -109,7 +103,7 @@ def run_to_steady(
     if v0.ndim < 2:
         raise ValueError(f"v0 must have layout (B, C, *spatial), got shape {tuple(v0.shape)}")
     tol = _positive("tol", tol)
-    max_steps, check_every = _count("max_steps", max_steps), _count("check_every", check_every)
+    max_steps, check_every = check_count("max_steps", max_steps), check_count("check_every", check_every)
     scale = None if velocity_scale is None else _positive("velocity_scale", velocity_scale)
     if on_fail not in ("raise", "warn"):
         raise ValueError(f"on_fail must be 'raise' or 'warn', got {on_fail!r}")
