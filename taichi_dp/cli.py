@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; every failure is one ``error: …`` line on stderr and a non-zero exit status (set
     ``TAICHI_DP_TRACEBACK=1`` to also print the traceback of an unexpected error)."""
     args = _parser().parse_args(argv)
+    # Taichi's native warnings (e.g. a kernel-cache lock held by another process) would break the promise
+    # of one `error:`/`warning:` line per problem; TI_LOG_LEVEL=warn brings them back.
+    log_level = os.environ.setdefault("TI_LOG_LEVEL", "error") if "TI_LOG_LEVEL" not in os.environ else None
     formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return _dispatch(args)
@@ -82,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(e, "")
     except Exception as e:  # a bug: still one line, with the exception type
         return _fail(e, f"unexpected {type(e).__name__}: ")
-    finally:  # in-process callers (tests, notebooks) keep their own warning format
+    finally:  # in-process callers (tests, notebooks) keep their own warning format and Taichi log level
         warnings.formatwarning = formatwarning
+        if log_level is not None:
+            os.environ.pop("TI_LOG_LEVEL", None)
 
 
 def _one_line(text: str) -> str:

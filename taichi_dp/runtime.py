@@ -174,7 +174,7 @@ def _start(
         default_ip=ti.i32,
         offline_cache=offline_cache,
         debug=debug,
-        log_level=ti.WARN,
+        **({} if os.environ.get("TI_LOG_LEVEL") else {"log_level": ti.WARN}),  # Taichi's own variable wins
         **({} if threads is None else {"cpu_max_num_threads": threads}),
     )
     got = str(ti.lang.impl.current_cfg().arch).split(".")[-1]
