@@ -253,7 +253,7 @@ def _taichi_kernels(k: dict) -> dict[str, Callable[[], Any]]:
         "advect_maccormack": lambda: apply_velocity_advection(v, v, dt, g, bnd, "maccormack"),
         "diffuse_explicit": lambda: apply_velocity_diffusion(v, nu, dt, g, bnd),
         "divergence": lambda: pressure.apply_divergence(v, g),
-        "pressure_gradient": lambda: pressure._SUBTRACT_GRADIENT((v, p), (v.shape,), (fluid, codes, 1.0 / hy, 1.0 / hx)),
+        "pressure_gradient": lambda: pressure.SUBTRACT_GRADIENT((v, p), (v.shape,), (fluid, codes, 1.0 / hy, 1.0 / hx)),
         "poisson_matvec": lambda: apply_poisson(p, fluid, g, codes),
         "pcg_iteration": pcg,
         "projection": lambda: pressure.project(v, g, bnd, fluid, rtol=1e-3),

@@ -1,7 +1,9 @@
 """1D Burgers: the learned correction vs the bare source solver vs the 4× finer reference, live.
 
-    python -m taichi_dp burgers --out runs/burgers        # train once (≈1 min on 2 cores)
-    python -m demos.burgers --run runs/burgers [--nu 0.004] [--headless --frames 64 --out runs/demo_burgers]
+    python -m demos.burgers [--run runs/burgers] [--nu 0.004] [--headless --frames 64 --out runs/demo_burgers]
+
+Without ``--run`` it uses ``runs/burgers`` (``python -m taichi_dp burgers --out runs/burgers``, ≈1 min on
+2 cores) if present, else the small pretrained corrector shipped in ``models/pretrained/burgers_quick``.
 
 A new random initial state (``--seed``) with a held-out viscosity is simulated side by side by the
 reference, the source solver, and the source solver corrected by the run's NON and SOL networks; the
@@ -11,6 +13,7 @@ relative error of each is printed in the legend.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import matplotlib
 
@@ -18,26 +21,34 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
+import models as models_pkg
 import taichi_dp as tdp
 from demos._render import FrameSink, figure_to_rgb, parser
 from taichi_dp.learn.burgers_experiment import load_run, nu_feature, reference_data, source_solver
 from taichi_dp.learn.hybrid import hybrid_step
 
 COLOURS = {"reference": "black", "source": "tab:red", "NON": "tab:blue"}
+PRETRAINED = Path(models_pkg.__file__).parent / "pretrained" / "burgers_quick"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0], "runs/demo_burgers")
-    p.add_argument("--run", default="runs/burgers", help="a 'python -m taichi_dp burgers' run folder")
+    p.add_argument(
+        "--run",
+        help="a 'python -m taichi_dp burgers' run folder (default: runs/burgers if it exists, else the "
+        "pretrained corrector shipped in models/pretrained/burgers_quick)",
+    )
     p.add_argument("--nu", type=float, default=0.004, help="viscosity (the run's held-out values: 0.002…0.045)")
     p.add_argument("--seed", type=int, default=7)
     args = p.parse_args(argv)
     tdp.init(args.arch, "f32")
+    run = args.run or ("runs/burgers" if Path("runs/burgers/config.json").is_file() else str(PRETRAINED))
     try:
-        cfg, models = load_run(args.run)
+        cfg, models = load_run(run)
     except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}\nTrain a run first: python -m taichi_dp burgers --out {args.run}", file=sys.stderr)
+        print(f"error: {e}\nTrain a run first: python -m taichi_dp burgers --out {args.run or 'runs/burgers'}", file=sys.stderr)
         return 2
+    print(f"corrections from {run}: {', '.join(models)}")
     cfg.steps = args.frames
     data = reference_data(cfg, (args.nu,), 1, torch.Generator().manual_seed(args.seed))
     nu = data.nu

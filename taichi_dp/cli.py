@@ -68,6 +68,17 @@ def _common(p: argparse.ArgumentParser, out: str) -> None:
     )
 
 
+def _log_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--log",
+        default="none",
+        choices=["none", "tensorboard"],
+        help="experiment logging (default none): tensorboard writes losses, learning rate, validation errors"
+        " (and karman vorticity images) to OUT/tensorboard/ (pip install 'taichi_dp[log]'); not part of the"
+        " configuration: a --resume may change it",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; every failure is one ``error: …`` line on stderr and a non-zero exit status (set
     ``TAICHI_DP_TRACEBACK=1`` to also print the traceback of an unexpected error)."""
@@ -118,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--unroll", type=_integer(1), help="k of SOL-k (default 8)")
     b.add_argument("--seed", type=_integer(0), default=0)
     b.add_argument("--resume", action="store_true", help="continue the run in --out (same configuration) from its checkpoints")
+    _log_option(b)
 
     inv = sub.add_parser("burgers-inverse", help="recover the initial state of Burgers from a later observation")
     _common(inv, "runs/burgers_inverse")
@@ -152,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
         "--dist-timeout", type=_positive, default=180.0, help="seconds a collective waits for a hung peer (default 180)"
     )
     tr.add_argument("--cache", default="runs/cache", help="reference-data cache folder (default: runs/cache)")
+    _log_option(tr)
 
     ev = sub.add_parser("eval", help="re-evaluate a finished karman run folder from its checkpoints")
     ev.add_argument("run_dir")
@@ -252,7 +265,7 @@ def _train_karman(args: argparse.Namespace, out: Path) -> int:
         cfg.save_every = args.checkpoint_every
     main_rank = distributed.is_main()  # rank 0 (or the only process) reports
     try:
-        run(cfg, out, cache=args.cache, progress=not args.no_progress, resume=args.resume)
+        run(cfg, out, cache=args.cache, progress=not args.no_progress, resume=args.resume, log=args.log)
     finally:
         distributed.teardown()
     if not main_rank:
@@ -293,7 +306,7 @@ def _burgers(args: argparse.Namespace, out: Path) -> int:
         cfg.train.iterations = args.iterations
     if args.unroll is not None:
         cfg.unroll = args.unroll
-    run(cfg, out, progress=not args.no_progress, resume=args.resume)
+    run(cfg, out, progress=not args.no_progress, resume=args.resume, log=args.log)
     print((out / "report.md").read_text())
     print(f"wrote {out}/report.md, metrics.json, config.json, plots/, checkpoints/")
     return 0

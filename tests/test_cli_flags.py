@@ -72,7 +72,7 @@ def test_train_karman_presets_are_the_preset_configurations(recorder, tmp_path, 
     assert _main("train", "karman", "--preset", preset, "--out", str(out), "--no-progress") == 0
     ((cfg, got_out, kw),) = recorder["run"]
     assert isinstance(cfg, KarmanExperimentConfig) and _changes(preset, cfg) == {}
-    assert got_out == out and kw == {"cache": "runs/cache", "progress": False, "resume": False}
+    assert got_out == out and kw == {"cache": "runs/cache", "progress": False, "resume": False, "log": "none"}
     assert recorder["init"] == [(("cpu", "f32"), {})]  # the defaults: CPU, float32
     assert recorder["threads"] == [1]
 
@@ -123,7 +123,7 @@ def test_train_karman_all_flags_together(recorder, tmp_path):
         "variants": ("NON", "SOL-3"), "model": "cnn", "width": 21, "optim.iterations": 5, "wall_seconds": 1.5,
         "protocols": ("updates", "wall"), "seeds": (1, 2), "reproject": True, "save_every": 4,
     }
-    assert got_out == out and kw == {"cache": str(cache), "progress": False, "resume": True}
+    assert got_out == out and kw == {"cache": str(cache), "progress": False, "resume": True, "log": "none"}
     assert recorder["init"] == [(("cpu", "f64"), {})] and recorder["threads"] == [3]
 
 

@@ -24,9 +24,11 @@ from demos._render import FrameSink  # noqa: E402
 VIDEO = "animation.mp4" if importlib.util.find_spec("imageio") and importlib.util.find_spec("imageio_ffmpeg") else "animation.gif"
 
 
-def _demo(*args: str) -> subprocess.CompletedProcess:
+def _demo(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "TI_SKIP_VERSION_CHECK": "ON"}  # no DISPLAY: headless
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    if cwd != ROOT:  # elsewhere (e.g. a folder without runs/), demos/ is found through the path
+        env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
 
 
 def _frames_ok(folder, n_min: int) -> list[np.ndarray]:
@@ -64,6 +66,63 @@ def test_burgers_demo_bad_run_folders(burgers_run, tmp_path):
     (broken / "checkpoints" / "non.pt").write_bytes(b"garbage")
     p = _demo("demos.burgers", "--run", str(broken), "--headless", "--frames", "2", "--out", str(tmp_path))
     assert p.returncode == 2 and "corrupt" in p.stderr
+
+
+BURGERS_SHIPPED = ("config.json", "config.json.sha256", "report.md", "checkpoints/non.pt", "checkpoints/sol8.pt")
+
+
+def test_shipped_pretrained_burgers_corrector_loads_and_corrects():
+    """models/pretrained/burgers_quick is a run folder of ``python -m taichi_dp burgers``: every file is there
+    and matches its digest, it loads through the same path as a user's run, and on new initial states at the
+    demo's held-out viscosity both corrections roll out closer to the reference than the bare source solver."""
+    import torch
+
+    from demos.burgers import PRETRAINED
+    from taichi_dp.learn import io
+    from taichi_dp.learn.burgers_experiment import evaluate, load_run, reference_data
+
+    missing = [f for f in BURGERS_SHIPPED if not (PRETRAINED / f).is_file()]
+    assert not missing, f"shipped Burgers corrector incomplete, missing {missing} in {PRETRAINED}"
+    io.read_json(PRETRAINED / "config.json", unverified="error")  # a missing or wrong digest is an error here
+    for f in ("non.pt", "sol8.pt"):
+        io.load_checkpoint(PRETRAINED / "checkpoints" / f, unverified="error")
+    assert sum(p.stat().st_size for p in PRETRAINED.rglob("*") if p.is_file()) < 1_000_000
+    cfg, models = load_run(PRETRAINED)
+    assert set(models) == {"NON", "SOL-8"}
+    nu = 0.004  # the demo's default viscosity: held out from training
+    assert nu in cfg.test_nus and nu not in cfg.train_nus
+    cfg.steps = 32
+    data = reference_data(cfg, (nu,), 4, torch.Generator().manual_seed(1))  # not the run's own draws (seed 0)
+    err = {name: float(e.mean()) for name, e in evaluate(cfg, data, {"source": None, **models}).items()}
+    assert err["SOL-8"] < 0.8 * err["source"] and err["NON"] < err["source"], err
+
+
+def test_shipped_pretrained_burgers_corrector_refuses_a_damaged_copy(tmp_path):
+    """The check above is not vacuous: one flipped byte in a copy of the shipped weights is refused."""
+    from demos.burgers import PRETRAINED
+    from taichi_dp.learn.burgers_experiment import load_run
+    from taichi_dp.learn.io import IntegrityError
+
+    copy = tmp_path / "burgers_quick"
+    shutil.copytree(PRETRAINED, copy)
+    weights = copy / "checkpoints" / "sol8.pt"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="corrupt"):
+        load_run(copy)
+
+
+@pytest.mark.slow  # a demo end to end (a Python start, Taichi compiles)
+def test_burgers_demo_runs_out_of_the_box_with_the_shipped_corrector(tmp_path):
+    """A fresh checkout (no runs/ folder in the working directory) and no --run: the demo uses the shipped
+    corrector and says so."""
+    out = tmp_path / "frames"
+    p = _demo("demos.burgers", "--headless", "--frames", "3", "--out", str(out), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "corrections from" in p.stdout and "burgers_quick" in p.stdout and "SOL-8" in p.stdout, p.stdout
+    images = _frames_ok(out, 3)
+    assert np.abs(images[0] - images[-1]).mean() > 0.1
 
 
 @pytest.mark.slow  # a demo end to end (a Python start, Taichi compiles, a training run)

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import functools
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 
+from ..derived_cache import DerivedCache
 from ._cartesian import Boundary, BoundaryCondition, Dirichlet, Grid, Periodic, ZeroGradient
 
 
@@ -264,7 +264,7 @@ def open_faces(fluid: torch.Tensor, boundary: FlowBoundary) -> torch.Tensor:
     return torch.cat([torch.nn.functional.pad(oy, (0, 1)), torch.nn.functional.pad(ox, (0, 0, 0, 1))], dim=1)
 
 
-_CONSTRAINTS: OrderedDict[tuple, tuple[torch.Tensor | None, int, tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+_CONSTRAINTS: DerivedCache[tuple[torch.Tensor, torch.Tensor]] = DerivedCache(16)
 
 
 def face_constraints(
@@ -274,17 +274,8 @@ def face_constraints(
     (walls 0, inflows their speed, faces touching a solid cell 0, padding 0). Periodic seams are not
     included here (see :func:`apply_boundary`). Read-only: the masks are cached per grid, boundary and
     mask tensor (identity and version), as every step of a rollout imposes the same ones."""
-    key = (grid, boundary, id(fluid), dtype, str(device))
-    version = -1 if fluid is None else fluid._version
-    hit = _CONSTRAINTS.get(key)
-    if hit is not None and hit[0] is fluid and hit[1] == version:
-        _CONSTRAINTS.move_to_end(key)
-        return hit[2]
-    masks = _face_constraints(grid, boundary, fluid, dtype, device)
-    _CONSTRAINTS[key] = (fluid, version, masks)
-    while len(_CONSTRAINTS) > 16:
-        _CONSTRAINTS.popitem(last=False)
-    return masks
+    key = (grid, boundary, dtype, str(device))
+    return _CONSTRAINTS.get(key, fluid, lambda: _face_constraints(grid, boundary, fluid, dtype, device))
 
 
 def _face_constraints(

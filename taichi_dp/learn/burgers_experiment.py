@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from ..runtime import ensure_init
 from ..scenes import random_sines
 from ..solvers import Burgers, Repeated
 from . import io
+from .experiment_log import ExperimentLog, make_log
 from .hybrid import hybrid_rollout, non_loss, sol_loss
 from .metrics import relative_errors
 from .trainer import TrainConfig, TrainResult, train, validate_train_config
@@ -124,9 +126,13 @@ def make_model(cfg: BurgersExperimentConfig, seed: int) -> ResidualCNN:
 
 
 def train_non(
-    cfg: BurgersExperimentConfig, data: BurgersData, progress: bool = True, checkpoint: Path | None = None
+    cfg: BurgersExperimentConfig,
+    data: BurgersData,
+    progress: bool = True,
+    checkpoint: Path | None = None,
+    callback: Callable[[int, TrainResult], None] | None = None,
 ) -> tuple[ResidualCNN, TrainResult]:
-    """NON: supervised one-step correction of pre-computed source states."""
+    """NON: supervised one-step correction of pre-computed source states (``callback``: see :func:`train`)."""
     s, t1 = data.reference.shape[:2]
     ref = data.reference
     nu_all = data.nu.repeat_interleave(t1 - 1)
@@ -139,14 +145,20 @@ def train_non(
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
         return non_loss(model, source[idx], target[idx], {"nu": nu_feature(cfg, nu_all[idx])})
 
-    result = train(model, batch_loss, s * (t1 - 1), cfg.train, desc="NON", progress=progress, checkpoint=checkpoint)
+    result = train(
+        model, batch_loss, s * (t1 - 1), cfg.train, desc="NON", progress=progress, checkpoint=checkpoint, callback=callback
+    )
     return model, result
 
 
 def train_sol(
-    cfg: BurgersExperimentConfig, data: BurgersData, progress: bool = True, checkpoint: Path | None = None
+    cfg: BurgersExperimentConfig,
+    data: BurgersData,
+    progress: bool = True,
+    checkpoint: Path | None = None,
+    callback: Callable[[int, TrainResult], None] | None = None,
 ) -> tuple[ResidualCNN, TrainResult]:
-    """SOL-k: k hybrid steps unrolled through the differentiable solver."""
+    """SOL-k: k hybrid steps unrolled through the differentiable solver (``callback``: see :func:`train`)."""
     k = cfg.unroll
     s, t1 = data.reference.shape[:2]
     windows = t1 - k  # start times 0 .. T-k
@@ -159,7 +171,9 @@ def train_sol(
         nu = data.nu[traj]
         return sol_loss(source_solver(cfg, nu), model, window, {"nu": nu_feature(cfg, nu)})
 
-    result = train(model, batch_loss, s * windows, cfg.train, desc=f"SOL-{k}", progress=progress, checkpoint=checkpoint)
+    result = train(
+        model, batch_loss, s * windows, cfg.train, desc=f"SOL-{k}", progress=progress, checkpoint=checkpoint, callback=callback
+    )
     return model, result
 
 
@@ -181,14 +195,19 @@ def evaluate(cfg: BurgersExperimentConfig, data: BurgersData, models: dict[str, 
 RESUME_FREE = ("train.checkpoint_every",)  # config fields a resume may change (they do not change the result)
 
 
-def run(cfg: BurgersExperimentConfig, out: str | Path, *, progress: bool = True, resume: bool = False) -> dict:
+def run(cfg: BurgersExperimentConfig, out: str | Path, *, progress: bool = True, resume: bool = False, log: str = "none") -> dict:
     """Generate data, train NON and SOL-k, evaluate on held-out viscosities, write the run folder
     (``config.json``, ``metrics.json``, ``report.md``, ``checkpoints/``, ``plots/``). Returns the metrics.
 
     An existing run folder is an error (``FileExistsError``) unless ``resume``, which continues it from its
     checkpoints and needs the configuration (arch and precision included) it was started with
-    (``ValueError`` naming each differing field otherwise)."""
+    (``ValueError`` naming each differing field otherwise).
+
+    ``log="tensorboard"`` also writes training curves and validation errors to ``out/tensorboard/NON`` and
+    ``out/tensorboard/SOL-k`` (:mod:`~taichi_dp.learn.experiment_log`). It is not part of ``config.json``: it
+    does not change the result, so a resumed run may log differently from its first session."""
     cfg.validate()
+    explog = make_log(log, out)  # a missing tensorboard package is reported before any work
     rt = ensure_init()
     out = Path(out)
     config_json = {"experiment": "burgers", **asdict(cfg), "arch": rt.arch, "precision": rt.precision}
@@ -200,10 +219,14 @@ def run(cfg: BurgersExperimentConfig, out: str | Path, *, progress: bool = True,
     test_data = reference_data(cfg, cfg.test_nus, cfg.test_states, gen)
     datagen_s = time.perf_counter() - t0
 
-    non, non_res = train_non(cfg, train_data, progress, out / "checkpoints" / "non.pt")
-    sol, sol_res = train_sol(cfg, train_data, progress, out / "checkpoints" / f"sol{cfg.unroll}.pt")
     sol_name = f"SOL-{cfg.unroll}"
-    errors = evaluate(cfg, test_data, {"source": None, "NON": non, sol_name: sol})
+    with explog:
+        non, non_res = train_non(cfg, train_data, progress, out / "checkpoints" / "non.pt", explog.run("NON").training_callback())
+        sol, sol_res = train_sol(
+            cfg, train_data, progress, out / "checkpoints" / f"sol{cfg.unroll}.pt", explog.run(sol_name).training_callback()
+        )
+        errors = evaluate(cfg, test_data, {"source": None, "NON": non, sol_name: sol})
+        _log_validation(explog, cfg, test_data, errors, {"NON": len(non_res.losses), sol_name: len(sol_res.losses)})
 
     nus = test_data.nu.cpu()
     lo, hi = min(cfg.train_nus), max(cfg.train_nus)
@@ -229,6 +252,29 @@ def run(cfg: BurgersExperimentConfig, out: str | Path, *, progress: bool = True,
     _plots(out / "plots", cfg, test_data, errors, {"NON": non, sol_name: sol}, {"NON": non_res, sol_name: sol_res})
     io.write_text(out / "report.md", _report(cfg, metrics, sol_name, rt))
     return metrics
+
+
+def _log_validation(
+    explog: ExperimentLog, cfg: BurgersExperimentConfig, data: BurgersData, errors: dict, updates: dict[str, int]
+) -> None:
+    """``val/*`` scalars of every trained variant at step = its number of updates (the bare source's errors as
+    ``val/source_*`` in each sub-run, as a reference line)."""
+    if not explog.enabled:
+        return
+    lo, hi = min(cfg.train_nus), max(cfg.train_nus)
+    nus = data.nu.cpu()
+    inside = (nus >= lo * (1 - 1e-6)) & (nus <= hi * (1 + 1e-6))
+
+    def values(e: torch.Tensor, prefix: str) -> dict[str, float]:
+        e = e.cpu()
+        out = {f"val/{prefix}relative_l2": float(e.mean()), f"val/{prefix}final_step_relative_l2": float(e[:, -1].mean())}
+        for regime, sel in (("interpolation", inside), ("extrapolation", ~inside)):
+            if bool(sel.any()):
+                out[f"val/{prefix}relative_l2_{regime}"] = float(e[sel].mean())
+        return out
+
+    for name, steps in updates.items():
+        explog.run(name).scalars({**values(errors[name], ""), **values(errors["source"], "source_")}, steps)
 
 
 def _report(cfg: BurgersExperimentConfig, m: dict, sol_name: str, rt) -> str:

@@ -46,6 +46,7 @@ from ..runtime import ensure_init
 from ..scenes import karman
 from ..solvers import NavierStokes, rollout
 from . import distributed, io
+from .experiment_log import ExperimentLog, RunLog, colour_image, make_log
 from .hybrid import StaggeredCorrection, hybrid_rollout, non_loss, sol_loss
 from .karman_data import KarmanDataConfig, load_or_generate
 from .metrics import relative_errors
@@ -238,8 +239,10 @@ def train_variant(
     *,
     state_dir: Path | None = None,
     progress: bool = True,
+    log: RunLog | None = None,
 ) -> tuple[StaggeredCorrection, TrainResult]:
-    """Train one variant under one protocol; ``state_dir`` holds resumable trainer states."""
+    """Train one variant under one protocol; ``state_dir`` holds resumable trainer states; ``log`` records the
+    training curves (both stages of NON+SOL-k as one curve)."""
     model = make_model(cfg, base, seed)
     net = distributed.wrap(model)  # DDP in a torchrun job (gradients all-reduced over ranks), else model itself
     budget = (
@@ -261,7 +264,9 @@ def train_variant(
     for i, (stage, optim) in enumerate(stages):
         loss, n = variant_loss(cfg, stage, net, ref, re_, base)
         path = None if state_dir is None else state_dir / f"{variant.lower().replace('+', '_')}.{i}.state.pt"
-        r = train(net, loss, n, optim, desc=f"{variant} ({protocol}, seed {seed})", progress=progress, checkpoint=path)
+        callback = None if log is None else log.training_callback(offset=total.iterations)
+        desc = f"{variant} ({protocol}, seed {seed})"
+        r = train(net, loss, n, optim, desc=desc, progress=progress, checkpoint=path, callback=callback)
         total.losses += r.losses
         total.seconds += r.seconds
         total.iterations += r.iterations
@@ -305,14 +310,20 @@ def run(
     cache: str | Path = "runs/cache",
     progress: bool = True,
     resume: bool = False,
+    log: str = "none",
 ) -> dict:
     """Generate (or load) data, train every variant × protocol × seed, evaluate, write the run folder.
 
     A finished variant (weights file present) is loaded instead of retrained when ``resume``; an
     unfinished one continues from its trainer state. Without ``resume`` an existing run folder is an
     error (nothing saved is overwritten). Returns the metrics dictionary also written to ``metrics.json``.
+
+    ``log="tensorboard"`` also writes training curves, validation errors and vorticity images to
+    ``out/tensorboard/<protocol>/seed<s>/<variant>`` (rank 0 only; :mod:`~taichi_dp.learn.experiment_log`).
+    It is not part of ``config.json``: it does not change the result, so a resumed run may log differently.
     """
     cfg.validate()
+    explog = make_log(log if distributed.is_main() else "none", out)  # a missing package: reported before any work
     rt = ensure_init()
     out = Path(out)
     config_json = {"experiment": "karman", **asdict(cfg), "arch": rt.arch, "precision": rt.precision}
@@ -328,30 +339,62 @@ def run(
     re_ = train_data["reynolds"].to(rt.dtype).to(rt.device)
     base = karman(scale=cfg.train.scale, reynolds=re_).stepper
 
-    for protocol in cfg.protocols:
-        for seed in cfg.seeds:
-            for variant in cfg.variants:
-                if resume and _finished(out, protocol, seed, variant):
-                    continue  # finished in an earlier session
-                weights = _weights_file(out, protocol, seed, variant)
-                model, result = train_variant(
-                    cfg, variant, protocol, seed, ref, re_, base, state_dir=_ckpt_dir(out, protocol, seed), progress=progress
-                )
-                if distributed.is_main():
-                    io.save_checkpoint(weights, {"model": model.state_dict(), "losses": result.losses, "seconds": result.seconds})
-    if not distributed.is_main():
-        return {}  # rank 0 evaluates and writes the report
-    with distributed.single_process():
-        return evaluate_run(out, cache=cache, progress=progress, datagen_seconds=datagen_s)
+    with explog:
+        for protocol in cfg.protocols:
+            for seed in cfg.seeds:
+                for variant in cfg.variants:
+                    if resume and _finished(out, protocol, seed, variant):
+                        continue  # finished in an earlier session
+                    weights = _weights_file(out, protocol, seed, variant)
+                    model, result = train_variant(
+                        cfg,
+                        variant,
+                        protocol,
+                        seed,
+                        ref,
+                        re_,
+                        base,
+                        state_dir=_ckpt_dir(out, protocol, seed),
+                        progress=progress,
+                        log=explog.run(_log_name(protocol, seed, variant)) if explog.enabled else None,
+                    )
+                    if distributed.is_main():
+                        weights_blob = {"model": model.state_dict(), "losses": result.losses, "seconds": result.seconds}
+                        io.save_checkpoint(weights, weights_blob)
+        if not distributed.is_main():
+            return {}  # rank 0 evaluates and writes the report
+        with distributed.single_process():
+            return evaluate_run(out, cache=cache, progress=progress, datagen_seconds=datagen_s, log=explog)
+
+
+def _log_name(protocol: str, seed: int, variant: str) -> str:
+    """The TensorBoard sub-run of one trained model: ``<protocol>/seed<s>/<variant>``."""
+    return f"{protocol}/seed{seed}/{variant}"
 
 
 def evaluate_run(
-    run_dir: str | Path, *, cache: str | Path = "runs/cache", progress: bool = True, datagen_seconds: float | None = None
+    run_dir: str | Path,
+    *,
+    cache: str | Path = "runs/cache",
+    progress: bool = True,
+    datagen_seconds: float | None = None,
+    log: str | ExperimentLog = "none",
 ) -> dict:
     """Evaluate every trained variant × protocol × seed of a run folder on the test data and (re)write
-    ``metrics.json``, ``report.md`` and ``plots/``; returns the metrics."""
+    ``metrics.json``, ``report.md`` and ``plots/``; returns the metrics. ``log`` (a kind of
+    :func:`~taichi_dp.learn.experiment_log.make_log`, or an open log, left open) also records the
+    validation errors and vorticity images of every trained model at step = its number of updates."""
+    own_log = isinstance(log, str)
+    explog = make_log(log, run_dir) if isinstance(log, str) else log
+    try:
+        return _evaluate_run(Path(run_dir), cache, progress, datagen_seconds, explog)
+    finally:
+        if own_log:
+            explog.close()
+
+
+def _evaluate_run(out: Path, cache: str | Path, progress: bool, datagen_seconds: float | None, explog: ExperimentLog) -> dict:
     rt = ensure_init()
-    out = Path(run_dir)
     cfg = load_config(out)
     test_data = load_or_generate(cfg.test, cache, progress=progress)
     base = karman(scale=cfg.train.scale, reynolds=torch.tensor(cfg.test.reynolds, dtype=rt.dtype, device=rt.device)).stepper
@@ -376,6 +419,9 @@ def evaluate_run(
                 errors.setdefault(protocol, {}).setdefault(variant, []).append(e)
                 if seed == cfg.seeds[0]:
                     trajectories[f"{variant} ({protocol})"] = e["traj"]
+                if explog.enabled:
+                    steps = training[protocol][variant][-1]["iterations"]
+                    _log_evaluation(explog.run(_log_name(protocol, seed, variant)), cfg, steps, e, source, test_data)
     metrics = _metrics(cfg, source, errors, training)
     if datagen_seconds is not None:
         metrics["datagen_seconds"] = datagen_seconds
@@ -509,6 +555,39 @@ def _vorticity(v: torch.Tensor) -> torch.Tensor:
     return (vx[..., 1:, 1:-1] - vx[..., :-1, 1:-1]) - (vy[..., 1:-1, 1:] - vy[..., 1:-1, :-1])
 
 
+def _strip_times(steps: int) -> list[int]:
+    """The rollout steps (0-based indices into a trajectory of ``steps`` states) shown in the vorticity strips."""
+    return sorted({min(t, steps - 1) for t in (9, 49, 99, steps - 1)})
+
+
+def _vorticity_strip(traj: torch.Tensor, times: list[int], vmax: float) -> torch.Tensor:
+    """The vorticity of ``traj[t]`` for each of ``times`` side by side (white gaps): an RGB image ``(3, H, W)``."""
+    tiles = [colour_image(_vorticity(traj[t].float()), vmax) for t in times]
+    gap = torch.ones(3, tiles[0].shape[1], 2)
+    return torch.cat([x for tile in tiles for x in (tile, gap)][:-1], dim=2)
+
+
+def _log_evaluation(log: RunLog, cfg: KarmanExperimentConfig, steps: int, e: dict, source: dict, test: dict) -> None:
+    """``val/*`` scalars (mean over the test Reynolds numbers per horizon, the bare source's as ``val/source_*``),
+    ``val_per_re/*`` (per test Re) and ``vorticity/{reference,source,corrected}`` strips (highest test Re, the
+    steps of ``plots/vorticity_strip.png``) of one trained model, at step = its number of updates."""
+    values = {}
+    for h in cfg.horizons:
+        for metric in ("l1", "l2"):
+            per_re = e[metric][:, :h].mean(1)
+            values[f"val/{metric}_h{h}"] = float(per_re.mean())
+            values[f"val/source_{metric}_h{h}"] = float(source[metric][:, :h].mean())
+            for r, v in zip(cfg.test.reynolds, per_re.tolist()):
+                values[f"val_per_re/{metric}_h{h}_re{r:g}"] = v
+    log.scalars(values, steps)
+    s = len(cfg.test.reynolds) - 1  # the highest (extrapolated) Reynolds number, as in the plots
+    times = _strip_times(source["traj"].shape[1])
+    reference = test["velocity"][s, 1:].float()
+    vmax = float(_vorticity(reference[times]).abs().max())
+    for name, traj in (("reference", reference), ("source", source["traj"][s]), ("corrected", e["traj"][s])):
+        log.image(f"vorticity/{name}", _vorticity_strip(traj, times, vmax), steps)
+
+
 def _plots(cfg: KarmanExperimentConfig, out: Path, m: dict, test: dict, source: torch.Tensor, trajs: dict) -> None:
     import matplotlib
 
@@ -526,8 +605,7 @@ def _plots(cfg: KarmanExperimentConfig, out: Path, m: dict, test: dict, source: 
     io.save_figure(out / "plots" / "error_over_time.png", fig)
 
     s = len(m["test_reynolds"]) - 1  # the highest (extrapolated) Reynolds number: the hardest case
-    t_last = source.shape[1] - 1
-    times = sorted({min(t, t_last) for t in (9, 49, 99, t_last)})
+    times = _strip_times(source.shape[1])
     rows = {"reference": test["velocity"][s, 1:].float(), "source": source[s], **{n: t[s] for n, t in trajs.items()}}
     vmax = float(_vorticity(rows["reference"][times]).abs().max())
     fig, axes = plt.subplots(len(times), len(rows), figsize=(1.6 * len(rows) + 1, 2.9 * len(times)), squeeze=False)

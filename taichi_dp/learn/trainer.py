@@ -63,6 +63,7 @@ class TrainResult:
     seconds: float = 0.0  # wall time of the optimisation loop (all sessions if resumed)
     iterations: int = 0  # completed iterations (all sessions); fewer than configured if the budget ran out
     stopped_by_budget: bool = False  # True when ``max_seconds`` ended the loop early
+    learning_rate: float = math.nan  # the learning rate of the latest update (for a ``callback``)
 
     @property
     def seconds_per_iteration(self) -> float:
@@ -137,6 +138,7 @@ def train(
     desc: str = "train",
     progress: bool = True,
     checkpoint: str | Path | None = None,
+    callback: Callable[[int, TrainResult], None] | None = None,
 ) -> TrainResult:
     """Minimise ``batch_loss(indices)`` over random mini-batches of sample indices ``[0, n_samples)``.
 
@@ -151,6 +153,12 @@ def train(
         checkpoint: if given, state is saved there atomically every ``checkpoint_every`` iterations and at
             the end (by rank 0 only); an existing checkpoint is resumed from (by every rank: the folder
             must be shared between nodes), giving the same result as an uninterrupted run.
+        callback: called after every update, on every rank, as ``callback(iteration, result)``:
+            ``result.losses[-1]`` is the loss of that iteration (== ``result.losses[iteration]``, the
+            global-batch mean) and ``result.learning_rate`` the learning rate of its update (as
+            :func:`taichi_dp.learn.inverse.smoke_control`'s callback, but its return value is ignored: a
+            stop would need every rank to agree). Used for experiment logging
+            (:mod:`taichi_dp.learn.experiment_log`); its time counts towards ``max_seconds``.
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
@@ -229,8 +237,9 @@ def train(
             if stop:
                 result.stopped_by_budget = True
                 break
+            lr = learning_rate(config, it, time_fraction)
             for group in opt.param_groups:
-                group["lr"] = learning_rate(config, it, time_fraction)
+                group["lr"] = lr
             idx = torch.randint(0, n_samples, (config.batch_size,), generator=gen)  # the global batch, on every rank
             if distributed:
                 local = dist.shard(idx)
@@ -254,6 +263,9 @@ def train(
             if bad is not None:
                 raise _non_finite_error(desc, f"parameter {bad} became NaN/Inf in the update (loss {value:.6g})", it, checkpoint)
             result.losses.append(value)
+            result.learning_rate = lr
+            if callback is not None:
+                callback(it, result)
             if timed:
                 bar.update(min(round(result.seconds + time.perf_counter() - t0), bar.total) - bar.n)
             else:

@@ -22,7 +22,7 @@ nd4 = ti.types.ndarray(ndim=4)
 
 
 @ti.func
-def _neighbour(p: ti.template(), fluid: ti.template(), b, i, k, bc: ti.template()):
+def cell_neighbour(p: ti.template(), fluid: ti.template(), b, i, k, bc: ti.template()):
     """Pressure at cell ``(i, k)`` (possibly one cell outside the domain: ghost value from ``bc`` with
     zero Dirichlet values) and its fluid weight (1 outside the domain unless periodic, where the wrapped
     cell's mask applies)."""
@@ -43,10 +43,10 @@ def _neighbour(p: ti.template(), fluid: ti.template(), b, i, k, bc: ti.template(
 def apply_a_at(p: ti.template(), fluid: ti.template(), b, i, j, bc: ti.template(), inv_hy2, inv_hx2):
     """``(A p)`` at cell ``(i, j)`` of sample ``b``."""
     centre = p[b, 0, i, j]
-    pd, wd = _neighbour(p, fluid, b, i - 1, j, bc)
-    pu, wu = _neighbour(p, fluid, b, i + 1, j, bc)
-    pl, wl = _neighbour(p, fluid, b, i, j - 1, bc)
-    pr, wr = _neighbour(p, fluid, b, i, j + 1, bc)
+    pd, wd = cell_neighbour(p, fluid, b, i - 1, j, bc)
+    pu, wu = cell_neighbour(p, fluid, b, i + 1, j, bc)
+    pl, wl = cell_neighbour(p, fluid, b, i, j - 1, bc)
+    pr, wr = cell_neighbour(p, fluid, b, i, j + 1, bc)
     lap = (wd * (centre - pd) + wu * (centre - pu)) * inv_hy2 + (wl * (centre - pl) + wr * (centre - pr)) * inv_hx2
     return ti.select(fluid[b % fluid.shape[0], 0, i, j] > 0.5, lap, centre)
 

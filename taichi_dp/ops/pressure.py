@@ -33,7 +33,7 @@ from ..grid.staggered import FlowBoundary, apply_boundary, check_staggered
 from ..runtime import check_state, check_tensor, ensure_init
 from . import multigrid
 from .linear_solve import solve_spd
-from .poisson import _neighbour, apply_poisson
+from .poisson import apply_poisson, cell_neighbour
 
 nd4 = ti.types.ndarray(ndim=4)
 
@@ -59,14 +59,14 @@ def _subtract_gradient_2d(
     for b, c, i, k in ti.ndrange(v.shape[0], 2, v.shape[2], v.shape[3]):
         h, w = p.shape[2], p.shape[3]
         valid = (c == 0 and k < w) or (c == 1 and i < h)
-        p_lo, w_lo = _neighbour(p, fluid, b, i - (1 - c), k - c, bc)
-        p_hi, w_hi = _neighbour(p, fluid, b, i, k, bc)
+        p_lo, w_lo = cell_neighbour(p, fluid, b, i - (1 - c), k - c, bc)
+        p_hi, w_hi = cell_neighbour(p, fluid, b, i, k, bc)
         grad = w_lo * w_hi * (p_hi - p_lo) * ti.select(c == 0, inv_hy, inv_hx)
         out[b, c, i, k] = v[b, c, i, k] - ti.select(valid, grad, 0.0)
 
 
 _DIVERGENCE = KernelOp(_divergence_2d, 1, 1, "divergence_2d")
-_SUBTRACT_GRADIENT = KernelOp(_subtract_gradient_2d, 2, 1, "subtract_gradient_2d")
+SUBTRACT_GRADIENT = KernelOp(_subtract_gradient_2d, 2, 1, "subtract_gradient_2d")
 
 
 # ---------------------------------------------------------------------------------- torch-facing
@@ -207,7 +207,7 @@ def apply_projection(
     if preconditioner == "multigrid":  # divergence, solve and gradient fused, with a hand-written adjoint
         return multigrid.project(multigrid.solver_for(grid, fluid, pbc.codes), v, guess, rtol=rtol, max_iter=max_iter)
     p = _plain_cg(-apply_divergence(v, grid), fluid, grid, pbc.codes, guess, rtol, max_iter)
-    (out,) = _SUBTRACT_GRADIENT((v, p), (v.shape,), (fluid, pbc.codes, 1.0 / hy, 1.0 / hx))
+    (out,) = SUBTRACT_GRADIENT((v, p), (v.shape,), (fluid, pbc.codes, 1.0 / hy, 1.0 / hx))
     return out, p
 
 

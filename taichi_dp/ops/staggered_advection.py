@@ -250,7 +250,7 @@ def apply_velocity_advection(
     """Advect the staggered ``v`` ``(B,2,H+1,W+1)`` by the staggered ``velocity`` for ``dt`` ``(B,)``
     (no validation; ``velocity`` may be ``v`` itself). Boundary faces are not re-imposed here."""
     hy, hx = grid.spacing
-    consts = (_component_bc(boundary, 0), _component_bc(boundary, 1), 1.0 / hy, 1.0 / hx)
+    consts = (component_bc(boundary, 0), component_bc(boundary, 1), 1.0 / hy, 1.0 / hx)
     (v_hat,) = _SL_VELOCITY((v, velocity, dt), (v.shape,), consts)
     if scheme == "semi_lagrangian":
         return v_hat
@@ -277,8 +277,8 @@ def apply_scalar_advection(
     consts = (
         scalar_boundary.codes,
         scalar_boundary.values,
-        _component_bc(boundary, 0),
-        _component_bc(boundary, 1),
+        component_bc(boundary, 0),
+        component_bc(boundary, 1),
         1.0 / hy,
         1.0 / hx,
     )
@@ -288,7 +288,7 @@ def apply_scalar_advection(
     return _MC_SCALAR((q, q_hat, velocity, dt), (q.shape,), consts)[0]
 
 
-def _component_bc(boundary: FlowBoundary, c: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
+def component_bc(boundary: FlowBoundary, c: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """``(codes, values)`` of velocity component ``c``: the compile-time boundary description."""
     bc = boundary.component(c)
     return bc.codes, bc.values

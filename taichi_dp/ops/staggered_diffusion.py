@@ -22,7 +22,7 @@ from ..grid import PERIODIC, Grid
 from ..grid.staggered import FlowBoundary, apply_boundary, free_faces
 from ._stencil import ghost
 from .linear_solve import solve_spd
-from .staggered_advection import _component_bc
+from .staggered_advection import component_bc
 
 nd1 = ti.types.ndarray(ndim=1)
 nd4 = ti.types.ndarray(ndim=4)
@@ -86,7 +86,7 @@ def apply_velocity_diffusion(
     """Explicit viscosity step ``v + ν Δt L(v)`` of a staggered velocity (no validation; ``nu``, ``dt``:
     ``(B,)``). Differentiable w.r.t. ``v``, ``nu`` and ``dt``."""
     hy, hx = grid.spacing
-    consts = (_component_bc(boundary, 0), _component_bc(boundary, 1), 1.0 / hy**2, 1.0 / hx**2)
+    consts = (component_bc(boundary, 0), component_bc(boundary, 1), 1.0 / hy**2, 1.0 / hx**2)
     return _ADD_LAPLACIAN_MAC((v, nu * dt), (v.shape,), consts)[0]
 
 
@@ -117,7 +117,7 @@ def apply_velocity_diffusion_implicit(
     free = free_faces(grid, boundary, fluid, v.dtype, v.device)
     g = apply_boundary(v, grid, boundary, fluid) * (1 - free)  # imposed values on fixed faces
     k = nu * dt
-    full = (_component_bc(boundary, 0), _component_bc(boundary, 1), 1.0 / hy**2, 1.0 / hx**2)
+    full = (component_bc(boundary, 0), component_bc(boundary, 1), 1.0 / hy**2, 1.0 / hx**2)
     homogeneous = tuple((codes, tuple(0.0 for _ in values)) for codes, values in full[:2]) + full[2:]
     rhs = free * (v + _ADD_LAPLACIAN_MAC((g, k), (g.shape,), full)[0] - g)
 

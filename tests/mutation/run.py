@@ -94,10 +94,10 @@ MUTANTS: tuple[Mutant, ...] = (
     # ---------------------------------------------------------------- bridge.py
     Mutant(
         "taichi_dp/grad_routes.py",
-        "o.grad = g.detach().clone(memory_format=torch.contiguous_format)",
-        "o.grad = g.detach().contiguous()",
-        ("tests/test_bridge.py",),
-        "the incoming gradient handed to kernel.grad, which zeroes it (caller's tensor modified)",
+        "leaf.grad = torch.zeros_like(leaf)",
+        "leaf.grad = torch.ones_like(leaf)",
+        ("tests/test_grad_routes.py", "tests/test_bridge.py"),
+        "kernel.grad accumulates into a stale (non-zero) gradient buffer",
     ),
     Mutant(
         "taichi_dp/bridge.py",
