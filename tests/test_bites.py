@@ -170,6 +170,7 @@ def test_relative_errors_by_hand():
     torch.testing.assert_close(relative_errors(pred, ref, 2), torch.tensor([[2**0.5 / 10**0.5], [2.0 / 1.0]], dtype=F64))
 
 
+@pytest.mark.slow  # a karman evaluation
 def test_karman_evaluation_reports_l1_as_l1():
     """Bug: ``karman_experiment.evaluate`` computing its ``"l1"`` entry with ``p=2``. The reported L1 and
     L2 errors must be those of the returned trajectory against the reference."""

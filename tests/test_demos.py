@@ -71,6 +71,7 @@ def test_burgers_demo_bad_run_folders(burgers_run, tmp_path):
 BURGERS_SHIPPED = ("config.json", "config.json.sha256", "report.md", "checkpoints/non.pt", "checkpoints/sol8.pt")
 
 
+@pytest.mark.slow  # a corrected Burgers rollout
 def test_shipped_pretrained_burgers_corrector_loads_and_corrects():
     """models/pretrained/burgers_quick is a run folder of ``python -m taichi_dp burgers``: every file is there
     and matches its digest, it loads through the same path as a user's run, and on new initial states at the

@@ -169,6 +169,7 @@ def test_pre_variant_trains_on_uncorrected_source_trajectories(tmp_path):
         assert not torch.allclose(loss(torch.tensor([0])), loss(torch.tensor([1])))
 
 
+@pytest.mark.slow  # karman rollouts
 def test_reprojected_correction_keeps_the_velocity_divergence_free():
     """``StaggeredCorrection(reproject=True)``: v + Δv is divergence-free in every fluid cell, and the
     gradient flows through the projection (implicit adjoint) to the network."""

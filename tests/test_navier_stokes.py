@@ -82,6 +82,7 @@ def test_gradient_wrt_a_forcing_field():
     assert torch.autograd.gradcheck(lambda f: rollout(_small_channel(0.01, f)[0], v0, 2, include_initial=False), (f,))
 
 
+@pytest.mark.slow  # a 32-step unroll
 def test_karman_gradients_stay_finite_over_32_unrolled_steps():
     """A known failure of PhiFlow: gradients through 32+ wake steps blow up. Here they stay finite."""
     re = torch.tensor([150.0], dtype=torch.float64, requires_grad=True)
@@ -184,6 +185,7 @@ def test_implicit_viscosity_step_gradcheck_and_large_dt():
     assert float(divergence(v, grid).abs().max()) < 1e-8
 
 
+@pytest.mark.slow  # multi-step rollouts
 def test_implicit_and_explicit_viscosity_agree_for_small_steps():
     scene = taylor_green(16, nu=0.05, dt=0.01)
     implicit = NavierStokes(

@@ -43,6 +43,7 @@ def _random_state(h: int, w: int, batch: int = 1, seed: int = 0, open_bottom: bo
     return ref._zero_bc(v, open_bottom)
 
 
+@pytest.mark.slow  # 13 float64 steps, plain CG to 1e-8
 @pytest.mark.parametrize("bottom", ["open", "closed"])
 def test_matches_stored_phiflow_reference(bottom):
     data = np.load(DATA)

@@ -140,7 +140,7 @@ def test_divergence_free(bname, mname, pc):
 @pytest.mark.parametrize("pc", PRECONDITIONERS)
 @pytest.mark.parametrize("mname", MASKS)
 @pytest.mark.parametrize("bname", BOUNDARIES)
-@pytest.mark.parametrize("grid", [SMALL, GRID], ids=["5x4", "6x7"])
+@pytest.mark.parametrize("grid", [SMALL, pytest.param(GRID, marks=pytest.mark.slow)], ids=["5x4", "6x7"])  # 6x7: CI only
 def test_matches_dense_reference(grid, bname, mname, pc):
     fb, mask = BOUNDARIES[bname], make_mask(mname, grid)
     v = random_v(grid, 2, seed=3)
@@ -296,6 +296,7 @@ def test_adjoint_tolerance_is_relative():
     torch.testing.assert_close(scaled, 1e-12 * unscaled, rtol=1e-6, atol=0)
 
 
+@pytest.mark.slow  # several tight (1e-8) solves on a 24x20 channel and a periodic box
 @pytest.mark.parametrize("pc", PRECONDITIONERS)
 def test_warm_start(pc):
     grid = Grid.rect((24, 20), (1.2, 1.0))

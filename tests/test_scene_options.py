@@ -122,6 +122,7 @@ def test_karman_user_v0_gets_the_boundary_conditions():
     assert v1.grad is not None and float(v1.grad.abs().sum()) > 0
 
 
+@pytest.mark.slow  # karman steps per obstacle option
 def test_karman_obstacles_mask_list_and_none():
     grid = karman_grid()
     shapes = [Disc((50.0, 30.0), 8.0), Box((100.0, 60.0), (120.0, 80.0))]
@@ -144,6 +145,7 @@ def test_karman_obstacles_mask_list_and_none():
     assert bool((scene.state0[0, 0][inside] == 0).all()) and bool((scene.stepper.inflow_mask[0, 0][inside] == 0).all())
 
 
+@pytest.mark.slow  # karman steps
 def test_karman_inflow_profile_parabolic():
     grid = karman_grid()
     h, w = grid.shape

@@ -57,7 +57,8 @@ def test_diffusion_of_a_sine_decays_at_the_analytic_rate():
     assert ratio == pytest.approx(math.exp(-kappa * (2 * math.pi) ** 2 * dt * steps), rel=0.01)
 
 
-@pytest.mark.parametrize("diffusion", ["explicit", "implicit"])
+# implicit: three CG solves per gradcheck probe (CI only)
+@pytest.mark.parametrize("diffusion", ["explicit", pytest.param("implicit", marks=pytest.mark.slow)])
 def test_advection_diffusion_gradcheck_wrt_state_velocity_and_kappa(diffusion):
     torch.manual_seed(3)
     grid = tdp.Grid.rect((5, 6), (1.0, 1.2))
@@ -151,6 +152,7 @@ def test_steppers_follow_the_base_contract():
         assert issubclass(cls, Stepper) and "__call__" not in vars(cls), cls
 
 
+@pytest.mark.slow  # builds and steps every scene
 def test_every_scene_is_a_scene():
     from taichi_dp.scenes import Scene, karman, lid_driven_cavity, pbdl_burgers, pbdl_karman, smoke_plume, taylor_green
 
