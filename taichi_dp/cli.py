@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Taichi's native warnings (e.g. a kernel-cache lock held by another process) would break the promise
     # of one `error:`/`warning:` line per problem; TI_LOG_LEVEL=warn brings them back.
-    log_level = os.environ.setdefault("TI_LOG_LEVEL", "error") if "TI_LOG_LEVEL" not in os.environ else None
+    quiet_taichi = "TI_LOG_LEVEL" not in os.environ
+    if quiet_taichi:
+        os.environ["TI_LOG_LEVEL"] = "error"
     formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return _dispatch(args)
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(e, f"unexpected {type(e).__name__}: ")
     finally:  # in-process callers (tests, notebooks) keep their own warning format and Taichi log level
         warnings.formatwarning = formatwarning
-        if log_level is not None:
+        if quiet_taichi:
             os.environ.pop("TI_LOG_LEVEL", None)
 
 
