@@ -1,4 +1,4 @@
-"""The masked pressure Poisson operator ``A`` on a cell-centred 2D grid (see :mod:`taichi_dp.ops.pressure`):
+"""The masked pressure Poisson operator ``A`` on a cell-centred 2D or 3D grid (see :mod:`taichi_dp.ops.pressure`):
 
     (A p)_c = Σ_neighbours n  w_n (p_c − p_n) / h²     on fluid cells (w_n = 1 if n is fluid, else 0)
     (A p)_c = p_c                                         on solid cells
@@ -16,53 +16,72 @@ import torch
 
 from ..bridge import KernelOp
 from ..grid import PERIODIC, Grid
-from ._stencil import ghost
+from ._stencil import cell, ghost
 
-nd4 = ti.types.ndarray(ndim=4)
-
-
-@ti.func
-def cell_neighbour(p: ti.template(), fluid: ti.template(), b, i, k, bc: ti.template()):
-    """Pressure at cell ``(i, k)`` (possibly one cell outside the domain: ghost value from ``bc`` with
-    zero Dirichlet values) and its fluid weight (1 outside the domain unless periodic, where the wrapped
-    cell's mask applies)."""
-    h, w = p.shape[2], p.shape[3]
-    ji, _, si = ghost(i, h, bc[0], bc[1], 0.0, 0.0)
-    jk, _, sk = ghost(k, w, bc[2], bc[3], 0.0, 0.0)
-    inside_i = 0 <= i < h
-    inside_k = 0 <= k < w
-    if ti.static(bc[0] == PERIODIC):
-        inside_i = True
-    if ti.static(bc[2] == PERIODIC):
-        inside_k = True
-    weight = ti.select(inside_i and inside_k, fluid[b % fluid.shape[0], 0, ji, jk], 1.0)
-    return si * sk * p[b, 0, ji, jk], weight
+nda = ti.types.ndarray()  # (B, C, *spatial): the rank, hence the grid dimension, is fixed per compiled instance
 
 
 @ti.func
-def apply_a_at(p: ti.template(), fluid: ti.template(), b, i, j, bc: ti.template(), inv_hy2, inv_hx2):
-    """``(A p)`` at cell ``(i, j)`` of sample ``b``."""
-    centre = p[b, 0, i, j]
-    pd, wd = cell_neighbour(p, fluid, b, i - 1, j, bc)
-    pu, wu = cell_neighbour(p, fluid, b, i + 1, j, bc)
-    pl, wl = cell_neighbour(p, fluid, b, i, j - 1, bc)
-    pr, wr = cell_neighbour(p, fluid, b, i, j + 1, bc)
-    lap = (wd * (centre - pd) + wu * (centre - pu)) * inv_hy2 + (wl * (centre - pl) + wr * (centre - pr)) * inv_hx2
-    return ti.select(fluid[b % fluid.shape[0], 0, i, j] > 0.5, lap, centre)
+def cell_neighbour(p: ti.template(), fluid: ti.template(), b, ix, bc: ti.template()):
+    """Pressure at the cell with per-axis index ``ix`` (possibly one cell outside the domain on any axis:
+    ghost value from ``bc`` with zero Dirichlet values) and its fluid weight (1 outside the domain unless
+    periodic, where the wrapped cell's mask applies)."""
+    nd = ti.static(len(p.shape) - 2)
+    jx = ix
+    sign = 1.0
+    inside = True
+    for a in ti.static(range(nd)):
+        j, _, s = ghost(ix[a], p.shape[2 + a], bc[2 * a], bc[2 * a + 1], 0.0, 0.0)
+        jx[a] = j
+        sign *= s
+        if ti.static(bc[2 * a] != PERIODIC):
+            inside = inside and 0 <= ix[a] < p.shape[2 + a]
+    weight = ti.select(inside, fluid[cell(b % fluid.shape[0], 0, jx)], 1.0)
+    return sign * p[cell(b, 0, jx)], weight
+
+
+@ti.func
+def apply_a_at(p: ti.template(), fluid: ti.template(), b, ix, bc: ti.template(), inv_h2: ti.template()):
+    """``(A p)`` at the cell ``ix`` (per-axis index) of sample ``b``; ``inv_h2``: ``1/h²`` per axis."""
+    nd = ti.static(len(p.shape) - 2)
+    centre = p[cell(b, 0, ix)]
+    lap = 0.0
+    for a in ti.static(range(nd)):
+        lo = ix
+        lo[a] -= 1
+        hi = ix
+        hi[a] += 1
+        p_lo, w_lo = cell_neighbour(p, fluid, b, lo, bc)
+        p_hi, w_hi = cell_neighbour(p, fluid, b, hi, bc)
+        lap += (w_lo * (centre - p_lo) + w_hi * (centre - p_hi)) * inv_h2[a]
+    return ti.select(fluid[cell(b % fluid.shape[0], 0, ix)] > 0.5, lap, centre)
+
+
+@ti.func
+def spatial(ix):
+    """The per-axis cell index of the array index ``ix = (b, c, *cell)``."""
+    return ti.Vector([ix[2 + a] for a in ti.static(range(ix.n - 2))], dt=ti.i32)
 
 
 @ti.kernel
-def _neg_laplacian_2d(p: nd4, out: nd4, fluid: nd4, bc: ti.template(), inv_hy2: float, inv_hx2: float, serial: ti.template()):
-    """out = A p: Σ_neighbours w_n (p_c − p_n) / h² on fluid cells (w_n: neighbour is fluid), p_c on solid cells."""
+def _neg_laplacian(p: nda, out: nda, fluid: nda, bc: ti.template(), inv_h2_0: float, inv_h2_1: float,
+                   inv_h2_2: float, serial: ti.template()):
+    """out = A p: Σ_neighbours w_n (p_c − p_n) / h² on fluid cells (w_n: neighbour is fluid), p_c on solid cells.
+    ``inv_h2_a``: ``1/h²`` per axis in axis order (unused trailing entries 0: one compiled kernel per rank)."""
     ti.loop_config(serialize=serial)
-    for b, i, j in ti.ndrange(p.shape[0], p.shape[2], p.shape[3]):
-        out[b, 0, i, j] = apply_a_at(p, fluid, b, i, j, bc, inv_hy2, inv_hx2)
+    for ix in ti.grouped(ti.ndrange(*out.shape)):
+        out[ix] = apply_a_at(p, fluid, ix[0], spatial(ix), bc, ti.static((inv_h2_0, inv_h2_1, inv_h2_2)))
 
 
-_NEG_LAPLACIAN = KernelOp(_neg_laplacian_2d, 1, 1, "neg_laplacian_2d")
+_NEG_LAPLACIAN = KernelOp(_neg_laplacian, 1, 1, "neg_laplacian")
 
 
 def apply_poisson(p: torch.Tensor, fluid: torch.Tensor, grid: Grid, codes: tuple[int, ...]) -> torch.Tensor:
-    """``A p`` for ``p`` ``(B, 1, H, W)``, mask ``fluid`` ``(B or 1, 1, H, W)`` and pressure boundary ``codes``."""
-    hy, hx = grid.spacing
-    return _NEG_LAPLACIAN((p,), (p.shape,), (fluid, codes, 1.0 / hy**2, 1.0 / hx**2))[0]
+    """``A p`` for ``p`` ``(B, 1, *spatial)``, mask ``fluid`` ``(B or 1, 1, *spatial)`` and pressure boundary ``codes``."""
+    return _NEG_LAPLACIAN((p,), (p.shape,), (fluid, codes, *inv_h_powers(grid, 2)))[0]
+
+
+def inv_h_powers(grid: Grid, power: int) -> tuple[float, float, float]:
+    """``1/h^power`` per axis, padded with zeros to three entries (the kernels' per-axis float arguments)."""
+    vals = [1.0 / h**power for h in grid.spacing]
+    return tuple(vals + [0.0] * (3 - len(vals)))

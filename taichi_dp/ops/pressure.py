@@ -24,6 +24,8 @@ tolerance relative to the incoming gradient, never differentiating through the i
 
 # No `from __future__ import annotations`: Taichi reads kernel annotations at definition time.
 
+import math
+
 import taichi as ti
 import torch
 
@@ -32,55 +34,70 @@ from ..grid import CONSTANT_OUTSIDE, DIRICHLET, Grid
 from ..grid.staggered import FlowBoundary, apply_boundary, check_staggered
 from ..runtime import check_state, check_tensor, ensure_init
 from . import multigrid
+from ._stencil import replaced
 from .linear_solve import solve_spd
-from .poisson import apply_poisson, cell_neighbour
+from .poisson import apply_poisson, cell_neighbour, inv_h_powers, spatial
 
-nd4 = ti.types.ndarray(ndim=4)
+nda = ti.types.ndarray()  # (B, C, *spatial): the rank, hence the grid dimension, is fixed per compiled instance
 
 PRECONDITIONERS = ("multigrid", "none")
 
 
 # ---------------------------------------------------------------------------------------- kernels
 @ti.kernel
-def _divergence_2d(v: nd4, out: nd4, inv_hy: float, inv_hx: float, serial: ti.template()):
-    """out[b,0,i,j] = (v_y[i+1,j] − v_y[i,j]) / h_y + (v_x[i,j+1] − v_x[i,j]) / h_x."""
+def _divergence(v: nda, out: nda, inv_h0: float, inv_h1: float, inv_h2: float, serial: ti.template()):
+    """out[b,0,cell] = Σ_a (v_a[cell + e_a] − v_a[cell]) / h_a: the staggered faces' net outflow per cell."""
     ti.loop_config(serialize=serial)
-    for b, i, j in ti.ndrange(out.shape[0], out.shape[2], out.shape[3]):
-        out[b, 0, i, j] = (v[b, 0, i + 1, j] - v[b, 0, i, j]) * inv_hy + (v[b, 1, i, j + 1] - v[b, 1, i, j]) * inv_hx
+    for ix in ti.grouped(ti.ndrange(*out.shape)):
+        inv_h = ti.static((inv_h0, inv_h1, inv_h2))
+        acc = 0.0
+        for a in ti.static(range(len(out.shape) - 2)):
+            lo = replaced(ix, 1, a)
+            hi = lo
+            hi[2 + a] += 1
+            acc += (v[hi] - v[lo]) * inv_h[a]
+        out[ix] = acc
 
 
 @ti.kernel
-def _subtract_gradient_2d(
-    v: nd4, p: nd4, out: nd4, fluid: nd4, bc: ti.template(), inv_hy: float, inv_hx: float, serial: ti.template()
-):
-    """out = v − w_lo w_hi (p_hi − p_lo) / h on every face (w: both neighbouring cells fluid); padding
+def _subtract_gradient(v: nda, p: nda, out: nda, fluid: nda, bc: ti.template(), inv_h0: float, inv_h1: float,
+                       inv_h2: float, serial: ti.template()):
+    """out = v − w_lo w_hi (p_hi − p_lo) / h on every real face (w: both neighbouring cells fluid); padding
     entries are copied."""
     ti.loop_config(serialize=serial)
-    for b, c, i, k in ti.ndrange(v.shape[0], 2, v.shape[2], v.shape[3]):
-        h, w = p.shape[2], p.shape[3]
-        valid = (c == 0 and k < w) or (c == 1 and i < h)
-        p_lo, w_lo = cell_neighbour(p, fluid, b, i - (1 - c), k - c, bc)
-        p_hi, w_hi = cell_neighbour(p, fluid, b, i, k, bc)
-        grad = w_lo * w_hi * (p_hi - p_lo) * ti.select(c == 0, inv_hy, inv_hx)
-        out[b, c, i, k] = v[b, c, i, k] - ti.select(valid, grad, 0.0)
+    for ix in ti.grouped(ti.ndrange(*v.shape)):
+        nd = ti.static(len(v.shape) - 2)
+        inv_h = ti.static((inv_h0, inv_h1, inv_h2))
+        hi = spatial(ix)
+        grad = 0.0
+        for a in ti.static(range(nd)):
+            if ix[1] == a:
+                real = True  # component a's faces are real where every other axis is inside the grid
+                for e in ti.static(range(nd)):
+                    if ti.static(e != a):
+                        real = real and hi[e] < p.shape[2 + e]
+                lo = hi
+                lo[a] -= 1
+                p_lo, w_lo = cell_neighbour(p, fluid, ix[0], lo, bc)
+                p_hi, w_hi = cell_neighbour(p, fluid, ix[0], hi, bc)
+                grad = ti.select(real, w_lo * w_hi * (p_hi - p_lo) * inv_h[a], 0.0)
+        out[ix] = v[ix] - grad
 
 
-_DIVERGENCE = KernelOp(_divergence_2d, 1, 1, "divergence_2d")
-SUBTRACT_GRADIENT = KernelOp(_subtract_gradient_2d, 2, 1, "subtract_gradient_2d")
+_DIVERGENCE = KernelOp(_divergence, 1, 1, "divergence")
+_SUBTRACT_GRADIENT = KernelOp(_subtract_gradient, 2, 1, "subtract_gradient")
 
 
 # ---------------------------------------------------------------------------------- torch-facing
 def divergence(v: torch.Tensor, grid: Grid) -> torch.Tensor:
-    """Cell-centred divergence ``(B, 1, H, W)`` of a staggered velocity ``(B, 2, H+1, W+1)``."""
+    """Cell-centred divergence ``(B, 1, *spatial)`` of a staggered velocity ``(B, nd, *(N + 1))``."""
     check_staggered("v", v, grid)
     return apply_divergence(v, grid)
 
 
 def apply_divergence(v: torch.Tensor, grid: Grid) -> torch.Tensor:
     """:func:`divergence` without validation."""
-    h, w = grid.shape
-    hy, hx = grid.spacing
-    return _DIVERGENCE((v,), ((v.shape[0], 1, h, w),), (1.0 / hy, 1.0 / hx))[0]
+    return _DIVERGENCE((v,), ((v.shape[0], 1, *grid.shape),), inv_h_powers(grid, 1))[0]
 
 
 def project(
@@ -98,11 +115,11 @@ def project(
     """Project a staggered velocity onto divergence-free fields (see module docstring).
 
     Args:
-        v: ``(B, 2, H+1, W+1)`` staggered velocity (layout in :mod:`taichi_dp.grid.staggered`).
-        grid: the 2D grid.
+        v: ``(B, nd, *(N + 1))`` staggered velocity (layout in :mod:`taichi_dp.grid.staggered`).
+        grid: the 2D or 3D grid.
         boundary: flow boundary conditions (walls, inflow, outflow, periodic).
-        fluid: optional ``(B or 1, 1, H, W)`` mask, 1 = fluid, 0 = solid obstacle (bool or float).
-        pressure_guess: ``(B, 1, H, W)`` warm start for the Poisson solve (e.g. the previous step's).
+        fluid: optional ``(B or 1, 1, *spatial)`` mask, 1 = fluid, 0 = solid obstacle (bool or float).
+        pressure_guess: ``(B, 1, *spatial)`` warm start for the Poisson solve (e.g. the previous step's).
         rtol: CG tolerance relative to ``‖D v‖`` (and, in backward, to the incoming gradient).
         max_iter: CG iteration cap (a ``NotConvergedWarning`` with the residual when reached).
         preconditioner: ``"multigrid"`` (default: the fused multigrid-preconditioned CG of
@@ -118,7 +135,7 @@ def project(
 
     Returns:
         ``(v⁺, p)``: the projected velocity with the boundary conditions imposed, and the pressure
-        ``(B, 1, H, W)``. Both are differentiable w.r.t. ``v``.
+        ``(B, 1, *spatial)``. Both are differentiable w.r.t. ``v``.
     """
     check_staggered("v", v, grid)
     if not isinstance(boundary, FlowBoundary):
@@ -150,9 +167,10 @@ def check_flux_balance(grid: Grid, boundary: FlowBoundary) -> None:
     if boundary.has_outflow:
         return
     net = 0.0
+    extents = [hi - lo for lo, hi in grid.bounds]
     for axis, (lo, hi) in enumerate(boundary.sides):
-        length = grid.bounds[1 - axis][1] - grid.bounds[1 - axis][0]  # the side's extent
-        net += (getattr(lo, "speed", 0.0) - getattr(hi, "speed", 0.0)) * length
+        area = math.prod(e for a, e in enumerate(extents) if a != axis)  # the side's length (2D) or area (3D)
+        net += (getattr(lo, "speed", 0.0) - getattr(hi, "speed", 0.0)) * area
     if abs(net) > 1e-12:
         raise ValueError(
             f"boundary {boundary.sides} lets a net volume flux of {net:g} into the domain and has no Outflow side: "
@@ -161,17 +179,18 @@ def check_flux_balance(grid: Grid, boundary: FlowBoundary) -> None:
 
 
 def fluid_mask(fluid: torch.Tensor | None, grid: Grid, batch: int) -> torch.Tensor:
-    """Validate an obstacle mask and return it as a ``(B or 1, 1, H, W)`` 0/1 tensor of the runtime dtype
+    """Validate an obstacle mask and return it as a ``(B or 1, 1, *spatial)`` 0/1 tensor of the runtime dtype
     (all fluid when ``None``; the input itself when it already is one). Raises ``ValueError`` for a
     wrong shape or a sample with no fluid cell."""
     rt = ensure_init()
-    h, w = grid.shape
+    shape = tuple(grid.shape)
     if fluid is None:
-        return torch.ones(1, 1, h, w, dtype=rt.dtype, device=rt.device)
+        return torch.ones(1, 1, *shape, dtype=rt.dtype, device=rt.device)
     if not isinstance(fluid, torch.Tensor):
         raise TypeError(f"fluid must be a torch.Tensor mask, got {type(fluid).__name__}")
-    if fluid.ndim != 4 or fluid.shape[1] != 1 or tuple(fluid.shape[2:]) != (h, w) or fluid.shape[0] not in (1, batch):
-        raise ValueError(f"fluid must have shape (1 or {batch}, 1, {h}, {w}) to match the velocity, got {tuple(fluid.shape)}")
+    if fluid.ndim != 2 + len(shape) or fluid.shape[1] != 1 or tuple(fluid.shape[2:]) != shape or fluid.shape[0] not in (1, batch):
+        expected = ", ".join(str(n) for n in shape)
+        raise ValueError(f"fluid must have shape (1 or {batch}, 1, {expected}) to match the velocity, got {tuple(fluid.shape)}")
     mask = (fluid.detach() > 0.5).to(dtype=rt.dtype).contiguous()
     if fluid.dtype == mask.dtype and fluid.device == mask.device and not fluid.requires_grad and torch.equal(fluid, mask):
         mask = fluid  # already a clean mask: keep the same tensor (derived caches, e.g. multigrid, key on it)
@@ -194,8 +213,7 @@ def apply_projection(
     preconditioner: str = "multigrid",
     close_solid_faces: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`project` without validation; ``fluid`` is a ``(B or 1, 1, H, W)`` runtime-dtype mask."""
-    hy, hx = grid.spacing
+    """:func:`project` without validation; ``fluid`` is a ``(B or 1, 1, *spatial)`` runtime-dtype mask."""
     pbc = boundary.pressure()
     v = apply_boundary(v, grid, boundary, fluid if close_solid_faces else None)
     guess = None if pressure_guess is None else pressure_guess.detach()
@@ -207,7 +225,7 @@ def apply_projection(
     if preconditioner == "multigrid":  # divergence, solve and gradient fused, with a hand-written adjoint
         return multigrid.project(multigrid.solver_for(grid, fluid, pbc.codes), v, guess, rtol=rtol, max_iter=max_iter)
     p = _plain_cg(-apply_divergence(v, grid), fluid, grid, pbc.codes, guess, rtol, max_iter)
-    (out,) = SUBTRACT_GRADIENT((v, p), (v.shape,), (fluid, pbc.codes, 1.0 / hy, 1.0 / hx))
+    (out,) = _SUBTRACT_GRADIENT((v, p), (v.shape,), (fluid, pbc.codes, *inv_h_powers(grid, 1)))
     return out, p
 
 
@@ -231,6 +249,6 @@ def _plain_cg(
 
 
 def _fluid_mean(x: torch.Tensor, fluid: torch.Tensor) -> torch.Tensor:
-    """Per-sample mean of ``x`` over fluid cells, shape ``(B, 1, 1, 1)``."""
+    """Per-sample mean of ``x`` over fluid cells, shape ``(B, 1, 1, …)``."""
     f = fluid.expand_as(x)
-    return ((x * f).flatten(1).sum(1) / f.flatten(1).sum(1)).view(-1, 1, 1, 1)
+    return ((x * f).flatten(1).sum(1) / f.flatten(1).sum(1)).view(-1, *([1] * (x.ndim - 1)))

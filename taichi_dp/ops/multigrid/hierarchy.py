@@ -2,8 +2,8 @@
 couplings of ``A``, the Galerkin coarse levels, the dense coarsest inverse, packed into one ``stat``
 array with the :class:`.plan.Plan` that describes it.
 
-- hierarchy: both axes halve while they stay even and at least ``min_size``; prolongation ``P`` copies a
-  coarse value to its four children (fluid children only), restriction is ``Pᵀ`` and the coarse operator
+- hierarchy: every axis halves while all stay even and at least ``min_size``; prolongation ``P`` copies
+  a coarse value to its ``2**nd`` children (fluid children only), restriction is ``Pᵀ`` and the coarse operator
   is the Galerkin product ``A_c = Pᵀ A P`` restricted to fluid cells (computed exactly from the fine
   couplings: obstacles are seen by every level);
 - coarsest level: dense pseudo-inverse (≤ :data:`MAX_DENSE_COARSE` cells; it also handles the constant
@@ -11,6 +11,9 @@ array with the :class:`.plan.Plan` that describes it.
 """
 
 from __future__ import annotations
+
+import itertools
+import math
 
 import torch
 
@@ -31,55 +34,69 @@ COARSE_SWEEPS = 20
 
 
 def diagonal(fluid: torch.Tensor, grid: Grid, bc: tuple[int, ...]) -> torch.Tensor:
-    """Diagonal of ``A`` ``(B or 1, 1, H, W)``: per face, the neighbour's fluid weight (interior or across a
-    periodic seam), 2 for a Dirichlet boundary face (ghost −p), 0 for a zero-gradient one; over h²;
+    """Diagonal of ``A`` ``(B or 1, 1, *spatial)``: per face, the neighbour's fluid weight (interior or across
+    a periodic seam), 2 for a Dirichlet boundary face (ghost −p), 0 for a zero-gradient one; over h²;
     1 on solid cells."""
-    hy, hx = grid.spacing
     d = torch.zeros_like(fluid)
-    for dim, (lo, hi), inv_h2 in ((2, bc[0:2], 1.0 / hy**2), (3, bc[2:4], 1.0 / hx**2)):
+    for axis, h in enumerate(grid.spacing):
+        dim, lo, hi = 2 + axis, bc[2 * axis], bc[2 * axis + 1]
         n = fluid.shape[dim]
         for code, shift in ((lo, 1), (hi, -1)):  # lower neighbour: shift the mask down by one
             nb = torch.roll(fluid, shift, dims=dim)
             if code != PERIODIC:
                 nb.narrow(dim, 0 if shift == 1 else n - 1, 1).fill_(2.0 if code == DIRICHLET else 0.0)
-            d = d + nb * inv_h2
+            d = d + nb * (1.0 / h**2)
     return torch.where(fluid > 0.5, d, torch.ones_like(d)).contiguous()
 
 
 def couplings(fluid: torch.Tensor, grid: Grid, bc: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
-    """Lower-face couplings ``(c_y, c_x)`` of ``A``, each ``(B or 1, 1, H, W)``: ``c[i] = w_i w_{i−1} / h²``
-    (wrapping on a periodic axis, 0 on the first row/column otherwise)."""
+    """Lower-face couplings ``(c_0, …, c_{nd−1})`` of ``A`` (``(c_y, c_x)`` in 2D), each ``(B or 1, 1,
+    *spatial)``: ``c[i] = w_i w_{i−1} / h²`` along the axis (wrapping on a periodic axis, 0 on the first
+    cell otherwise)."""
     out = []
-    for dim, code, h in ((2, bc[0], grid.spacing[0]), (3, bc[2], grid.spacing[1])):
+    for axis, h in enumerate(grid.spacing):
+        dim = 2 + axis
         c = fluid * torch.roll(fluid, 1, dims=dim) / h**2
-        if code != PERIODIC:
+        if bc[2 * axis] != PERIODIC:
             c.narrow(dim, 0, 1).zero_()
         out.append(c.contiguous())
     return tuple(out)
 
 
-def _galerkin(fluid: torch.Tensor, diag: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The coarse level's ``(fluid, d, c_y, c_x)`` of ``Pᵀ A P`` on fluid cells (P: copy to fluid children)."""
-    fc = torch.nn.functional.max_pool2d(fluid, 2)
-    cyc = cy[..., 0::2, 0::2] + cy[..., 0::2, 1::2]  # the coarse cell's lower y face: its bottom children's
-    cxc = cx[..., 0::2, 0::2] + cx[..., 1::2, 0::2]
-    inner = cy[..., 1::2, 0::2] + cy[..., 1::2, 1::2] + cx[..., 0::2, 1::2] + cx[..., 1::2, 1::2]
-    d = torch.nn.functional.avg_pool2d(fluid * diag, 2) * 4 - 2 * inner
+def _children(x: torch.Tensor, offsets: tuple[int, ...]) -> torch.Tensor:
+    """The children of every coarse cell at ``offsets`` (0 or 1 per axis): ``x[..., o0::2, o1::2, …]``."""
+    return x[(Ellipsis, *(slice(o, None, 2) for o in offsets))]
+
+
+def _galerkin(fluid: torch.Tensor, diag: torch.Tensor, *coup: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The coarse level's ``(fluid, d, c_0, …)`` of ``Pᵀ A P`` on fluid cells (P: copy to fluid children).
+
+    A coarse cell's lower face along axis ``a`` is the lower faces of its children at offset 0 along ``a``
+    (any offset on the others); the couplings between its own children (at offset 1 along ``a``) cancel
+    from the diagonal twice (``Pᵀ A P`` sums the children's rows and columns)."""
+    nd = len(coup)
+    fc = torch.nn.functional.max_pool3d(fluid, 2) if nd == 3 else torch.nn.functional.max_pool2d(fluid, 2)
+    pool = torch.nn.functional.avg_pool3d if nd == 3 else torch.nn.functional.avg_pool2d
+    others = list(itertools.product((0, 1), repeat=nd - 1))
+    coarse = [sum(_children(c, (*o[:a], 0, *o[a:])) for o in others) for a, c in enumerate(coup)]
+    inner = sum(_children(c, (*o[:a], 1, *o[a:])) for a, c in enumerate(coup) for o in others)
+    d = pool(fluid * diag, 2) * 2**nd - 2 * inner
     d = torch.where(fc > 0.5, d, torch.ones_like(d))
-    return fc, d, cyc, cxc
+    return (fc, d, *coarse)
 
 
-def _dense(diag: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor) -> torch.Tensor:
+def _dense(diag: torch.Tensor, *coup: torch.Tensor) -> torch.Tensor:
     """The assembled level operator per mask sample, ``(B or 1, n, n)`` (float64)."""
-    bm, _, h, w = diag.shape
-    n = h * w
-    idx = torch.arange(n).view(h, w)
+    bm, shape = diag.shape[0], tuple(diag.shape[2:])
+    n = math.prod(shape)
+    idx = torch.arange(n).view(shape)
     mats = []
     for k in range(bm):
         a = torch.diag(diag[k, 0].flatten().double())
-        for c, nb in ((cy[k, 0], torch.roll(idx, 1, 0)), (cx[k, 0], torch.roll(idx, 1, 1))):
-            a.index_put_((idx.flatten(), nb.flatten()), -c.flatten().double(), accumulate=True)
-            a.index_put_((nb.flatten(), idx.flatten()), -c.flatten().double(), accumulate=True)
+        for axis, c in enumerate(coup):
+            nb = torch.roll(idx, 1, axis)
+            a.index_put_((idx.flatten(), nb.flatten()), -c[k, 0].flatten().double(), accumulate=True)
+            a.index_put_((nb.flatten(), idx.flatten()), -c[k, 0].flatten().double(), accumulate=True)
         mats.append(a)
     return torch.stack(mats)
 
@@ -87,32 +104,29 @@ def _dense(diag: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor) -> torch.Tens
 def build(
     grid: Grid, fluid: torch.Tensor, bc: tuple[int, ...], rt: Runtime, *, sweeps: int, alpha: float, min_size: int
 ) -> tuple[Plan, torch.Tensor, int]:
-    """The hierarchy of ``A`` for ``fluid`` ``(B or 1, 1, H, W)``: ``(plan, stat, n_levels)``, with ``stat``
+    """The hierarchy of ``A`` for ``fluid`` ``(B or 1, 1, *spatial)``: ``(plan, stat, n_levels)``, with ``stat``
     flat in the runtime's dtype on the mask's device (layout: :mod:`.plan`)."""
     f = fluid.to(torch.float64)
-    d = diagonal(f, grid, bc)
-    cy, cx = couplings(f, grid, bc)
-    levels = [(f, d, cy, cx)]
-    h, w = grid.shape
-    while h % 2 == 0 and w % 2 == 0 and h // 2 >= min_size and w // 2 >= min_size:
+    levels = [(f, diagonal(f, grid, bc), *couplings(f, grid, bc))]
+    shape = grid.shape
+    while all(s % 2 == 0 and s // 2 >= min_size for s in shape):
         levels.append(_galerkin(*levels[-1]))
-        h, w = h // 2, w // 2
-    n = grid.shape[0] * grid.shape[1]
+        shape = tuple(s // 2 for s in shape)
+    n = math.prod(grid.shape)
     layout, stat_parts, w_off, s_off = [], [], 5 * n, 0
-    for lvl, (_, dl, cyl, cxl) in enumerate(levels):
-        lh, lw = dl.shape[2:]
-        nl = lh * lw
+    for lvl, (_, dl, *cl) in enumerate(levels):
+        nl = math.prod(dl.shape[2:])
         x_off, rhs_off = (4 * n, n) if lvl == 0 else (w_off, w_off + nl)
         if lvl > 0:
             w_off += 2 * nl
-        layout.append((lh, lw, x_off, rhs_off, s_off))
-        stat_parts += [dl.flatten(1), (1.0 / dl).flatten(1), cyl.flatten(1), cxl.flatten(1)]
-        s_off += 4 * nl
+        layout.append((tuple(dl.shape[2:]), x_off, rhs_off, s_off))
+        stat_parts += [dl.flatten(1), (1.0 / dl).flatten(1), *(c.flatten(1) for c in cl)]
+        s_off += (2 + len(cl)) * nl
     fluid_off = s_off
     stat_parts += [f.flatten(1), f.flatten(1).sum(1, keepdim=True)]
     s_off += n + 1
     last = levels[-1]
-    n_low = last[1].shape[2] * last[1].shape[3]
+    n_low = math.prod(last[1].shape[2:])
     if n_low <= MAX_DENSE_COARSE:
         inv = torch.linalg.pinv(_dense(*last[1:]), hermitian=True)
         stat_parts.append(inv.flatten(1))
@@ -121,9 +135,10 @@ def build(
     else:
         coarse = (1, COARSE_SWEEPS)
     stat = torch.cat(stat_parts, dim=1).to(dtype=rt.dtype, device=fluid.device).contiguous().flatten()
+    nd = grid.ndim
     plan = Plan(
         levels=tuple(layout),
-        periodic=(bc[0] == PERIODIC, bc[2] == PERIODIC),
+        periodic=tuple(bc[2 * a] == PERIODIC for a in range(nd)),
         n=n,
         nw=w_off,
         ns=s_off,
@@ -133,8 +148,8 @@ def build(
         sweeps=sweeps,
         alpha=float(alpha),
         singular=DIRICHLET not in bc,
-        inv_h=(1.0 / grid.spacing[0], 1.0 / grid.spacing[1]),
-        dirichlet=((bc[0] == DIRICHLET, bc[1] == DIRICHLET), (bc[2] == DIRICHLET, bc[3] == DIRICHLET)),
+        inv_h=tuple(1.0 / h for h in grid.spacing),
+        dirichlet=tuple((bc[2 * a] == DIRICHLET, bc[2 * a + 1] == DIRICHLET) for a in range(nd)),
         parallel_level=PARALLEL_LEVEL if rt.arch == "cpu" and not bridge.FORCE_PARALLEL else 0,
     )
     return plan, stat, len(levels)

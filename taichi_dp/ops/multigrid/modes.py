@@ -10,7 +10,7 @@ dataclass, nothing else), and its start and finish kernels. Between them, the it
   (cells) and ``g_v = g_v_out − Dᵀ lam`` (faces).
 
 Every array is flat and contiguous (``view(-1)``), of the solver's dtype and device; cells are
-``(B, 1, H, W)``, faces the staggered ``(B, 2, H+1, W+1)``. A warm start ``x0`` (cells) selects the start
+``(B, 1, *spatial)``, faces the staggered ``(B, nd, *(N + 1))``. A warm start ``x0`` (cells) selects the start
 kernel that reads it; the projection's adjoint always starts cold.
 """
 
@@ -24,19 +24,19 @@ import torch
 from ...bridge import launch
 from .faces import _faces_minus, _rhs_adjoint, _rhs_minus_divergence
 from .pcg import _clear_scalars, _solution_mean, _solution_row, _start_cg, _write_solution
-from .plan import Plan, _stat_base, nd1
+from .plan import Plan, _stat_base, nd1, rows
 
 
 # ------------------------------------------------------------------------------------ kernels
 @ti.func
 def _rhs_cells(b: ti.template(), work: ti.template(), nb, plan: ti.template(), serial: ti.template()):
     """CG's ``r`` = ``b`` (cells)."""
-    h, w = ti.static(plan.levels[0][0], plan.levels[0][1])
+    h, w = ti.static(rows(plan.shape), plan.shape[plan.nd - 1])  # rows, row length
     ti.loop_config(serialize=serial)
     for s, i in ti.ndrange(nb, h):
         wb = s * plan.nw + i * w
         for j in range(w):
-            work[wb + plan.r + j] = b[s * plan.n + i * plan.levels[0][1] + j]
+            work[wb + plan.r + j] = b[s * plan.n + i * w + j]
 
 
 @ti.kernel
@@ -88,7 +88,7 @@ def _start_adjoint(g_v_out: nd1, g_p: nd1, work: nd1, stat: nd1, sc: nd1, nb: in
 def _finish_solve(b: nd1, x: nd1, work: nd1, stat: nd1, sc: nd1, nb: int, plan: ti.template(),
                   serial: ti.template()):
     """``x = live·f·(x_cg − mean) + (1 − f)·b``: the identity rows of solid cells keep ``b``."""
-    h, w, n = ti.static(plan.levels[0][0], plan.levels[0][1], plan.n)
+    h, w, n = ti.static(rows(plan.shape), plan.shape[plan.nd - 1], plan.n)  # rows, row length, cells
     _solution_mean(work, stat, sc, nb, plan, serial)
     ti.loop_config(serialize=serial)
     for s, i in ti.ndrange(nb, h):

@@ -11,7 +11,7 @@ several times the stencil).
 
 import taichi as ti
 
-from .plan import _ACC, _BB, _DONE, _ITERS, _MEAN, _NSC, _RR, _RZ, _TARGET, _stat_base, nd1
+from .plan import _ACC, _BB, _DONE, _ITERS, _MEAN, _NSC, _RR, _RZ, _TARGET, _stat_base, nd1, rows
 from .stencil import _apply_at
 from .vcycle import _vcycle
 
@@ -20,7 +20,7 @@ from .vcycle import _vcycle
 def _dot_into(work: ti.template(), sc: ti.template(), b0, b1, plan: ti.template(), u: ti.template(),
               v: ti.template(), slot: ti.template(), serial: ti.template()):
     """sc[b, slot] += Σ u·v over the fine cells of each sample (the slot must be zero before)."""
-    h, w = ti.static(plan.levels[0][0], plan.levels[0][1])
+    h, w = ti.static(rows(plan.shape), plan.shape[plan.nd - 1])  # rows, row length
     ti.loop_config(serialize=serial)
     for b, i in ti.ndrange((b0, b1), h):
         wb = b * plan.nw + i * w
@@ -42,7 +42,7 @@ def _set_slots(sc: ti.template(), b0, b1, slots: ti.template(), value, serial: t
 def _fluid_mean_into(work: ti.template(), stat: ti.template(), sc: ti.template(), nb, plan: ti.template(),
                      u: ti.template(), serial: ti.template()):
     """sc[b, MEAN] = mean of the vector at work offset ``u`` over the fluid cells of sample ``b``."""
-    h, w = ti.static(plan.levels[0][0], plan.levels[0][1])
+    h, w = ti.static(rows(plan.shape), plan.shape[plan.nd - 1])  # rows, row length
     _set_slots(sc, 0, nb, (_MEAN,), 0.0, serial)
     ti.loop_config(serialize=serial)
     for b, i in ti.ndrange(nb, h):
@@ -72,7 +72,7 @@ def _start_cg(x0: ti.template(), work: ti.template(), stat: ti.template(), sc: t
     """With ``b`` in CG's ``r``: r = f·(b − mean) (mean over fluid, singular systems only), x = f·x0 or 0
     (``x0`` is read only when ``warm``), r −= A x, p = 0; sc: ‖b_f‖², ‖r‖², target = rtol²‖b_f‖², done,
     zero iterations, (r·z)_old = 0 (the slots were cleared before ``b`` was written)."""
-    h, w, n = ti.static(plan.levels[0][0], plan.levels[0][1], plan.n)
+    h, w, n = ti.static(rows(plan.shape), plan.shape[plan.nd - 1], plan.n)  # rows, row length, cells
     if ti.static(plan.singular):
         _fluid_mean_into(work, stat, sc, nb, plan, plan.r, serial)
     ti.loop_config(serialize=serial)
@@ -116,8 +116,8 @@ def _cg_iteration(work: ti.template(), stat: ti.template(), sc: ti.template(), b
         z = M⁻¹ r;  β = (r·z)/(r·z)_old (0 first);  p = z + β p;  α = (r·z)/(p·A p)
         x += α p;  r −= α A p;  done when ‖r‖² ≤ target²
     """
-    h, w = ti.static(plan.levels[0][0], plan.levels[0][1])
-    z = ti.static(plan.levels[0][2])
+    h, w = ti.static(rows(plan.shape), plan.shape[plan.nd - 1])  # rows, row length
+    z = ti.static(plan.levels[0][1])
     _vcycle(work, stat, b0, b1, plan, serial)
     _set_slots(sc, b0, b1, (_ACC, _RR), 0.0, serial)
     _dot_into(work, sc, b0, b1, plan, plan.r, z, _ACC, serial)
@@ -200,7 +200,7 @@ def _solution_row(sc: ti.template(), b, plan: ti.template()):
 def _write_solution(out: ti.template(), work: ti.template(), stat: ti.template(), sc: ti.template(), nb,
                     plan: ti.template(), serial: ti.template()):
     """``out`` (cells) = live·f·(x − mean) (:func:`_solution_row`); 0 on solid cells."""
-    h, w, n = ti.static(plan.levels[0][0], plan.levels[0][1], plan.n)
+    h, w, n = ti.static(rows(plan.shape), plan.shape[plan.nd - 1], plan.n)  # rows, row length, cells
     ti.loop_config(serialize=serial)
     for b, i in ti.ndrange(nb, h):
         wb, sb = b * plan.nw + i * w, _stat_base(b, plan) + plan.fluid + i * w

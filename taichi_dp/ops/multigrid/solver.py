@@ -45,7 +45,7 @@ class PoissonSolver:
     boundary codes ``bc`` (see :mod:`taichi_dp.ops.multigrid`); one instance per mask, reused across calls.
 
     Args:
-        grid: the 2D grid ``(H, W)``; fluid: ``(B or 1, 1, H, W)`` 0/1 mask; bc: pressure boundary codes.
+        grid: the 2D or 3D grid; fluid: ``(B or 1, 1, *spatial)`` 0/1 mask; bc: pressure boundary codes.
         sweeps: red–black Gauss–Seidel sweeps before and after each coarse correction.
         alpha: coarse-correction scaling (over-correction), ``0 < α < 2``.
 
@@ -97,7 +97,7 @@ class PoissonSolver:
         max_iter: int = 5000,
         adjoint: bool = False,
     ) -> torch.Tensor:
-        """Solve ``A x = b`` for ``b`` ``(B, 1, H, W)`` without autograd: CG on the fluid cells to
+        """Solve ``A x = b`` for ``b`` ``(B, 1, *spatial)`` without autograd: CG on the fluid cells to
         ``‖r‖ ≤ rtol·‖b_f‖`` per sample (warm start ``x0``), ``x = b`` on solid cells; for a singular
         system ``b`` is projected onto the range and ``x`` has zero fluid mean. Records
         :data:`taichi_dp.ops.linear_solve.last_solve`; warns :class:`NotConvergedWarning` with the residual
@@ -110,9 +110,9 @@ class PoissonSolver:
     def project(
         self, v: torch.Tensor, x0: torch.Tensor | None = None, *, rtol: float = 1e-5, max_iter: int = 5000
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The pressure projection of a staggered velocity ``v`` ``(B, 2, H+1, W+1)`` (boundary conditions
+        """The pressure projection of a staggered velocity ``v`` ``(B, nd, *(N + 1))`` (boundary conditions
         already imposed), without autograd: ``p = S(−f·D v)``, ``v⁺ = v − G p`` (padding copied), in three
-        launches. Returns ``(v⁺, p)`` with ``p`` ``(B, 1, H, W)``."""
+        launches. Returns ``(v⁺, p)`` with ``p`` ``(B, 1, *spatial)``."""
         batch = v.shape[0]
         vf = v.detach().contiguous().view(-1)
         p = torch.empty(batch * self.plan.n, dtype=vf.dtype, device=vf.device)
@@ -174,11 +174,11 @@ class PoissonSolver:
         return w[:, out_of : out_of + n].clone().view(vec.shape)
 
     def vcycle(self, r: torch.Tensor) -> torch.Tensor:
-        """The preconditioner ``M⁻¹ r`` for ``r`` ``(B, 1, H, W)`` (zero on solid cells)."""
-        return self._run_piece(_vcycle_only, r, self.plan.r, self.plan.levels[0][2])
+        """The preconditioner ``M⁻¹ r`` for ``r`` ``(B, 1, *spatial)`` (zero on solid cells)."""
+        return self._run_piece(_vcycle_only, r, self.plan.r, self.plan.levels[0][1])
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """``A x`` for ``x`` ``(B, 1, H, W)``."""
+        """``A x`` for ``x`` ``(B, 1, *spatial)``."""
         return self._run_piece(_apply_only, x, self.plan.p, self.plan.ap)
 
 

@@ -4,7 +4,7 @@ restriction ``Pᵀ``, prolongation ``α P``, coarsest-level solve).
 - smoothing: ``sweeps`` red→black sweeps before and the same number of black→red sweeps after the coarse
   correction (the adjoint order), so the V-cycle is a fixed symmetric positive definite operator, as
   preconditioned CG requires;
-- prolongation ``P`` copies a coarse value to its four children (fluid children only; solid children are
+- prolongation ``P`` copies a coarse value to its ``2**nd`` children (fluid children only; solid children are
   overwritten by the post-smoothing, whose rhs is 0 there); restriction is ``Pᵀ``; the coarse correction is
   scaled by ``alpha`` (over-correction; 1 < α < 2 keeps the V-cycle SPD);
 - coarsest level: dense pseudo-inverse, else symmetric Gauss–Seidel sweeps from zero.
@@ -12,66 +12,87 @@ restriction ``Pᵀ``, prolongation ``α P``, coarsest-level solve).
 
 # No `from __future__ import annotations`: Taichi reads kernel annotations at definition time.
 
+import math
+
 import taichi as ti
 
-from .plan import _stat_base, nd1
-from .stencil import _apply_at, _offdiag
+from .plan import _stat_base, nd1, row_index, rows, strides
+from .stencil import _apply_ix, _offdiag
 
 
 @ti.func
 def _gs_colour(work: ti.template(), stat: ti.template(), b0, b1, plan: ti.template(), lvl: ti.template(),
                colour: ti.template(), first: ti.template(), serial: ti.template(), reverse: ti.template()):
-    """One Gauss–Seidel half-sweep over the cells with ``(i + j) % 2 == colour``:
+    """One Gauss–Seidel half-sweep over the cells whose index sum is ``colour`` modulo 2:
     ``x_c = (rhs_c + Σ c_f x_n) / d_c``. ``first``: the vector is zero (the neighbour sum is skipped).
     ``reverse`` visits the cells in the opposite order (the adjoint sweep when the colouring is not a
     valid two-colouring, e.g. an odd periodic axis, where the order within a colour matters)."""
     lv = ti.static(plan.levels[lvl])
-    h, w, xo, ro, so = ti.static(lv[0], lv[1], lv[2], lv[3], lv[4])
-    n = ti.static(h * w)
+    shape, xo, ro, so = ti.static(lv[0], lv[1], lv[2], lv[3])
+    nd, n, nr = ti.static(len(shape), math.prod(shape), rows(shape))
+    w = ti.static(shape[nd - 1])
     ti.loop_config(serialize=ti.static(serial or n < plan.parallel_level))
-    for b, row in ti.ndrange((b0, b1), h):
+    for b, rr in ti.ndrange((b0, b1), nr):
         wb, sb = b * plan.nw, _stat_base(b, plan)
-        i = row
+        row = rr
         if ti.static(reverse):
-            i = h - 1 - row
+            row = nr - 1 - rr
+        ix = row_index(row, 0, shape)
+        parity = 0
+        for a in ti.static(range(nd - 1)):
+            parity += ix[a]
         for col in range((w + 1) // 2):
             jj = col
             if ti.static(reverse):
                 jj = (w + 1) // 2 - 1 - col
-            j = 2 * jj + ((i + colour) & 1)
+            j = 2 * jj + ((parity + colour) & 1)
             if j < w:
-                k = i * w + j
+                k = row * w + j
                 acc = work[wb + ro + k]
                 if ti.static(not first):
-                    acc += _offdiag(work, stat, wb, sb, i, j, xo, lv, plan.periodic)
+                    acc += _offdiag(work, stat, wb, sb, ix, j, k, xo, lv, plan.periodic)
                 work[wb + xo + k] = acc * stat[sb + so + n + k]
 
 
 @ti.func
 def _restrict(work: ti.template(), stat: ti.template(), b0, b1, plan: ti.template(), lvl: ti.template(), serial: ti.template()):
-    """Coarse rhs = Pᵀ (rhs − A x): the sum of the four children's residuals."""
+    """Coarse rhs = Pᵀ (rhs − A x): the sum of the ``2**nd`` children's residuals."""
     lv, cv = ti.static(plan.levels[lvl], plan.levels[lvl + 1])
-    w, xo, ro = ti.static(lv[1], lv[2], lv[3])
-    ti.loop_config(serialize=ti.static(serial or lv[0] * lv[1] < plan.parallel_level))
-    for b, ci in ti.ndrange((b0, b1), cv[0]):
+    shape, xo, ro, cshape = ti.static(lv[0], lv[1], lv[2], cv[0])
+    nd = ti.static(len(shape))
+    st, cw = ti.static(strides(shape), cshape[nd - 1])
+    ti.loop_config(serialize=ti.static(serial or math.prod(shape) < plan.parallel_level))
+    for b, crow in ti.ndrange((b0, b1), ti.static(rows(cshape))):
         wb, sb = b * plan.nw, _stat_base(b, plan)
-        for cj in range(cv[1]):
+        cix = row_index(crow, 0, cshape)
+        for cj in range(cw):
+            cix[nd - 1] = cj
             acc = 0.0
-            for di, dj in ti.static(ti.ndrange(2, 2)):
-                i, j = 2 * ci + di, 2 * cj + dj
-                acc += work[wb + ro + i * w + j] - _apply_at(work, stat, wb, sb, i, j, xo, lv, plan.periodic)
-            work[wb + cv[3] + ci * cv[1] + cj] = acc
+            for m in ti.static(range(2**nd)):  # children in row-major order (axis 0 the slowest)
+                ix = ti.Vector([2 * cix[a] + ((m >> (nd - 1 - a)) & 1) for a in ti.static(range(nd))], dt=ti.i32)
+                k = 0
+                for a in ti.static(range(nd)):
+                    k += ix[a] * st[a]
+                acc += work[wb + ro + k] - _apply_ix(work, stat, wb, sb, ix, xo, lv, plan.periodic)
+            work[wb + cv[2] + crow * cw + cj] = acc
 
 
 @ti.func
 def _prolong(work: ti.template(), b0, b1, plan: ti.template(), lvl: ti.template(), serial: ti.template()):
     """x += α P x_coarse (solid children are overwritten by the post-smoothing, whose rhs is 0 there)."""
     lv, cv = ti.static(plan.levels[lvl], plan.levels[lvl + 1])
-    ti.loop_config(serialize=ti.static(serial or lv[0] * lv[1] < plan.parallel_level))
-    for b, i in ti.ndrange((b0, b1), lv[0]):
+    shape, cshape = ti.static(lv[0], cv[0])
+    nd = ti.static(len(shape))
+    w, cw, crs = ti.static(shape[nd - 1], cshape[nd - 1], strides(cshape[: nd - 1]) if nd > 1 else ())
+    ti.loop_config(serialize=ti.static(serial or math.prod(shape) < plan.parallel_level))
+    for b, row in ti.ndrange((b0, b1), ti.static(rows(shape))):
         wb = b * plan.nw
-        for j in range(lv[1]):
-            work[wb + lv[2] + i * lv[1] + j] += plan.alpha * work[wb + cv[2] + (i // 2) * cv[1] + j // 2]
+        ix = row_index(row, 0, shape)
+        crow = 0
+        for a in ti.static(range(nd - 1)):
+            crow += (ix[a] // 2) * crs[a]
+        for j in range(w):
+            work[wb + lv[1] + row * w + j] += plan.alpha * work[wb + cv[1] + crow * cw + j // 2]
 
 
 @ti.func
@@ -79,19 +100,19 @@ def _coarse_solve(work: ti.template(), stat: ti.template(), b0, b1, plan: ti.tem
     """Coarsest level: x = A_c⁺ rhs (dense) or symmetric Gauss–Seidel sweeps from x = 0."""
     last = ti.static(len(plan.levels) - 1)
     lv = ti.static(plan.levels[last])
-    n = ti.static(lv[0] * lv[1])
+    n = ti.static(math.prod(lv[0]))
     if ti.static(plan.coarse[0] == 0):
         ti.loop_config(serialize=ti.static(serial or n < plan.parallel_level))
         for b, k in ti.ndrange((b0, b1), n):
             wb, sb = b * plan.nw, _stat_base(b, plan)
             acc = 0.0
             for m in range(n):
-                acc += stat[sb + plan.coarse[1] + k * n + m] * work[wb + lv[3] + m]
-            work[wb + lv[2] + k] = acc
+                acc += stat[sb + plan.coarse[1] + k * n + m] * work[wb + lv[2] + m]
+            work[wb + lv[1] + k] = acc
     else:  # the colouring may not be valid here (odd periodic sizes): serial sweeps are exact GS
         ti.loop_config(serialize=True)
         for b, k in ti.ndrange((b0, b1), n):  # x = 0 (a "first" half-sweep is exact only for a valid colouring)
-            work[b * plan.nw + lv[2] + k] = 0.0
+            work[b * plan.nw + lv[1] + k] = 0.0
         ti.loop_config(serialize=True)
         for _ in range(plan.coarse[1]):
             _gs_colour(work, stat, b0, b1, plan, last, 0, False, True, False)
