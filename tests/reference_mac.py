@@ -4,13 +4,17 @@ Vectorised, differentiable by torch autograd, works in the dtype of its inputs (
 cell-index space (cell ``(i, j)`` centred at ``(i, j)``); the ``v_y`` face ``(i, j)`` sits at ``(i − ½, j)``
 and the ``v_x`` face ``(i, j)`` at ``(i, j − ½)``. Staggered tensors are ``(B, 2, H + 1, W + 1)`` with
 zero padding (column ``W`` of channel 0, row ``H`` of channel 1).
+
+The functions without suffix are the original 2D ground truth; the ``*_nd`` functions at the end are the
+separately written 2D/3D versions (``(B, nd, *(N + 1))``, face ``idx`` of component ``c`` at ``idx − ½ e_c``),
+used by ``tests/test_staggered_3d.py`` and checked there against the 2D ones.
 """
 
 import torch
 import torch.nn.functional as F
-from reference import axis_map, clamp_position
+from reference import axis_map, clamp_position, laplacian_nd, maccormack_nd, semi_lagrangian_nd, stencil_nd
 
-from taichi_dp.grid import Boundary, Dirichlet, Grid, Periodic
+from taichi_dp.grid import Boundary, Dirichlet, Grid, Periodic, ZeroGradient
 from taichi_dp.grid.staggered import FlowBoundary, Inflow, Outflow
 
 
@@ -322,4 +326,231 @@ def flux_advection(
         fx = _axis_fluxes(q, ux, fluid, step, hx, boundary.sides[1], scalar_boundary.sides[1])
         div = (fy[..., 1:] - fy[..., :-1]).transpose(2, 3) / hy + (fx[..., 1:] - fx[..., :-1]) / hx
         q = q - step.view(-1, 1, 1, 1) * div
+    return q
+
+
+# =============================================================================== any dimension (2D, 3D)
+# Written separately from the 2D functions above (which stay the original 2D ground truth), on top of the
+# n-D cell-centred reference of ``reference.py``: a component of a staggered velocity is a field on its own
+# face grid, and sampling / differencing it is the cell-centred n-D operation on that grid with
+#
+# - along the component's own (normal) axis, face-index coordinates (the face ``i`` at ``i``; a cell-space
+#   position ``p`` is at ``p + ½``) and the boundary faces holding their values: positions and neighbours
+#   beyond faces ``0``/``N`` clamp onto them (zero gradient on the ``N + 1`` faces); a periodic axis wraps
+#   with period ``N`` (faces ``0..N−1``; face ``N`` is face ``0``);
+# - along every other axis, cell-centred faces with the ghost values of ``FlowBoundary.component(c)``.
+def face_field(v: torch.Tensor, c: int, periodic: bool) -> torch.Tensor:
+    """Component ``c`` of the staggered ``v`` ``(B, nd, *(N+1))`` on its face grid, ``(B, 1, *M_c)``:
+    ``N_c + 1`` faces along axis ``c`` (``N_c`` on a periodic axis: face ``N`` is face ``0``), the
+    ``N_a`` real faces along the others (padding dropped)."""
+    nd = v.shape[1]
+    index = [slice(None), slice(c, c + 1)]
+    for a in range(nd):
+        n = v.shape[2 + a] - 1
+        index.append(slice(0, n) if a != c or periodic else slice(None))
+    return v[tuple(index)]
+
+
+def face_boundary(boundary: FlowBoundary, c: int) -> Boundary:
+    """The cell-centred boundary of :func:`face_field` ``c``: periodic or zero gradient (clamp onto the
+    boundary faces) along axis ``c``, ``boundary.component(c)`` along the others."""
+    comp = boundary.component(c).sides
+    normal = comp[c] if isinstance(boundary.sides[c][0], Periodic) else (ZeroGradient(), ZeroGradient())
+    return Boundary(tuple(normal if a == c else comp[a] for a in range(boundary.ndim)))
+
+
+def _is_periodic(boundary: FlowBoundary, a: int) -> bool:
+    return isinstance(boundary.sides[a][0], Periodic)
+
+
+def _face_space(pos: list[torch.Tensor], c: int) -> list[torch.Tensor]:
+    """Cell-space positions → :func:`face_field` ``c`` index space (``+ ½`` along axis ``c``)."""
+    return [p + 0.5 if a == c else p for a, p in enumerate(pos)]
+
+
+def velocity_stencil_nd(
+    v: torch.Tensor, c: int, pos: list[torch.Tensor], boundary: FlowBoundary
+) -> tuple[dict, list[torch.Tensor]]:
+    """Corners ``{offsets: (B, 1, *S)}`` and weights of multilinear interpolation of component ``c`` of the
+    staggered ``v`` at cell-space positions ``pos`` (one tensor per axis, broadcastable to ``(B, 1, *S)``)."""
+    field = face_field(v, c, _is_periodic(boundary, c))
+    return stencil_nd(field, _face_space(pos, c), face_boundary(boundary, c))
+
+
+def lerp_nd(corners: dict, w: list[torch.Tensor]) -> torch.Tensor:
+    """Multilinear combination of :func:`reference.stencil_nd`'s corners, one axis at a time from the last
+    (in 2D ``(1 − w_y)((1 − w_x) u00 + w_x u01) + w_y((1 − w_x) u10 + w_x u11)``, as the 2D reference). On a
+    wall the tangential velocity ``½(2g − u) + ½ u`` is then exactly ``g``, whatever the other axes do:
+    a no-slip wall's zero velocity traces back to exact cell positions, where the MacCormack limiter's
+    stencil would otherwise hinge on the sign of a round-off residue."""
+    level = dict(corners)
+    for a in reversed(range(len(w))):
+        level = {off[:a]: (1.0 - w[a]) * level[(*off[:a], 0)] + w[a] * level[(*off[:a], 1)] for off in level if off[a] == 0}
+    return level[()]
+
+
+def sample_velocity_nd(v: torch.Tensor, c: int, pos: list[torch.Tensor], boundary: FlowBoundary) -> torch.Tensor:
+    """Component ``c`` of the staggered ``v`` ``(B, nd, *(N+1))`` at cell-space positions ``pos`` → ``(B, 1, *S)``."""
+    return lerp_nd(*velocity_stencil_nd(v, c, pos, boundary))
+
+
+def face_positions_nd(grid: Grid, c: int, dtype: torch.dtype, device=None) -> list[torch.Tensor]:
+    """Cell-space positions of component ``c``'s real faces (``idx − ½ e_c``), one tensor per axis,
+    broadcastable to ``(1, 1, *M_c)`` with ``M_c = N + e_c``."""
+    nd = grid.ndim
+    out = []
+    for a, n in enumerate(grid.shape):
+        x = torch.arange(n + 1, dtype=dtype, device=device) - 0.5 if a == c else torch.arange(n, dtype=dtype, device=device)
+        out.append(x.view(1, 1, *([1] * a), -1, *([1] * (nd - a - 1))))
+    return out
+
+
+def cell_positions_nd(grid: Grid, dtype: torch.dtype, device=None) -> list[torch.Tensor]:
+    """Cell-space positions of the cell centres, one tensor per axis, broadcastable to ``(1, 1, *N)``."""
+    nd = grid.ndim
+    return [
+        torch.arange(n, dtype=dtype, device=device).view(1, 1, *([1] * a), -1, *([1] * (nd - a - 1)))
+        for a, n in enumerate(grid.shape)
+    ]
+
+
+def real_faces_nd(v: torch.Tensor, c: int) -> torch.Tensor:
+    """The real faces of component ``c``, ``(B, 1, *M_c)`` (the stored values, seam face ``N`` included)."""
+    return face_field(v, c, periodic=False)
+
+
+def assemble_nd(comps: list[torch.Tensor], grid: Grid) -> torch.Tensor:
+    """Real-face values ``(B, 1, *M_c)`` per component → staggered ``(B, nd, *(N+1))`` with zero padding."""
+    out = []
+    for c, x in enumerate(comps):
+        pad: list[int] = []
+        for a in reversed(range(grid.ndim)):
+            pad += [0, 0] if a == c else [0, 1]
+        out.append(F.pad(x, pad))
+    return torch.cat(out, dim=1)
+
+
+def velocity_at_nd(velocity: torch.Tensor, pos: list[torch.Tensor], boundary: FlowBoundary) -> list[torch.Tensor]:
+    """Every component of the staggered ``velocity`` interpolated at cell-space ``pos``: ``[(B, 1, *S)]``."""
+    return [sample_velocity_nd(velocity, d, pos, boundary) for d in range(boundary.ndim)]
+
+
+def _dt_view(dt: torch.Tensor, nd: int) -> torch.Tensor:
+    return dt.reshape(-1, *([1] * (nd + 1)))
+
+
+def velocity_advection_nd(
+    v: torch.Tensor, velocity: torch.Tensor, dt: torch.Tensor, grid: Grid, boundary: FlowBoundary, scheme: str
+) -> torch.Tensor:
+    """Advect the staggered ``v`` ``(B, nd, *(N+1))`` by the staggered ``velocity`` for ``dt`` (B,): each
+    real face ``x_f`` of component ``c`` takes ``v_c(x_f − Δt u(x_f)/h)`` (semi-Lagrangian), with ``u(x_f)``
+    the velocity interpolated at the face; MacCormack: ``clamp(v̂ + ½ (v − v̂(x_f + Δt u/h)), corners)``
+    with the ``2**nd`` corners of the back-trace. Padding 0; boundary faces not re-imposed."""
+    nd = grid.ndim
+    d = _dt_view(dt, nd)
+    traces = []
+    for c in range(nd):
+        pos = face_positions_nd(grid, c, v.dtype, v.device)
+        u = velocity_at_nd(velocity, pos, boundary)
+        shift = [d * ua / h for ua, h in zip(u, grid.spacing, strict=True)]
+        traces.append(([p - s for p, s in zip(pos, shift)], [p + s for p, s in zip(pos, shift)]))
+    v_hat = assemble_nd([sample_velocity_nd(v, c, back, boundary) for c, (back, _) in enumerate(traces)], grid)
+    if scheme == "semi_lagrangian":
+        return v_hat
+    assert scheme == "maccormack", scheme
+    out = []
+    for c, (back, fwd) in enumerate(traces):
+        bar = sample_velocity_nd(v_hat, c, fwd, boundary)
+        corrected = real_faces_nd(v_hat, c) + 0.5 * (real_faces_nd(v, c) - bar)
+        corners = torch.stack(list(velocity_stencil_nd(v, c, back, boundary)[0].values()))
+        out.append(torch.minimum(torch.maximum(corrected, corners.min(0).values), corners.max(0).values))
+    return assemble_nd(out, grid)
+
+
+def centred_velocity_nd(velocity: torch.Tensor, grid: Grid, boundary: FlowBoundary) -> torch.Tensor:
+    """The staggered ``velocity`` interpolated at the cell centres, ``(B, nd, *N)``."""
+    return torch.cat(velocity_at_nd(velocity, cell_positions_nd(grid, velocity.dtype, velocity.device), boundary), dim=1)
+
+
+def scalar_advection_nd(
+    q: torch.Tensor,
+    velocity: torch.Tensor,
+    dt: torch.Tensor,
+    grid: Grid,
+    scalar_boundary: Boundary,
+    boundary: FlowBoundary,
+    scheme: str,
+) -> torch.Tensor:
+    """Advect a cell-centred ``q`` ``(B, C, *N)`` by the staggered ``velocity``: the cell-centred n-D
+    advection of ``reference.py`` with the velocity interpolated at the cell centres."""
+    centred = centred_velocity_nd(velocity, grid, boundary)
+    if scheme == "semi_lagrangian":
+        return semi_lagrangian_nd(q, centred, dt, grid, scalar_boundary)
+    assert scheme == "maccormack", scheme
+    return maccormack_nd(q, centred, dt, grid, scalar_boundary)
+
+
+def velocity_laplacian_nd(v: torch.Tensor, grid: Grid, boundary: FlowBoundary) -> list[torch.Tensor]:
+    """The ``(2 nd + 1)``-point Laplacian of each component on its face grid: ``[(B, 1, *M_c)]`` (the real faces).
+
+    On a periodic axis the Laplacian lives on faces ``0..N−1``; the seam face ``N`` (equal to face ``0`` on
+    valid input) has its own centre value ``v_N`` and face ``0``'s neighbours, i.e.
+    ``L_N = L_0 + 2 (v_0 − v_N) Σ_a 1/h_a²``."""
+    out = []
+    for c in range(grid.ndim):
+        periodic = _is_periodic(boundary, c)
+        field = face_field(v, c, periodic)
+        spacing = Grid(tuple(field.shape[2:]), tuple((0.0, h * n) for h, n in zip(grid.spacing, field.shape[2:])))
+        lap = laplacian_nd(field, spacing, face_boundary(boundary, c))
+        if periodic:
+            v_0, v_n = (real_faces_nd(v, c).narrow(2 + c, i, 1) for i in (0, grid.shape[c]))
+            seam = lap.narrow(2 + c, 0, 1) + 2.0 * (v_0 - v_n) * sum(1.0 / h**2 for h in grid.spacing)
+            lap = torch.cat([lap, seam], dim=2 + c)
+        out.append(lap)
+    return out
+
+
+def velocity_diffusion_nd(
+    v: torch.Tensor, nu: torch.Tensor, dt: torch.Tensor, grid: Grid, boundary: FlowBoundary
+) -> torch.Tensor:
+    """Explicit viscosity step ``v + ν Δt L(v)`` on every real face (padding 0); ``nu``, ``dt``: (B,)."""
+    k = _dt_view(nu * dt, grid.ndim)
+    lap = velocity_laplacian_nd(v, grid, boundary)
+    return assemble_nd([real_faces_nd(v, c) + k * lap[c] for c in range(grid.ndim)], grid)
+
+
+def flux_advection_nd(
+    q: torch.Tensor,
+    velocity: torch.Tensor,
+    dt: torch.Tensor,
+    grid: Grid,
+    scalar_boundary: Boundary,
+    boundary: FlowBoundary,
+    fluid: torch.Tensor | None = None,
+    substeps: int = 1,
+) -> torch.Tensor:
+    """:func:`flux_advection` in any dimension: ``q ← q − Δt Σ_a (F^a_hi − F^a_lo)/h_a`` per sub-step, each
+    axis' face fluxes from :func:`_axis_fluxes` with that axis moved last and the others flattened into rows."""
+    nd = grid.ndim
+    if fluid is None:
+        fluid = torch.ones(1, 1, *q.shape[2:], dtype=q.dtype, device=q.device)
+    step = dt / substeps
+    faces = [real_faces_nd(velocity, a)[:, 0] for a in range(nd)]  # (B, *M_a)
+
+    def rows(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Size]:
+        """Move ``dim`` last and flatten the spatial dimensions before it: ``(lead..., T, n)``."""
+        moved = x.movedim(dim, -1)
+        lead = 2 if x.dim() == nd + 2 else 1
+        return moved.reshape(*moved.shape[:lead], -1, moved.shape[-1]), moved.shape
+
+    for _ in range(substeps):
+        div = torch.zeros_like(q)
+        for a, h in enumerate(grid.spacing):
+            qa, moved = rows(q, 2 + a)
+            ua, _ = rows(faces[a], 1 + a)
+            fa, _ = rows(fluid, 2 + a)
+            flux = _axis_fluxes(qa, ua, fa, step, h, boundary.sides[a], scalar_boundary.sides[a])  # (B, C, T, n+1)
+            diff = (flux[..., 1:] - flux[..., :-1]).reshape(moved).movedim(-1, 2 + a)
+            div = div + diff / h
+        q = q - step.view(-1, *([1] * (nd + 1))) * div
     return q

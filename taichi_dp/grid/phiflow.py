@@ -56,14 +56,14 @@ def _pressure_side(s: FlowSide) -> BoundaryCondition:
     return s if isinstance(s, Periodic) else ConstantOutside(0.0) if isinstance(s, Outflow) else ZeroGradient()
 
 
-def _component_side(s: FlowSide, normal: bool) -> BoundaryCondition:
+def _component_side(s: FlowSide, normal: bool, c: int) -> BoundaryCondition:
     if isinstance(s, Periodic):
         return s
     if isinstance(s, Outflow) or (not normal and getattr(s, "slip", False)):
         return ZeroGradient()
     if normal:  # along a component's own axis only periodicity matters: the boundary faces hold the values
         return Dirichlet(s.speed if isinstance(s, Inflow) else 0.0)
-    return ConstantOutside(0.0 if isinstance(s, Inflow) else s.velocity)
+    return ConstantOutside(0.0 if isinstance(s, Inflow) else s.tangential(c))
 
 
 @functools.lru_cache(maxsize=64)
@@ -73,9 +73,8 @@ def _pressure_boundary(boundary: PhiFlowBoundary) -> Boundary:
 
 @functools.lru_cache(maxsize=64)
 def _component_boundary(boundary: PhiFlowBoundary, c: int) -> Boundary:
-    return Boundary(
-        tuple((_component_side(lo, axis == c), _component_side(hi, axis == c)) for axis, (lo, hi) in enumerate(boundary.sides))
-    )
+    sides = enumerate(boundary.sides)
+    return Boundary(tuple((_component_side(lo, axis == c, c), _component_side(hi, axis == c, c)) for axis, (lo, hi) in sides))
 
 
 # ------------------------------------------------------------------------ PhiFlow's face sampling

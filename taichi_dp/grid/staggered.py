@@ -1,28 +1,32 @@
-"""Staggered (MAC) velocity on a 2D grid, flow boundary conditions, and centred ⇄ staggered conversion.
+"""Staggered (MAC) velocity on a 2D or 3D grid, flow boundary conditions, and centred ⇄ staggered conversion.
 
-Layout: one tensor ``(B, 2, H + 1, W + 1)`` per velocity field, so that a staggered state travels
-through torch (and a hybrid step) as a single tensor:
+Layout, for ``nd`` = 2 or 3 spatial axes (cell-centred layout in :mod:`taichi_dp.grid._cartesian`): one
+tensor ``(B, nd, *(N_a + 1 for each axis a))`` per velocity field, so that a staggered state travels
+through torch (and a hybrid step) as a single tensor. Channel ``c`` is the velocity component along axis
+``c`` (2D ``(v_y, v_x)``, 3D ``(v_z, v_y, v_x)``); the entry ``v[b, c, *idx]``:
 
-- channel 0, ``v_y`` on the horizontal faces: ``v[:, 0, i, j]`` sits at ``y = lo_y + i h_y`` and the
-  centre of column ``j``, between cells ``(i − 1, j)`` and ``(i, j)``; ``i ∈ [0, H]``, ``j ∈ [0, W)``;
-  column ``W`` is padding and always zero;
-- channel 1, ``v_x`` on the vertical faces: ``v[:, 1, i, j]`` sits at the centre of row ``i`` and
-  ``x = lo_x + j h_x``, between cells ``(i, j − 1)`` and ``(i, j)``; ``i ∈ [0, H)``, ``j ∈ [0, W]``;
-  row ``H`` is padding and always zero.
+- along axis ``c``: ``idx[c] ∈ [0, N_c]`` is the face between cells ``idx[c] − 1`` and ``idx[c]``, at
+  ``lo_c + idx[c] h_c``; faces ``0`` and ``N_c`` lie on the domain boundary (with periodic sides they
+  are the same face and are kept equal);
+- along every other axis ``a``: ``idx[a] ∈ [0, N_a)`` is the cell index (position ``lo_a + (idx[a] + ½) h_a``);
+  ``idx[a] == N_a`` is padding and always zero.
 
-Faces ``0`` and ``H`` (``W``) lie on the domain boundary; with periodic sides they are the same face
-and are kept equal; :func:`face_coordinates` gives the physical position of every face. Networks see
-centred ``(B, 2, H, W)`` tensors (:func:`to_centred`); corrections come back through
+In 2D: ``(B, 2, H + 1, W + 1)``; ``v[:, 0, i, j]`` (``v_y``) sits at ``y = lo_y + i h_y`` and the centre
+of column ``j`` (column ``W`` is padding), ``v[:, 1, i, j]`` (``v_x``) at the centre of row ``i`` and
+``x = lo_x + j h_x`` (row ``H`` is padding). In cell-index space (cell ``i`` centred at ``i``) the face
+``(c, idx)`` sits at ``idx − ½ e_c``. :func:`face_coordinates` gives the physical position of every
+face. Networks see centred ``(B, nd, *N)`` tensors (:func:`to_centred`); corrections come back through
 :func:`to_staggered`. Both conversions are linear torch ops (differentiable).
 
-Obstacles are a fluid mask ``(B or 1, 1, H, W)`` (1 = fluid, 0 = solid); faces touching a solid cell
-are closed (zero normal velocity: static obstacles).
+Obstacles are a fluid mask ``(B or 1, 1, *N)`` (1 = fluid, 0 = solid); faces touching a solid cell are
+closed (zero normal velocity: static obstacles).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -30,20 +34,62 @@ import torch
 from ..derived_cache import DerivedCache
 from ._cartesian import Boundary, BoundaryCondition, Dirichlet, Grid, Periodic, ZeroGradient
 
+STAGGERED_NDIMS = (2, 3)
+"""Staggered velocities live on 2D and 3D grids."""
+
+_AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
+
+
+def _real(name: str, x: object) -> float:
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__} {x!r}")
+    if not math.isfinite(x):
+        raise ValueError(f"{name} must be finite, got {x}")
+    return float(x)
+
 
 @dataclass(frozen=True)
 class Wall:
     """Solid wall: zero normal velocity. Tangential velocity ``velocity`` on the wall (no-slip; a moving
-    lid when non-zero, along the other axis' direction) or zero-gradient (``slip=True``)."""
+    wall when non-zero) or zero-gradient (``slip=True``).
+
+    ``velocity``: a float, with the 2D meaning (the wall's velocity along the other axis; only a 0.0 float
+    is allowed in 3D), or, for any dimension, a tuple with one entry per axis in axis order (2D
+    ``(v_y, v_x)``, 3D ``(v_z, v_y, v_x)``): the wall's velocity, whose entry along the wall's normal axis
+    must be 0 (checked by :class:`FlowBoundary`, which knows the axis).
+
+    >>> Wall(velocity=1.0)               # 2D lid sliding along the other axis
+    >>> Wall(velocity=(0.0, 0.0, 1.0))   # 3D lid on a z side sliding along x
+    """
 
     slip: bool = False
-    velocity: float = 0.0
+    velocity: float | tuple[float, ...] = 0.0
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.velocity):
-            raise ValueError(f"Wall velocity must be finite, got {self.velocity}")
-        if self.slip and self.velocity != 0.0:
+        if isinstance(self.velocity, tuple | list):
+            if len(self.velocity) not in STAGGERED_NDIMS:
+                raise ValueError(
+                    f"Wall velocity must be a float or a tuple of 2 or 3 entries (one per axis), got {self.velocity!r}"
+                )
+            vel = tuple(_real(f"Wall velocity[{a}]", x) for a, x in enumerate(self.velocity))
+            object.__setattr__(self, "velocity", vel)
+            moving = any(x != 0.0 for x in vel)
+        else:
+            if isinstance(self.velocity, bool) or not isinstance(self.velocity, numbers.Real):
+                raise TypeError(
+                    f"Wall velocity must be a float or a tuple with one entry per axis, got {type(self.velocity).__name__} "
+                    f"{self.velocity!r}"
+                )
+            if not math.isfinite(self.velocity):
+                raise ValueError(f"Wall velocity must be finite, got {self.velocity}")
+            moving = self.velocity != 0.0
+        if self.slip and moving:
             raise ValueError(f"a slip wall has no tangential velocity, got velocity={self.velocity}")
+
+    def tangential(self, c: int) -> float:
+        """The wall's velocity component ``c`` (``c`` not the wall's normal axis): a float ``velocity``
+        itself (2D meaning), a tuple its entry ``c``."""
+        return self.velocity[c] if isinstance(self.velocity, tuple) else float(self.velocity)
 
 
 @dataclass(frozen=True)
@@ -66,39 +112,60 @@ class Outflow:
 FlowSide = Wall | Inflow | Outflow | Periodic
 
 
+def _check_flow_ndim(ndim: object) -> int:
+    if isinstance(ndim, bool) or not isinstance(ndim, int):
+        raise TypeError(f"ndim must be an int (2 or 3), got {type(ndim).__name__} {ndim!r}")
+    if ndim not in STAGGERED_NDIMS:
+        raise ValueError(f"ndim must be 2 or 3 (staggered flows are 2D or 3D), got {ndim}")
+    return ndim
+
+
 @dataclass(frozen=True)
 class FlowBoundary:
-    """Flow boundary conditions of a 2D domain: ``((y_lo, y_hi), (x_lo, x_hi))`` sides.
+    """Flow boundary conditions of a 2D or 3D domain: one ``(lo, hi)`` side pair per axis, in axis order:
+    ``((y_lo, y_hi), (x_lo, x_hi))`` in 2D, ``((z_lo, z_hi), (y_lo, y_hi), (x_lo, x_hi))`` in 3D.
 
-    >>> FlowBoundary.box()                                             # closed cavity, no-slip walls
+    >>> FlowBoundary.box()                                             # 2D closed cavity, no-slip walls
     >>> FlowBoundary(((Wall(), Wall(velocity=1.0)), (Wall(), Wall())))  # lid-driven cavity (lid at y_hi)
     >>> FlowBoundary(((Inflow(1.0), Outflow()), (Wall(), Wall())))     # channel flow along +y
+    >>> FlowBoundary.box(ndim=3)                                       # 3D closed box
     """
 
-    sides: tuple[tuple[FlowSide, FlowSide], tuple[FlowSide, FlowSide]]
+    sides: tuple[tuple[FlowSide, FlowSide], ...]
 
     def __post_init__(self) -> None:
         if (
             not isinstance(self.sides, tuple)
-            or len(self.sides) != 2
+            or len(self.sides) not in STAGGERED_NDIMS
             or any(not isinstance(p, tuple) or len(p) != 2 for p in self.sides)
         ):
-            raise ValueError(f"FlowBoundary.sides must be ((y_lo, y_hi), (x_lo, x_hi)), got {self.sides!r}")
+            raise ValueError(
+                "FlowBoundary.sides must be ((y_lo, y_hi), (x_lo, x_hi)) in 2D or "
+                f"((z_lo, z_hi), (y_lo, y_hi), (x_lo, x_hi)) in 3D, got {self.sides!r}"
+            )
+        nd = len(self.sides)
         for axis, pair in enumerate(self.sides):
             for s in pair:
                 if not isinstance(s, (Wall, Inflow, Outflow, Periodic)):
                     raise TypeError(f"FlowBoundary.sides[{axis}] entries must be Wall/Inflow/Outflow/Periodic, got {s!r}")
+                if isinstance(s, Wall):
+                    _check_wall_velocity(s, axis, nd)
             if isinstance(pair[0], Periodic) != isinstance(pair[1], Periodic):
                 raise ValueError(f"FlowBoundary.sides[{axis}]: Periodic must be set on both sides, got {pair!r}")
 
     @staticmethod
-    def box(slip: bool = False) -> FlowBoundary:
-        """Walls on all four sides."""
-        return FlowBoundary(((Wall(slip), Wall(slip)), (Wall(slip), Wall(slip))))
+    def box(slip: bool = False, ndim: int = 2) -> FlowBoundary:
+        """Walls on every side (``ndim`` = 2 or 3 axes)."""
+        return FlowBoundary(tuple((Wall(slip), Wall(slip)) for _ in range(_check_flow_ndim(ndim))))
 
     @staticmethod
-    def periodic() -> FlowBoundary:
-        return FlowBoundary(((Periodic(), Periodic()), (Periodic(), Periodic())))
+    def periodic(ndim: int = 2) -> FlowBoundary:
+        """Periodic along every axis (``ndim`` = 2 or 3 axes)."""
+        return FlowBoundary(tuple((Periodic(), Periodic()) for _ in range(_check_flow_ndim(ndim))))
+
+    @property
+    def ndim(self) -> int:
+        return len(self.sides)
 
     @property
     def has_outflow(self) -> bool:
@@ -109,18 +176,40 @@ class FlowBoundary:
         return _pressure_boundary(self)
 
     def component(self, c: int) -> Boundary:
-        """Boundary conditions of the velocity component ``c`` (0: v_y, 1: v_x) for advection, diffusion
-        and interpolation: along ``c``'s own axis only periodicity matters (the boundary faces carry their
-        values); across it, walls and inflows are Dirichlet (the wall's tangential velocity, 0 for an
-        inflow) and slip walls and outflows zero-gradient."""
+        """Boundary conditions of the velocity component ``c`` (the one along axis ``c``; 2D 0: v_y, 1: v_x)
+        for advection, diffusion and interpolation: along ``c``'s own axis only periodicity matters (the
+        boundary faces carry their values); across every other axis, walls and inflows are Dirichlet (the
+        wall velocity's component ``c``, 0 for an inflow) and slip walls and outflows zero-gradient."""
+        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < self.ndim:
+            raise ValueError(f"c must be a velocity component in 0..{self.ndim - 1} of this {self.ndim}D boundary, got {c!r}")
         return _component_boundary(self, c)
+
+
+def _check_wall_velocity(wall: Wall, axis: int, nd: int) -> None:
+    """A wall's velocity fits a ``nd``-D boundary with the wall normal to ``axis``."""
+    where = f"FlowBoundary.sides[{axis}]"
+    if isinstance(wall.velocity, tuple):
+        if len(wall.velocity) != nd:
+            names = ", ".join(f"v_{n}" for n in _AXES[nd])
+            raise ValueError(f"{where}: Wall velocity must have {nd} entries ({names}) in {nd}D, got {wall.velocity!r}")
+        if wall.velocity[axis] != 0.0:
+            raise ValueError(
+                f"{where}: Wall velocity must be tangential, its entry {axis} (v_{_AXES[nd][axis]}, along the wall's "
+                f"normal) must be 0, got {wall.velocity!r}"
+            )
+    elif nd != 2 and wall.velocity != 0.0:
+        names = ", ".join(f"v_{n}" for n in _AXES[nd])
+        raise ValueError(
+            f"{where}: a moving Wall in {nd}D needs its velocity as a tuple ({names}), got the float {wall.velocity!r} "
+            "(a float means the tangential velocity along the other axis, in 2D only)"
+        )
 
 
 def _pressure_side(s: FlowSide) -> BoundaryCondition:
     return s if isinstance(s, Periodic) else Dirichlet(0.0) if isinstance(s, Outflow) else ZeroGradient()
 
 
-def _component_side(s: FlowSide, normal: bool) -> BoundaryCondition:
+def _component_side(s: FlowSide, normal: bool, c: int) -> BoundaryCondition:
     if isinstance(s, Periodic):
         return s
     if isinstance(s, Outflow):
@@ -129,7 +218,7 @@ def _component_side(s: FlowSide, normal: bool) -> BoundaryCondition:
         return Dirichlet(s.speed if normal else 0.0)
     if normal:
         return Dirichlet(0.0)
-    return ZeroGradient() if s.slip else Dirichlet(s.velocity)
+    return ZeroGradient() if s.slip else Dirichlet(s.tangential(c))
 
 
 @functools.lru_cache(maxsize=256)  # boundaries are immutable and every step asks for the same ones
@@ -140,96 +229,124 @@ def _pressure_boundary(boundary: FlowBoundary) -> Boundary:
 @functools.lru_cache(maxsize=256)
 def _component_boundary(boundary: FlowBoundary, c: int) -> Boundary:
     sides = enumerate(boundary.sides)
-    return Boundary(tuple((_component_side(lo, axis == c), _component_side(hi, axis == c)) for axis, (lo, hi) in sides))
+    return Boundary(tuple((_component_side(lo, axis == c, c), _component_side(hi, axis == c, c)) for axis, (lo, hi) in sides))
 
 
-def staggered_shape(grid: Grid) -> tuple[int, int, int]:
-    """``(2, H + 1, W + 1)``: the per-sample shape of a staggered velocity on ``grid``."""
-    if grid.ndim != 2:
-        raise ValueError(f"staggered velocity needs a 2D grid, got shape {grid.shape}")
-    h, w = grid.shape
-    return (2, h + 1, w + 1)
+# ------------------------------------------------------------------------------------------ layout
+def staggered_shape(grid: Grid) -> tuple[int, ...]:
+    """``(nd, *(N_a + 1))``: the per-sample shape of a staggered velocity on a 2D or 3D ``grid``
+    (2D ``(2, H + 1, W + 1)``, 3D ``(3, D + 1, H + 1, W + 1)``)."""
+    if grid.ndim not in STAGGERED_NDIMS:
+        raise ValueError(f"staggered velocity needs a 2D grid or a 3D grid, got shape {grid.shape}")
+    return (grid.ndim, *(n + 1 for n in grid.shape))
 
 
-def check_staggered(name: str, v: object, grid: Grid, channels: int = 2, hint: str = "") -> torch.Tensor:
-    """Validate a staggered tensor ``(B, channels, H+1, W+1)`` for ``grid`` (shape, then dtype, device,
-    contiguity and finiteness via :func:`taichi_dp.runtime.check_tensor`); errors name ``name``.
-    ``hint`` replaces the default advice on how to build such a tensor."""
+def check_staggered(name: str, v: object, grid: Grid, channels: int | None = None, hint: str = "") -> torch.Tensor:
+    """Validate a staggered tensor ``(B, channels, *(N_a + 1))`` for ``grid`` (``channels`` defaults to
+    the grid's dimension: a velocity), checking the shape, then dtype, device, contiguity and finiteness
+    via :func:`taichi_dp.runtime.check_tensor`; errors name ``name``. ``hint`` replaces the default
+    advice on how to build such a tensor."""
     from ..runtime import check_tensor
 
-    _, h1, w1 = staggered_shape(grid)
+    nd, *faces = staggered_shape(grid)
+    channels = nd if channels is None else channels
     if not isinstance(v, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(v).__name__}")
-    if v.ndim != 4 or tuple(v.shape[1:]) != (channels, h1, w1):
+    if v.ndim != nd + 2 or tuple(v.shape[1:]) != (channels, *faces):
+        centred = "(B, 2, H, W)" if nd == 2 else "(B, 3, D, H, W)"
+        shape = ", ".join(str(n) for n in (channels, *faces))
         raise ValueError(
-            f"{name} must be a staggered {'velocity' if channels == 2 else 'tensor'} of shape (B, {channels}, {h1}, {w1}) "
+            f"{name} must be a staggered {'velocity' if channels == nd else 'tensor'} of shape (B, {shape}) "
             f"for grid {grid.shape} "
-            f"({hint or 'see taichi_dp.grid.staggered; convert centred (B, 2, H, W) fields with to_staggered'}), "
+            f"({hint or f'see taichi_dp.grid.staggered; convert centred {centred} fields with to_staggered'}), "
             f"got {tuple(v.shape)}"
         )
     return check_tensor(name, v)
 
 
+def _index(nd: int, c: int, axis: int, idx: int | slice) -> tuple:
+    """The tensor index ``[:, c, ..., idx (along spatial axis), ...]`` of a staggered ``(B, nd, ...)`` tensor."""
+    index: list = [slice(None)] * (2 + nd)
+    index[1] = c
+    index[2 + axis] = idx
+    return tuple(index)
+
+
+def _pad_tangential(x: torch.Tensor, c: int, nd: int) -> torch.Tensor:
+    """Pad component ``c``'s faces ``(B, *faces)`` (``N_c + 1`` along axis ``c``, ``N_a`` along the others)
+    with one zero at the high end of every other axis: the staggered extent ``N_a + 1``."""
+    pad: list[int] = []
+    for a in reversed(range(nd)):  # F.pad lists the last dimension first
+        pad += [0, 0] if a == c else [0, 1]
+    return torch.nn.functional.pad(x, pad)
+
+
 def valid_faces(grid: Grid, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> torch.Tensor:
-    """``(1, 2, H + 1, W + 1)`` mask: 1 on real faces, 0 on the padding."""
-    h, w = grid.shape
-    m = torch.zeros(1, 2, h + 1, w + 1, dtype=dtype, device=device)
-    m[:, 0, :, :w] = 1
-    m[:, 1, :h, :] = 1
+    """``(1, nd, *(N_a + 1))`` mask: 1 on real faces, 0 on the padding."""
+    nd, *faces = staggered_shape(grid)
+    m = torch.zeros(1, nd, *faces, dtype=dtype, device=device)
+    for c in range(nd):
+        m[(slice(None), c, *(slice(None) if a == c else slice(0, n) for a, n in enumerate(grid.shape)))] = 1
     return m
 
 
-def face_coordinates(
-    grid: Grid, dtype: torch.dtype | None = None, device: str | torch.device | None = None
-) -> torch.Tensor:
-    """Physical position of every staggered face, ``(2, 2, H + 1, W + 1)`` indexed
-    ``[component, coordinate, i, j]`` with ``coordinate`` 0 = y, 1 = x:
+def face_coordinates(grid: Grid, dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> torch.Tensor:
+    """Physical position of every staggered face, ``(nd, nd, *(N_a + 1))`` indexed
+    ``[component, coordinate, *idx]`` with ``coordinate`` the axis (2D 0 = y, 1 = x; 3D 0 = z, 1 = y,
+    2 = x): ``lo_a + idx[a] h_a`` along the component's own axis ``a = c``, ``lo_a + (idx[a] + ½) h_a``
+    along the others. In 2D:
 
     - ``[0, :, i, j]``: the ``v_y`` face at ``(y, x) = (lo_y + i h_y, lo_x + (j + ½) h_x)``;
     - ``[1, :, i, j]``: the ``v_x`` face at ``(y, x) = (lo_y + (i + ½) h_y, lo_x + j h_x)``.
 
-    Padding entries (column ``W`` of channel 0, row ``H`` of channel 1) hold the same formulas
-    extrapolated one cell outside the domain: finite, so a field evaluated on them stays finite and is
-    zeroed by multiplying with :func:`valid_faces` (NaN would survive that product).
+    Padding entries (``idx[a] = N_a`` across a component's axis) hold the same formulas extrapolated one
+    cell outside the domain: finite, so a field evaluated on them stays finite and is zeroed by
+    multiplying with :func:`valid_faces` (NaN would survive that product).
 
     ``dtype`` defaults to float64 and ``device`` to the CPU (pass the runtime's to build a state).
 
     >>> yx = face_coordinates(grid)
     >>> v = torch.stack([f(*yx[0]), g(*yx[1])])[None] * valid_faces(grid, torch.float64)
     """
-    _, h1, w1 = staggered_shape(grid)
+    nd, *faces = staggered_shape(grid)
     dtype = torch.float64 if dtype is None else dtype
     device = "cpu" if device is None else device
-    (lo_y, _), (lo_x, _) = grid.bounds
-    hy, hx = grid.spacing
-    i = torch.arange(h1, dtype=dtype, device=device)
-    j = torch.arange(w1, dtype=dtype, device=device)
-    y_face, y_centre = lo_y + i * hy, lo_y + (i + 0.5) * hy
-    x_face, x_centre = lo_x + j * hx, lo_x + (j + 0.5) * hx
+    face_pos, centre_pos = [], []
+    for (lo, _), h, n1 in zip(grid.bounds, grid.spacing, faces):
+        i = torch.arange(n1, dtype=dtype, device=device)
+        face_pos.append(lo + i * h)
+        centre_pos.append(lo + (i + 0.5) * h)
 
-    def plane(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([y[:, None].expand(h1, w1), x[None, :].expand(h1, w1)])
+    def along(a: int, x: torch.Tensor) -> torch.Tensor:  # x (n1,) broadcast over the face grid along axis a
+        shape = [1] * nd
+        shape[a] = faces[a]
+        return x.view(shape).expand(faces)
 
-    return torch.stack([plane(y_face, x_centre), plane(y_centre, x_face)]).contiguous()
+    return torch.stack(
+        [torch.stack([along(a, face_pos[a] if a == c else centre_pos[a]) for a in range(nd)]) for c in range(nd)]
+    ).contiguous()
 
 
 def to_centred(v: torch.Tensor) -> torch.Tensor:
-    """Staggered ``(B, 2, H+1, W+1)`` → centred ``(B, 2, H, W)`` by averaging the two faces of each cell."""
-    vy = 0.5 * (v[:, 0, :-1, :-1] + v[:, 0, 1:, :-1])
-    vx = 0.5 * (v[:, 1, :-1, :-1] + v[:, 1, :-1, 1:])
-    return torch.stack([vy, vx], dim=1)
+    """Staggered ``(B, nd, *(N + 1))`` → centred ``(B, nd, *N)`` by averaging the two faces of each cell
+    along each component's axis."""
+    nd = v.shape[1]
+    out = []
+    for c in range(nd):
+        u = v[:, c]
+        cells = tuple(slice(0, n - 1) for n in u.shape[1:])
+        lo = u[(slice(None), *cells)]
+        hi = u[(slice(None), *(slice(1, None) if a == c else s for a, s in enumerate(cells)))]
+        out.append(0.5 * (lo + hi))
+    return torch.stack(out, dim=1)
 
 
 def to_staggered(c: torch.Tensor, boundary: FlowBoundary) -> torch.Tensor:
-    """Centred ``(B, 2, H, W)`` → staggered ``(B, 2, H+1, W+1)``: interior faces average their two
+    """Centred ``(B, nd, *N)`` → staggered ``(B, nd, *(N + 1))``: interior faces average their two
     cells; boundary faces follow ``boundary`` (wall 0, inflow ``speed``, outflow the adjacent cell,
     periodic the average across the seam)."""
-    vy = _faces_along(c[:, 0], 1, boundary.sides[0])  # (B, H+1, W)
-    vx = _faces_along(c[:, 1], 2, boundary.sides[1])  # (B, H, W+1)
-    return torch.stack(
-        [torch.nn.functional.pad(vy, (0, 1)), torch.nn.functional.pad(vx, (0, 0, 0, 1))],
-        dim=1,
-    )
+    nd = boundary.ndim
+    return torch.stack([_pad_tangential(_faces_along(c[:, a], 1 + a, boundary.sides[a]), a, nd) for a in range(nd)], dim=1)
 
 
 def _faces_along(q: torch.Tensor, dim: int, sides: tuple[FlowSide, FlowSide]) -> torch.Tensor:
@@ -249,19 +366,23 @@ def _faces_along(q: torch.Tensor, dim: int, sides: tuple[FlowSide, FlowSide]) ->
 
 
 def open_faces(fluid: torch.Tensor, boundary: FlowBoundary) -> torch.Tensor:
-    """``(B, 2, H+1, W+1)`` mask of faces that flow may cross: both neighbouring cells are fluid. Across
+    """``(B, nd, *(N + 1))`` mask of faces that flow may cross: both neighbouring cells are fluid. Across
     a periodic seam the neighbour is the cell on the other side; other cells outside the domain count as
     fluid (the boundary conditions decide there). Padding is 0."""
-    py, px = (isinstance(boundary.sides[a][0], Periodic) for a in (0, 1))
-    fy = (
-        torch.cat([fluid[:, :, -1:], fluid, fluid[:, :, :1]], 2)
-        if py
-        else torch.nn.functional.pad(fluid, (0, 0, 1, 1), value=1.0)
-    )
-    fx = torch.cat([fluid[..., -1:], fluid, fluid[..., :1]], 3) if px else torch.nn.functional.pad(fluid, (1, 1, 0, 0), value=1.0)
-    oy = fy[:, :, :-1] * fy[:, :, 1:]  # (B, 1, H+1, W)
-    ox = fx[..., :-1] * fx[..., 1:]  # (B, 1, H, W+1)
-    return torch.cat([torch.nn.functional.pad(oy, (0, 1)), torch.nn.functional.pad(ox, (0, 0, 0, 1))], dim=1)
+    nd = boundary.ndim
+    comps = []
+    for a in range(nd):
+        dim = 2 + a
+        n = fluid.shape[dim]
+        if isinstance(boundary.sides[a][0], Periodic):
+            ext = torch.cat([fluid.narrow(dim, n - 1, 1), fluid, fluid.narrow(dim, 0, 1)], dim)
+        else:
+            pad = [0, 0] * nd
+            pad[2 * (nd - 1 - a)], pad[2 * (nd - 1 - a) + 1] = 1, 1
+            ext = torch.nn.functional.pad(fluid, pad, value=1.0)
+        both = ext.narrow(dim, 0, n + 1) * ext.narrow(dim, 1, n + 1)  # (B, 1, ..., N_a + 1, ...)
+        comps.append(_pad_tangential(both[:, 0], a, nd))
+    return torch.stack(comps, dim=1)
 
 
 _CONSTRAINTS: DerivedCache[tuple[torch.Tensor, torch.Tensor]] = DerivedCache(16)
@@ -270,7 +391,7 @@ _CONSTRAINTS: DerivedCache[tuple[torch.Tensor, torch.Tensor]] = DerivedCache(16)
 def face_constraints(
     grid: Grid, boundary: FlowBoundary, fluid: torch.Tensor | None, dtype: torch.dtype, device: torch.device | str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(keep, fixed)`` masks ``(1 or B, 2, H+1, W+1)``: imposing the boundary is ``v·keep + fixed``
+    """``(keep, fixed)`` masks ``(1 or B, nd, *(N + 1))``: imposing the boundary is ``v·keep + fixed``
     (walls 0, inflows their speed, faces touching a solid cell 0, padding 0). Periodic seams are not
     included here (see :func:`apply_boundary`). Read-only: the masks are cached per grid, boundary and
     mask tensor (identity and version), as every step of a rollout imposes the same ones."""
@@ -278,17 +399,24 @@ def face_constraints(
     return _CONSTRAINTS.get(key, fluid, lambda: _face_constraints(grid, boundary, fluid, dtype, device))
 
 
+def _check_dims(grid: Grid, boundary: FlowBoundary) -> int:
+    nd = staggered_shape(grid)[0]
+    if boundary.ndim != nd:
+        raise ValueError(f"boundary must have one side pair per grid axis ({nd}), got a {boundary.ndim}D FlowBoundary")
+    return nd
+
+
 def _face_constraints(
     grid: Grid, boundary: FlowBoundary, fluid: torch.Tensor | None, dtype: torch.dtype, device: torch.device | str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    h, w = grid.shape
+    nd = _check_dims(grid, boundary)
     faces = valid_faces(grid, dtype, device)
     keep = faces.clone()
     fixed = torch.zeros_like(keep)
     for c, (lo, hi) in enumerate(boundary.sides):
-        for side, idx in ((lo, 0), (hi, h if c == 0 else w)):
+        for side, idx in ((lo, 0), (hi, grid.shape[c])):
             if isinstance(side, (Wall, Inflow)):
-                face = (slice(None), c, idx, slice(None)) if c == 0 else (slice(None), c, slice(None), idx)
+                face = _index(nd, c, c, idx)
                 keep[face] = 0.0
                 fixed[face] = side.speed if isinstance(side, Inflow) else 0.0
     fixed = fixed * faces
@@ -299,32 +427,29 @@ def _face_constraints(
 
 
 def apply_boundary(v: torch.Tensor, grid: Grid, boundary: FlowBoundary, fluid: torch.Tensor | None = None) -> torch.Tensor:
-    """Impose the boundary conditions on the normal faces of a staggered velocity ``(B, 2, H+1, W+1)``:
+    """Impose the boundary conditions on the normal faces of a staggered velocity ``(B, nd, *(N + 1))``:
     walls 0, inflows their speed, periodic seams equal (face ``N`` := face ``0``), faces touching a solid
     cell 0 (static obstacle), padding 0. Outflow faces are left free (the pressure projection sets
     them). Differentiable."""
-    h, w = grid.shape
     keep, fixed = face_constraints(grid, boundary, fluid, v.dtype, v.device)
     out = v * keep + fixed
-    if isinstance(boundary.sides[0][0], Periodic):  # seam faces 0 and H are one face
-        vy = torch.cat([out[:, 0, :h], out[:, 0, :1]], dim=1)
-        out = torch.stack([vy, out[:, 1]], dim=1)
-    if isinstance(boundary.sides[1][0], Periodic):
-        vx = torch.cat([out[:, 1, :, :w], out[:, 1, :, :1]], dim=2)
-        out = torch.stack([out[:, 0], vx], dim=1)
+    for c, (lo, _) in enumerate(boundary.sides):
+        if isinstance(lo, Periodic):  # seam faces 0 and N_c are one face
+            u, dim = out[:, c], 1 + c
+            seam = torch.cat([u.narrow(dim, 0, grid.shape[c]), u.narrow(dim, 0, 1)], dim=dim)
+            out = torch.stack([seam if a == c else out[:, a] for a in range(out.shape[1])], dim=1)
     return out
 
 
 def free_faces(
     grid: Grid, boundary: FlowBoundary, fluid: torch.Tensor | None, dtype: torch.dtype, device: torch.device | str
 ) -> torch.Tensor:
-    """``(1 or B, 2, H+1, W+1)`` mask of the faces whose velocity is an unknown (not fixed by a wall,
+    """``(1 or B, nd, *(N + 1))`` mask of the faces whose velocity is an unknown (not fixed by a wall,
     inflow, obstacle or padding; on a periodic axis face ``N`` is the duplicate of face ``0``)."""
-    h, w = grid.shape
+    nd = _check_dims(grid, boundary)
     keep, _ = face_constraints(grid, boundary, fluid, dtype, device)
     keep = keep.clone()
-    if isinstance(boundary.sides[0][0], Periodic):
-        keep[:, 0, h] = 0.0
-    if isinstance(boundary.sides[1][0], Periodic):
-        keep[:, 1, :, w] = 0.0
+    for c, (lo, _) in enumerate(boundary.sides):
+        if isinstance(lo, Periodic):
+            keep[_index(nd, c, c, grid.shape[c])] = 0.0
     return keep

@@ -17,9 +17,6 @@ Any value outside the grid along one axis is an affine function of one interior 
 (periodic: wrap ``j``; zero-gradient: clamp ``j``; Dirichlet ``g``: ghost ``2g - u[0]`` i.e. ``a = 2g``,
 ``s = -1``; constant-outside ``g``: ``a = g``, ``s = 0``). Axes compose from the last one outwards:
 ``value = a_0 + s_0 (a_1 + s_1 (a_2 + s_2 u[j_0, j_1, j_2]))``.
-
-``stencil_2d``/``interp_2d`` are thin wrappers kept for the 2D-only staggered kernels
-(:mod:`taichi_dp.ops.staggered_advection`); they compute exactly what the generic helpers compute.
 """
 
 # No `from __future__ import annotations`: Taichi reads kernel annotations at definition time.
@@ -192,18 +189,3 @@ def tree_max(vals: ti.template()):
     if ti.static(len(vals) > 1):
         r = tree_max([ti.max(vals[2 * k], vals[2 * k + 1]) for k in ti.static(range(len(vals) // 2))])
     return r
-
-
-# ------------------------------------------------------------------------- 2D thin wrappers
-@ti.func
-def stencil_2d(u: ti.template(), b, c, py, px, bc: ti.template(), g: ti.template()):
-    """The four corner values and two weights for bilinear interpolation at ``(py, px)``:
-    returns ``(u00, u01, u10, u11, wy, wx)`` where ``u01`` is one step in x."""
-    corners, w = stencil(u, b, c, [py, px], bc, g)
-    return corners[0], corners[1], corners[2], corners[3], w[0], w[1]
-
-
-@ti.func
-def interp_2d(u: ti.template(), b, c, py, px, bc: ti.template(), g: ti.template()):
-    """Bilinear interpolation of ``u[b, c, :, :]`` at index-space position ``(py, px)``."""
-    return interp(u, b, c, [py, px], bc, g)

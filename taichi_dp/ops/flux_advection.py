@@ -2,14 +2,16 @@
 
 Semi-Lagrangian and MacCormack advection interpolate, and interpolation does not conserve: a buoyant
 smoke plume gained +56% (semi-Lagrangian) to +122% (MacCormack) of the injected smoke over 100 steps.
-This operator updates every cell by the fluxes through its four faces instead,
+This operator updates every cell by the fluxes through its ``2·nd`` faces instead (2D and 3D),
 
-    q⁺[i,k] = q[i,k] − Δt · ( (F^y[i+1,k] − F^y[i,k]) / h_y + (F^x[i,k+1] − F^x[i,k]) / h_x ),
+    q⁺[x] = q[x] − Δt · Σ_axes a (F^a[x + e_a] − F^a[x]) / h_a,
+    2D: q⁺[i,k] = q[i,k] − Δt · ( (F^y[i+1,k] − F^y[i,k]) / h_y + (F^x[i,k+1] − F^x[i,k]) / h_x ),
 
-so whatever leaves one cell enters its neighbour: ``Σ q h_y h_x`` changes only by what crosses open
+so whatever leaves one cell enters its neighbour: ``Σ q Π h_a`` changes only by what crosses open
 boundaries, whatever the velocity (divergence-free or not). Layout as in :mod:`taichi_dp.grid.staggered`:
-``F^y[i,k]`` sits on the ``v_y`` face between cells ``(i−1,k)`` and ``(i,k)``, ``F^x[i,k]`` on the ``v_x``
-face between ``(i,k−1)`` and ``(i,k)``; the normal velocity ``u`` of a face is the staggered value there.
+``F^a[x]`` sits on the face of component ``a`` between cells ``x − e_a`` and ``x`` (2D: ``F^y[i,k]`` on the
+``v_y`` face between cells ``(i−1,k)`` and ``(i,k)``, ``F^x[i,k]`` on the ``v_x`` face between ``(i,k−1)``
+and ``(i,k)``); the normal velocity ``u`` of a face is the staggered value there.
 
 **Face value (limited second order).** ``F = u · q_f``. With the upwind cell ``U`` (the cell the face
 velocity comes from), the downwind cell ``D`` and the cell ``UU`` behind ``U`` on the same axis,
@@ -29,7 +31,7 @@ face with outflow contributes ``α (q_UU − q_i)`` with ``α = ½ c (1−c) ψ(
 (``ψ ≤ 2``). So ``q⁺_i`` is a convex combination of ``q_i`` and nearby values when ``Σ α ≤ 1``; the
 sufficient condition used here is the *cell Courant number*
 
-    C = Δt · max over cells of  Σ_{4 faces} |u_f| / h_f  ≤  1
+    C = Δt · max over cells of  Σ_{2·nd faces} |u_f| / h_f  ≤  1
 
 (for a uniform flow along one axis: ``|u| Δt / h ≤ ½``). Under it, and for a discretely
 divergence-free velocity, the scheme is bounded (no new extrema; non-negative data stay non-negative).
@@ -49,12 +51,12 @@ for any ``C``; only boundedness needs the limit. (The smoke plume scene runs at 
 - open sides (:class:`Inflow`, :class:`Outflow`): the face carries ``u · q_b`` when the flow enters, with
   ``q_b`` the scalar's boundary value (Dirichlet ``g``; zero gradient: the adjacent cell), and
   ``u · q_adjacent`` (first-order upwind) when it leaves. The budget is then
-  ``Δ Σ q h_y h_x = Δt Σ_inflow |u| q_b h − Δt Σ_outflow |u| q h``;
+  ``Δ Σ q Π h_a = Δt Σ_inflow |u| q_b A − Δt Σ_outflow |u| q A`` (``A`` the face area);
 - the limiter's ``q_UU`` beyond a non-periodic side is the scalar's boundary value on an open side
   (Dirichlet ``g``, zero gradient the adjacent cell) and the adjacent cell behind a wall; a solid
   ``UU`` is replaced by ``q_U`` (zero slope: first order next to obstacles and walls).
 
-Each output cell gathers its own four face fluxes (every flux is evaluated twice, identically), so the
+Each output cell gathers its own ``2·nd`` face fluxes (every flux is evaluated twice, identically), so the
 kernel has no atomics and Taichi's reverse mode is exact. Gradients flow to ``q``, the velocity and
 ``dt`` (``(B,)``); the sub-step count is piecewise constant (no gradient).
 """
@@ -70,24 +72,16 @@ from ..bridge import KernelOp
 from ..grid import DIRICHLET, PERIODIC, Boundary, Grid, Periodic, ZeroGradient
 from ..grid.staggered import FlowBoundary, Inflow, Outflow, check_staggered
 from ..runtime import as_batch_param, check_state
+from ._stencil import replaced
 
 nd1 = ti.types.ndarray(ndim=1)
-nd4 = ti.types.ndarray(ndim=4)
+nda = ti.types.ndarray()  # (B, C, *spatial): the rank, hence the grid dimension, is fixed per compiled instance
 
 CLOSED, OPEN, WRAP = 0, 1, 2
 """Side kinds of the flow boundary as the kernel sees them: wall, inflow/outflow, periodic."""
 
 
 # ------------------------------------------------------------------------------------ helpers
-@ti.func
-def _at(x: ti.template(), b, c, axis: ti.template(), j, t):
-    """``x[b, c, ·, ·]`` at index ``j`` along ``axis`` and ``t`` along the other axis."""
-    r, s = j, t
-    if ti.static(axis == 1):
-        r, s = t, j
-    return x[b, c, r, s]
-
-
 @ti.func
 def _limited(a, b):
     """MC-limited slope ``ψ(a/b)·b`` without division: ``a`` upwind, ``b`` downwind difference."""
@@ -110,20 +104,20 @@ def _face_flux(
     q: ti.template(),
     vel: ti.template(),
     fluid: ti.template(),
-    b,
-    c,
+    ix,
     axis: ti.template(),
     f,
-    t,
     cdt,
     bc: ti.template(),
     g: ti.template(),
     sides: ti.template(),
 ):
-    """``u · q_f`` through face ``f`` (``0..n``) normal to ``axis`` in cell row/column ``t``;
-    ``cdt = Δt / h`` along ``axis``. See the module docstring for the face value and the boundaries."""
+    """``u · q_f`` through face ``f`` (``0..n``) normal to ``axis`` in the cell row of ``ix = (b, ch, *cell)``
+    (``cell`` gives the other axes' indices); ``cdt = Δt / h`` along ``axis``. See the module docstring
+    for the face value and the boundaries."""
     n = q.shape[2 + axis]
-    fb = ti.min(b, fluid.shape[0] - 1)
+    d = ti.static(2 + axis)
+    fx = replaced(replaced(ix, 0, ti.min(ix[0], fluid.shape[0] - 1)), 1, 0)  # the fluid mask's index
     periodic = ti.static(sides[2 * axis] == WRAP)
     open_lo = ti.static(sides[2 * axis] == OPEN)
     open_hi = ti.static(sides[2 * axis + 1] == OPEN)
@@ -133,14 +127,14 @@ def _face_flux(
         i_ll, i_l, i_h, i_hh, fu = (f - 2 + n) % n, (f - 1 + n) % n, f % n, (f + 1) % n, f % n
     else:
         i_ll, i_l, i_h, i_hh = ti.max(f - 2, 0), ti.max(f - 1, 0), ti.min(f, n - 1), ti.min(f + 1, n - 1)
-    u = _at(vel, b, axis, axis, fu, t)
-    q_l = _at(q, b, c, axis, i_l, t)
-    q_h = _at(q, b, c, axis, i_h, t)
-    s_l = _at(fluid, fb, 0, axis, i_l, t) > 0.5
-    s_h = _at(fluid, fb, 0, axis, i_h, t) > 0.5
+    u = vel[replaced(replaced(ix, 1, axis), d, fu)]
+    q_l = q[replaced(ix, d, i_l)]
+    q_h = q[replaced(ix, d, i_h)]
+    s_l = fluid[replaced(fx, d, i_l)] > 0.5
+    s_h = fluid[replaced(fx, d, i_h)] > 0.5
     # the cells behind the upwind one: solid → the upwind value itself; outside → the side's value
-    q_ll = ti.select(_at(fluid, fb, 0, axis, i_ll, t) > 0.5, _at(q, b, c, axis, i_ll, t), q_l)
-    q_hh = ti.select(_at(fluid, fb, 0, axis, i_hh, t) > 0.5, _at(q, b, c, axis, i_hh, t), q_h)
+    q_ll = ti.select(fluid[replaced(fx, d, i_ll)] > 0.5, q[replaced(ix, d, i_ll)], q_l)
+    q_hh = ti.select(fluid[replaced(fx, d, i_hh)] > 0.5, q[replaced(ix, d, i_hh)], q_h)
     w = ti.select(s_l and s_h, 1.0, 0.0)  # interior and periodic faces: both cells fluid
     q_f = 0.0
     if ti.static(periodic):
@@ -169,40 +163,81 @@ def _face_flux(
     return w * u * q_f
 
 
-# ---------------------------------------------------------------------------------------- kernel
-@ti.kernel
-def _flux_scalar(
-    q: nd4,
-    vel: nd4,
-    dt: nd1,
-    out: nd4,
-    fluid: nd4,
+@ti.func
+def _axis_divergence(
+    q: ti.template(),
+    vel: ti.template(),
+    fluid: ti.template(),
+    ix,
+    axis: ti.template(),
+    dt,
+    inv_h,
     bc: ti.template(),
     g: ti.template(),
     sides: ti.template(),
-    inv_hy: float,
-    inv_hx: float,
+):
+    """``(F_hi − F_lo) / h`` along ``axis`` for the cell ``ix``."""
+    cdt = dt * inv_h
+    lo = _face_flux(q, vel, fluid, ix, axis, ix[2 + axis], cdt, bc, g, sides)
+    hi = _face_flux(q, vel, fluid, ix, axis, ix[2 + axis] + 1, cdt, bc, g, sides)
+    return (hi - lo) * inv_h
+
+
+@ti.func
+def _sum(terms: ti.template()):
+    """``t_0 + t_1 + …`` in order."""
+    r = terms[0]
+    for a in ti.static(range(1, len(terms))):
+        r = r + terms[a]
+    return r
+
+
+# ---------------------------------------------------------------------------------------- kernel
+@ti.kernel
+def _flux_scalar(
+    q: nda,
+    vel: nda,
+    dt: nd1,
+    out: nda,
+    fluid: nda,
+    bc: ti.template(),
+    g: ti.template(),
+    sides: ti.template(),
+    inv_h0: float,
+    inv_h1: float,
+    inv_h2: float,
     serial: ti.template(),
 ):
-    """One explicit flux-form step of a cell-centred ``q`` (B,C,H,W) by the staggered ``vel``
-    (B,2,H+1,W+1) for ``dt`` (B,): ``out = q − Δt Σ_axes (F_hi − F_lo)/h`` (module docstring)."""
+    """One explicit flux-form step of a cell-centred ``q`` ``(B, C, *N)`` by the staggered ``vel``
+    ``(B, nd, *(N+1))`` for ``dt`` (B,): ``out = q − Δt Σ_axes (F_hi − F_lo)/h`` (module docstring)."""
     ti.loop_config(serialize=serial)
-    for b, c, i, k in ti.ndrange(q.shape[0], q.shape[1], q.shape[2], q.shape[3]):
-        cy = dt[b] * inv_hy
-        cx = dt[b] * inv_hx
-        fy_lo = _face_flux(q, vel, fluid, b, c, 0, i, k, cy, bc, g, sides)
-        fy_hi = _face_flux(q, vel, fluid, b, c, 0, i + 1, k, cy, bc, g, sides)
-        fx_lo = _face_flux(q, vel, fluid, b, c, 1, k, i, cx, bc, g, sides)
-        fx_hi = _face_flux(q, vel, fluid, b, c, 1, k + 1, i, cx, bc, g, sides)
-        out[b, c, i, k] = q[b, c, i, k] - dt[b] * ((fy_hi - fy_lo) * inv_hy + (fx_hi - fx_lo) * inv_hx)
+    for ix in ti.grouped(ti.ndrange(*out.shape)):
+        inv_h = ti.static((inv_h0, inv_h1, inv_h2))
+        div = _sum(
+            [
+                _axis_divergence(q, vel, fluid, ix, a, dt[ix[0]], inv_h[a], bc, g, sides)
+                for a in ti.static(range(len(q.shape) - 2))
+            ]
+        )
+        out[ix] = q[ix] - dt[ix[0]] * div
 
 
-_FLUX_SCALAR = KernelOp(_flux_scalar, 3, 1, "flux_scalar_by_staggered")
+class _SpacingOp(KernelOp):
+    """:class:`KernelOp` whose ``consts`` end with ``1/h`` per grid axis (``nd`` floats), padded with zeros
+    to the kernel's three spacing slots: ``op(inputs, shapes, (fluid, codes, values, sides, *inv_h))``."""
+
+    def __call__(self, inputs, out_shapes, consts=()):
+        head, inv_h = tuple(consts[:4]), tuple(consts[4:])
+        return super().__call__(inputs, out_shapes, (*head, *inv_h, *([0.0] * (3 - len(inv_h)))))
+
+
+_FLUX_SCALAR = _SpacingOp(_flux_scalar, 3, 1, "flux_scalar_by_staggered")
 
 
 # ---------------------------------------------------------------------------------- torch-facing
-def side_kinds(boundary: FlowBoundary) -> tuple[int, int, int, int]:
-    """The flow boundary's sides ``(y_lo, y_hi, x_lo, x_hi)`` as :data:`CLOSED`/:data:`OPEN`/:data:`WRAP`."""
+def side_kinds(boundary: FlowBoundary) -> tuple[int, ...]:
+    """The flow boundary's sides ``(axis0_lo, axis0_hi, axis1_lo, ...)`` (2D ``(y_lo, y_hi, x_lo, x_hi)``) as
+    :data:`CLOSED`/:data:`OPEN`/:data:`WRAP`."""
     return tuple(
         WRAP if isinstance(s, Periodic) else OPEN if isinstance(s, (Inflow, Outflow)) else CLOSED
         for pair in boundary.sides
@@ -211,14 +246,19 @@ def side_kinds(boundary: FlowBoundary) -> tuple[int, int, int, int]:
 
 
 def cell_courant(velocity: torch.Tensor, dt: torch.Tensor, grid: Grid) -> torch.Tensor:
-    """The cell Courant number ``C_b = Δt_b · max_cells Σ_{4 faces} |u_f| / h_f`` per sample ``(B,)``
-    of a staggered ``velocity`` ``(B, 2, H+1, W+1)`` (not differentiable: it only sizes sub-steps).
+    """The cell Courant number ``C_b = Δt_b · max_cells Σ_{2·nd faces} |u_f| / h_f`` per sample ``(B,)``
+    of a staggered ``velocity`` ``(B, nd, *(N+1))`` (not differentiable: it only sizes sub-steps).
     :func:`flux_advect` is bounded for ``C ≤ 1`` (module docstring)."""
-    hy, hx = grid.spacing
+    nd = grid.ndim
+    cells = tuple(slice(0, n) for n in grid.shape)
     with torch.no_grad():
-        vy, vx = velocity[:, 0].abs(), velocity[:, 1].abs()
-        per_cell = (vy[:, :-1, :-1] + vy[:, 1:, :-1]) / hy + (vx[:, :-1, :-1] + vx[:, :-1, 1:]) / hx
-        return dt.detach().abs() * per_cell.amax(dim=(1, 2))
+        per_cell = None
+        for a, h in enumerate(grid.spacing):
+            u = velocity[:, a].abs()
+            hi = tuple(slice(1, n + 1) if k == a else s for k, (s, n) in enumerate(zip(cells, grid.shape)))
+            term = (u[(slice(None), *cells)] + u[(slice(None), *hi)]) / h
+            per_cell = term if per_cell is None else per_cell + term
+        return dt.detach().abs() * per_cell.amax(dim=tuple(range(1, nd + 1)))
 
 
 def flux_substeps(velocity: torch.Tensor, dt: torch.Tensor, grid: Grid, courant: float = 1.0) -> int:
@@ -252,7 +292,7 @@ def apply_flux_advection(
     substeps: int | None = None,
 ) -> torch.Tensor:
     """:func:`flux_advect` without argument validation (``dt`` a ``(B,)`` tensor, ``fluid`` ``None`` or a
-    ``(B or 1, 1, H, W)`` runtime-dtype 0/1 mask); still checks ``substeps`` against ``courant``."""
+    ``(B or 1, 1, *N)`` runtime-dtype 0/1 mask); still checks ``substeps`` against ``courant``."""
     if fluid is None:
         fluid = torch.ones(1, 1, *q.shape[2:], dtype=q.dtype, device=q.device)
     c = _max_courant(velocity, dt, grid)
@@ -268,8 +308,7 @@ def apply_flux_advection(
                 f"dt·Σ|u_f|/h_f = {c:.4g} needs at least {math.ceil(c / courant)} sub-steps of Courant <= {courant} "
                 "(pass substeps=None to sub-step automatically)"
             )
-    hy, hx = grid.spacing
-    consts = (fluid, scalar_boundary.codes, scalar_boundary.values, side_kinds(boundary), 1.0 / hy, 1.0 / hx)
+    consts = (fluid, scalar_boundary.codes, scalar_boundary.values, side_kinds(boundary), *(1.0 / h for h in grid.spacing))
     step = dt if n == 1 else dt / n
     for _ in range(n):
         (q,) = _FLUX_SCALAR((q, velocity, step), (q.shape,), consts)
@@ -288,8 +327,9 @@ def flux_advect(
     courant: float = 1.0,
     substeps: int | None = None,
 ) -> torch.Tensor:
-    """Conservative advection of a cell-centred ``q`` ``(B, C, H, W)`` by the staggered ``velocity``
-    ``(B, 2, H+1, W+1)`` for ``dt`` (float or ``(B,)`` tensor), differentiable in all three:
+    """Conservative advection of a cell-centred ``q`` ``(B, C, *N)`` (2D ``(B, C, H, W)``, 3D
+    ``(B, C, D, H, W)``) by the staggered ``velocity`` ``(B, nd, *(N+1))`` for ``dt`` (float or ``(B,)``
+    tensor), differentiable in all three:
 
         q⁺ = q − Δt Σ_axes (F_hi − F_lo) / h,    F = u_face · q_face (MC-limited upwind, module docstring)
 
@@ -297,14 +337,14 @@ def flux_advect(
         boundary: the flow's boundary (walls: no flux; inflow/outflow: open; periodic: wrap).
         scalar_boundary: boundary values of ``q`` on open sides (default zero gradient); must be
             periodic exactly where ``boundary`` is.
-        fluid: optional ``(B or 1, 1, H, W)`` obstacle mask (1 fluid, 0 solid): no flux through faces
+        fluid: optional ``(B or 1, 1, *N)`` obstacle mask (1 fluid, 0 solid): no flux through faces
             touching a solid cell.
-        courant: the cell Courant number ``Δt Σ_{4 faces} |u_f|/h_f`` allowed per sub-step, in (0, 1]
+        courant: the cell Courant number ``Δt Σ_{2·nd faces} |u_f|/h_f`` allowed per sub-step, in (0, 1]
             (1 keeps the scheme bounded for divergence-free velocities).
         substeps: ``None`` (default): ``⌈C/courant⌉`` sub-steps from the velocity's maximum; an integer:
             exactly that many, and ``ValueError`` (naming ``dt``) if that exceeds ``courant``.
     Returns:
-        ``q⁺`` ``(B, C, H, W)``; ``Σ q h_y h_x`` changes only through open sides.
+        ``q⁺`` ``(B, C, *N)``; ``Σ q Π h_a`` changes only through open sides.
     """
     check_state("q", q, grid.shape)
     check_staggered("velocity", velocity, grid)
@@ -312,13 +352,15 @@ def flux_advect(
         raise ValueError(f"velocity has batch size {velocity.shape[0]} but q has {q.shape[0]}")
     if not isinstance(boundary, FlowBoundary):
         raise TypeError(f"boundary must be a FlowBoundary, got {type(boundary).__name__}")
+    if boundary.ndim != grid.ndim:
+        raise ValueError(f"boundary must have one side pair per grid axis ({grid.ndim}), got a {boundary.ndim}D FlowBoundary")
     if scalar_boundary is None:
         scalar_boundary = Boundary(
             tuple((s, s) if isinstance(s, Periodic) else (ZeroGradient(), ZeroGradient()) for s, _ in boundary.sides)
         )
-    if not isinstance(scalar_boundary, Boundary) or scalar_boundary.ndim != 2:
-        raise TypeError(f"scalar_boundary must be a 2D Boundary or None, got {scalar_boundary!r}")
-    for axis in (0, 1):
+    if not isinstance(scalar_boundary, Boundary) or scalar_boundary.ndim != grid.ndim:
+        raise TypeError(f"scalar_boundary must be a {grid.ndim}D Boundary or None, got {scalar_boundary!r}")
+    for axis in range(grid.ndim):
         if isinstance(boundary.sides[axis][0], Periodic) != (scalar_boundary.codes[2 * axis] == PERIODIC):
             raise ValueError(f"scalar_boundary must be periodic exactly where boundary is (axis {axis})")
     if not 0.0 < courant <= 1.0:

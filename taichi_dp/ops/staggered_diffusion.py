@@ -1,15 +1,16 @@
-"""Viscosity on the staggered (MAC) grid: explicit (forward Euler) diffusion of each velocity component
-on its own face grid,
+"""Viscosity on the staggered (MAC) grid, 2D and 3D: explicit (forward Euler) diffusion of each velocity
+component on its own face grid,
 
-    v⁺ = v + ν Δt L(v)        stable for ν Δt (1/h_y² + 1/h_x²) ≤ 1/2,
+    v⁺ = v + ν Δt L(v)        stable for ν Δt Σ_a 1/h_a² ≤ 1/2,
 
-with the 5-point Laplacian ``L``. Neighbours along a component's normal axis are faces (boundary faces
-included; beyond them the value is extrapolated with zero gradient, periodic axes wrap with period N);
-along its tangential axis they are ghost values of :meth:`FlowBoundary.component` (no-slip walls and
-inflows: 0 on the wall; slip walls and outflows: zero gradient). Faces next to obstacles hold 0, which
-acts as a no-slip obstacle surface. Boundary and obstacle faces are re-imposed by the caller. On a
-periodic axis the seam faces ``0`` and ``N`` must be equal on input (as :func:`apply_boundary` leaves
-them): face ``N`` reads its tangential neighbours from face ``0``'s row.
+with the ``(2 nd + 1)``-point Laplacian ``L`` (5-point in 2D, 7-point in 3D). Neighbours along a
+component's normal axis are faces (boundary faces included; beyond them the value is extrapolated with
+zero gradient, periodic axes wrap with period N); along its tangential axes they are ghost values of
+:meth:`FlowBoundary.component` (no-slip walls and inflows: the wall velocity on the wall; slip walls and
+outflows: zero gradient). Faces next to obstacles hold 0, which acts as a no-slip obstacle surface.
+Boundary and obstacle faces are re-imposed by the caller. On a periodic axis the seam faces ``0`` and
+``N`` must be equal on input (as :func:`apply_boundary` leaves them): face ``N`` reads its tangential
+neighbours from face ``0``'s row.
 """
 
 # No `from __future__ import annotations`: Taichi reads kernel annotations at definition time.
@@ -20,12 +21,12 @@ import torch
 from ..bridge import KernelOp
 from ..grid import PERIODIC, Grid
 from ..grid.staggered import FlowBoundary, apply_boundary, free_faces
-from ._stencil import ghost
+from ._stencil import ghost, replaced
 from .linear_solve import solve_spd
-from .staggered_advection import component_bc
+from .staggered_advection import component_bcs
 
 nd1 = ti.types.ndarray(ndim=1)
-nd4 = ti.types.ndarray(ndim=4)
+nda = ti.types.ndarray()  # (B, nd, *(N+1)): the rank, hence the grid dimension, is fixed per compiled instance
 
 
 @ti.func
@@ -39,54 +40,81 @@ def _normal_index(i, n_faces, periodic: ti.template()):
 
 
 @ti.func
-def _face_value(v: ti.template(), b, c: ti.template(), i, k, bc: ti.template()):
-    """Component ``c`` at face ``(i, k)`` (one step outside allowed) with the boundary rules above;
-    ``bc``: ``(codes, values)`` of ``FlowBoundary.component(c)``."""
-    h1, w1 = v.shape[2], v.shape[3]
-    value = 0.0
+def _face_value(v: ti.template(), ix, c: ti.template(), axis: ti.template(), d: ti.template(), bc: ti.template()):
+    """Component ``c`` at the face ``ix = (b, c, *idx)`` moved by ``d`` (a compile-time ±1) along ``axis``,
+    with the boundary rules above; ``bc``: ``(codes, values)`` of ``FlowBoundary.component(c)``. The
+    index along ``c``'s normal axis always goes through :func:`_normal_index` (face ``N`` of a periodic
+    axis reads face ``0``'s row)."""
     codes, g = ti.static(bc[0], bc[1])
-    if ti.static(c == 0):
-        ji = _normal_index(i, h1, ti.static(codes[0] == PERIODIC))
-        jk, a, s = ghost(k, w1 - 1, codes[2], codes[3], g[2], g[3])
-        value = a + s * v[b, 0, ji, jk]
+    periodic = ti.static(codes[2 * c] == PERIODIC)
+    value = 0.0
+    if ti.static(axis == c):
+        value = v[replaced(ix, 2 + c, _normal_index(ix[2 + c] + d, v.shape[2 + c], periodic))]
     else:
-        ji, a, s = ghost(i, h1 - 1, codes[0], codes[1], g[0], g[1])
-        jk = _normal_index(k, w1, ti.static(codes[2] == PERIODIC))
-        value = a + s * v[b, 1, ji, jk]
+        jx = replaced(ix, 2 + c, _normal_index(ix[2 + c], v.shape[2 + c], periodic))
+        lo, hi = ti.static(2 * axis, 2 * axis + 1)
+        j, a, s = ghost(ix[2 + axis] + d, v.shape[2 + axis] - 1, codes[lo], codes[hi], g[lo], g[hi])
+        value = a + s * v[replaced(jx, 2 + axis, j)]
     return value
+
+
+@ti.func
+def _axis_term(v: ti.template(), ix, centre, c: ti.template(), axis: ti.template(), bc: ti.template(), inv_h2: ti.template()):
+    """``(v[−1] − 2 v + v[+1]) / h²`` along ``axis`` at the face ``ix`` of component ``c``."""
+    return (_face_value(v, ix, c, axis, -1, bc) - 2.0 * centre + _face_value(v, ix, c, axis, 1, bc)) * inv_h2[axis]
+
+
+@ti.func
+def _sum(terms: ti.template()):
+    """``t_0 + t_1 + …`` in order."""
+    r = terms[0]
+    for a in ti.static(range(1, len(terms))):
+        r = r + terms[a]
+    return r
 
 
 @ti.kernel
 def _add_laplacian_mac(
-    v: nd4, k: nd1, out: nd4, bc_y: ti.template(), bc_x: ti.template(), inv_hy2: float, inv_hx2: float, serial: ti.template()
+    v: nda,
+    k: nd1,
+    out: nda,
+    bcs: ti.template(),
+    inv_h2_0: float,
+    inv_h2_1: float,
+    inv_h2_2: float,
+    serial: ti.template(),
 ):
-    """out = v + k[b] · L(v) on every real face (padding stays 0)."""
+    """out = v + k[b] · L(v) on every real face of every component (padding stays 0); one loop over
+    ``(b, *idx)`` that updates every component's face ``idx``."""
     ti.loop_config(serialize=serial)
-    for b, i, j in ti.ndrange(v.shape[0], v.shape[2], v.shape[3]):
-        # v_y face (i, j): real for j < W
-        cy = v[b, 0, i, j]
-        lap_y = (_face_value(v, b, 0, i - 1, j, bc_y) - 2.0 * cy + _face_value(v, b, 0, i + 1, j, bc_y)) * inv_hy2 + (
-            _face_value(v, b, 0, i, j - 1, bc_y) - 2.0 * cy + _face_value(v, b, 0, i, j + 1, bc_y)
-        ) * inv_hx2
-        out[b, 0, i, j] = ti.select(j < v.shape[3] - 1, cy + k[b] * lap_y, 0.0)
-        # v_x face (i, j): real for i < H
-        cx = v[b, 1, i, j]
-        lap_x = (_face_value(v, b, 1, i - 1, j, bc_x) - 2.0 * cx + _face_value(v, b, 1, i + 1, j, bc_x)) * inv_hy2 + (
-            _face_value(v, b, 1, i, j - 1, bc_x) - 2.0 * cx + _face_value(v, b, 1, i, j + 1, bc_x)
-        ) * inv_hx2
-        out[b, 1, i, j] = ti.select(i < v.shape[2] - 1, cx + k[b] * lap_x, 0.0)
+    for J in ti.grouped(ti.ndrange(v.shape[0], *[v.shape[2 + a] for a in ti.static(range(len(v.shape) - 2))])):
+        for c in ti.static(range(len(v.shape) - 2)):
+            ix = ti.Vector([J[0], c] + [J[1 + a] for a in ti.static(range(len(v.shape) - 2))], dt=ti.i32)
+            centre = v[ix]
+            inv_h2 = ti.static((inv_h2_0, inv_h2_1, inv_h2_2))
+            lap = _sum([_axis_term(v, ix, centre, c, a, bcs[c], inv_h2) for a in ti.static(range(len(v.shape) - 2))])
+            real = True
+            for a in ti.static(range(len(v.shape) - 2)):
+                if ti.static(a != c):  # real faces: idx[a] < N_a across the component's axis
+                    real = real and ix[2 + a] < v.shape[2 + a] - 1
+            out[ix] = ti.select(real, centre + k[ix[0]] * lap, 0.0)
 
 
 _ADD_LAPLACIAN_MAC = KernelOp(_add_laplacian_mac, 2, 1, "add_laplacian_mac")
 
 
+def _inv_spacing2(grid: Grid) -> tuple[float, float, float]:
+    """``1/h²`` per axis padded with zeros to the kernel's three slots."""
+    inv = [1.0 / h**2 for h in grid.spacing]
+    return (*inv, *([0.0] * (3 - len(inv))))  # type: ignore[return-value]
+
+
 def apply_velocity_diffusion(
     v: torch.Tensor, nu: torch.Tensor, dt: torch.Tensor, grid: Grid, boundary: FlowBoundary
 ) -> torch.Tensor:
-    """Explicit viscosity step ``v + ν Δt L(v)`` of a staggered velocity (no validation; ``nu``, ``dt``:
-    ``(B,)``). Differentiable w.r.t. ``v``, ``nu`` and ``dt``."""
-    hy, hx = grid.spacing
-    consts = (component_bc(boundary, 0), component_bc(boundary, 1), 1.0 / hy**2, 1.0 / hx**2)
+    """Explicit viscosity step ``v + ν Δt L(v)`` of a staggered velocity ``(B, nd, *(N+1))`` (no
+    validation; ``nu``, ``dt``: ``(B,)``). Differentiable w.r.t. ``v``, ``nu`` and ``dt``."""
+    consts = (component_bcs(boundary), *_inv_spacing2(grid))
     return _ADD_LAPLACIAN_MAC((v, nu * dt), (v.shape,), consts)[0]
 
 
@@ -101,7 +129,7 @@ def apply_velocity_diffusion_implicit(
     rtol: float = 1e-6,
     max_iter: int = 1000,
 ) -> torch.Tensor:
-    """Backward-Euler viscosity step of a staggered velocity (unconditionally stable; no validation).
+    """Backward-Euler viscosity step of a staggered velocity ``(B, nd, *(N+1))`` (unconditionally stable; no validation).
 
     With ``F`` the free faces (:func:`free_faces`) and ``g`` the imposed values on the others, the free
     faces solve the symmetric positive definite system
@@ -113,12 +141,12 @@ def apply_velocity_diffusion_implicit(
     differentiated implicitly (:func:`~taichi_dp.ops.linear_solve.solve_spd`): gradients flow to ``v``,
     ``nu`` and ``dt`` through one adjoint solve.
     """
-    hy, hx = grid.spacing
     free = free_faces(grid, boundary, fluid, v.dtype, v.device)
     g = apply_boundary(v, grid, boundary, fluid) * (1 - free)  # imposed values on fixed faces
     k = nu * dt
-    full = (component_bc(boundary, 0), component_bc(boundary, 1), 1.0 / hy**2, 1.0 / hx**2)
-    homogeneous = tuple((codes, tuple(0.0 for _ in values)) for codes, values in full[:2]) + full[2:]
+    bcs = component_bcs(boundary)
+    full = (bcs, *_inv_spacing2(grid))
+    homogeneous = (tuple((codes, tuple(0.0 for _ in values)) for codes, values in bcs), *_inv_spacing2(grid))
     rhs = free * (v + _ADD_LAPLACIAN_MAC((g, k), (g.shape,), full)[0] - g)
 
     def matvec(x: torch.Tensor, k_: torch.Tensor) -> torch.Tensor:
