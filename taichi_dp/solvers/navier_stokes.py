@@ -26,7 +26,8 @@ VISCOSITY_DEFAULT = SolveOptions(rtol=1e-5, max_iter=1000, method="cg")
 
 @dataclass(frozen=True, eq=False)
 class NavierStokes(Stepper):
-    """2D incompressible Navier–Stokes for a staggered velocity ``v`` ``(B, 2, H+1, W+1)``:
+    """Incompressible Navier–Stokes in 2D or 3D for a staggered velocity ``v`` ``(B, nd, *(N + 1))``
+    (``(B, 2, H+1, W+1)`` in 2D, ``(B, 3, D+1, H+1, W+1)`` in 3D; layout in :mod:`taichi_dp.grid.staggered`):
 
         ∂v/∂t + (v · ∇) v = −∇p/ρ + ν ∇²v + f,      ∇ · v = 0
 
@@ -35,16 +36,16 @@ class NavierStokes(Stepper):
     pressure projection (CG, implicit adjoint), which leaves ``v`` divergence-free on every fluid cell.
 
     Args:
-        grid: 2D grid ``(H, W)`` = (y, x) with physical extent.
+        grid: 2D grid ``(H, W)`` = (y, x) or 3D grid ``(D, H, W)`` = (z, y, x) with physical extent.
         boundary: :class:`~taichi_dp.grid.staggered.FlowBoundary` (walls, inflow, outflow, periodic).
         nu: kinematic viscosity ≥ 0, float or ``(B,)`` tensor (differentiable); explicit diffusion needs
-            ``ν Δt (1/h_y² + 1/h_x²) ≤ 1/2`` (checked).
+            ``ν Δt Σ_a 1/h_a² ≤ 1/2`` (checked).
         dt: time step (float or ``(B,)``); accuracy wants CFL ``max|v| Δt / h ≲ 1`` (semi-Lagrangian is
             stable beyond).
-        fluid: obstacle mask ``(B or 1, 1, H, W)``, 1 = fluid (see :mod:`taichi_dp.grid.geometry`).
+        fluid: obstacle mask ``(B or 1, 1, *spatial)``, 1 = fluid (see :mod:`taichi_dp.grid.geometry`).
         advection: ``"semi_lagrangian"`` or ``"maccormack"``.
-        forcing: optional staggered body force ``(B or 1, 2, H+1, W+1)`` (differentiable).
-        inflow_mask, inflow_velocity: optional staggered ``(1, 2, H+1, W+1)`` region and the velocity
+        forcing: optional staggered body force ``(B or 1, nd, *(N + 1))`` (differentiable).
+        inflow_mask, inflow_velocity: optional staggered ``(1, nd, *(N + 1))`` region and the velocity
             imposed there every step (``v ← (1 − m) v + m u``), e.g. the karman inflow band.
         pressure: the Poisson solve, a :class:`~taichi_dp.ops.solve_options.SolveOptions`: ``rtol``
             relative to ``‖D v‖`` (the adjoint's relative to the incoming gradient), ``max_iter``, and
@@ -75,7 +76,7 @@ class NavierStokes(Stepper):
     viscosity: SolveOptions = VISCOSITY_DEFAULT
 
     def __post_init__(self) -> None:
-        staggered_shape(self.grid)  # a 2D grid
+        staggered_shape(self.grid)  # a 2D or 3D grid
         if not isinstance(self.boundary, FlowBoundary):
             raise TypeError(f"boundary must be a FlowBoundary, got {type(self.boundary).__name__}")
         check_time_step(self.dt)
@@ -99,10 +100,10 @@ class NavierStokes(Stepper):
 
     @property
     def channels(self) -> int:
-        return 2
+        return self.grid.ndim
 
     def check(self, v: torch.Tensor) -> None:
-        """Validate a staggered velocity ``(B, 2, H+1, W+1)`` for this stepper (shape, dtype, device,
+        """Validate a staggered velocity ``(B, nd, *(N + 1))`` for this stepper (shape, dtype, device,
         finite, mask batch)."""
         check_staggered("v", v, self.grid)
         check_batches(self, ("fluid",), "v", v.shape[0])
@@ -125,7 +126,7 @@ class NavierStokes(Stepper):
         b = v.shape[0]
         dt = self.param("dt", b)
         if self.forcing is not None:
-            v = v + dt.view(-1, 1, 1, 1) * self.forcing
+            v = v + dt.view(-1, *([1] * (v.ndim - 1))) * self.forcing
         if not (isinstance(self.nu, float | int) and self.nu == 0):
             nu = self.param("nu", b)
             if self.diffusion == "implicit":
