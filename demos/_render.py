@@ -154,3 +154,27 @@ class FrameSink:
             first.save(video, save_all=True, append_images=rest, duration=80, loop=0)
         print(f"wrote {len(self.paths)} frames to {self.out}/frame_*.png and {video}")
         return [*self.paths, video]
+
+
+def volume_rgb(density, solid=None, absorption: float = 1.0, axis: int = 0, light: int | None = None) -> np.ndarray:
+    """Emission–absorption ray marching of a 3D density volume seen from the high end of ``axis``: an
+    ``(A, B, 3)`` float image in ``[0, 1]`` on black, ``A`` and ``B`` the other two axes in order. Each
+    cell's opacity is ``1 − exp(−absorption·ρ)`` (``absorption``: optical depth per unit density per cell);
+    its warm-white glow is dimmed by the smoke between it and a light at the high end of axis ``light``
+    (``None``: unlit). ``solid`` (bool, same shape) cells are opaque and bluish grey, brighter where the
+    surface is nearer the viewer."""
+    tau = absorption * np.clip(np.asarray(density, dtype=np.float32), 0.0, None)  # optical depth of each cell
+    glow = np.ones_like(tau)
+    if light is not None:  # the optical depth between each cell and the light, that cell excluded
+        glow = 0.3 + 0.7 * np.exp(-(np.flip(np.cumsum(np.flip(tau, light), light), light) - tau))
+    colour = glow[..., None] * np.array([1.0, 0.85, 0.65], dtype=np.float32)
+    alpha, colour = (np.flip(np.moveaxis(a, axis, 0), 0) for a in (1.0 - np.exp(-tau), colour))  # index 0: nearest
+    if solid is not None and np.asarray(solid).any():
+        solid = np.flip(np.moveaxis(np.asarray(solid, dtype=bool), axis, 0), 0)  # index 0 nearest the viewer
+        hit = solid.argmax(0)[solid.any(0)]  # the depth of the first solid cell along each ray that meets one
+        depth = np.arange(alpha.shape[0], dtype=np.float32)[:, None, None]
+        grey = np.clip(0.9 - 0.65 * (depth - hit.min()) / max(hit.max() - hit.min(), 1), 0.2, 0.9)
+        alpha = np.where(solid, 1.0, alpha)
+        colour = np.where(solid[..., None], grey[..., None] * np.array([0.55, 0.7, 0.85], dtype=np.float32), colour)
+    seen = np.cumprod(np.concatenate([np.ones_like(alpha[:1]), 1.0 - alpha[:-1]]), axis=0)  # transmittance
+    return ((seen * alpha)[..., None] * colour).sum(0).clip(0.0, 1.0)
