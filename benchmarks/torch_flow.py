@@ -2,9 +2,12 @@
 
 Advection and explicit diffusion are the test suite's plain-PyTorch references, imported from
 ``tests/reference.py`` (Burgers: 1D explicit diffusion + semi-Lagrangian) and ``tests/reference_mac.py``
-(staggered velocity diffusion/advection, density advection by a staggered velocity): the same
-discretizations the library is tested against, not copies. Boundary imposition uses the library's
-torch-only helpers (:func:`taichi_dp.grid.staggered.face_constraints`, ``open_faces``, ``pack_smoke``).
+(staggered velocity diffusion/advection, density advection by a staggered velocity; 2D: its 2D
+functions, 3D: its ``*_nd`` ones): the same discretizations the library is tested against, not copies.
+Boundary imposition uses the library's torch-only helpers (:func:`taichi_dp.grid.staggered.face_constraints`,
+``open_faces``, ``pack_smoke``). The staggered layout is the library's in 2D and 3D (``(B, nd, *(N+1))``,
+component ``c`` along axis ``c``); every function here takes either, and the 2D results are the ones of the
+2D-only version this module started as (bit for bit: the same operations in the same order).
 
 The pressure projection is written here, because the references cannot be reused for it:
 ``tests/reference.py::ref_project`` assembles dense ``D``, ``G`` and ``A`` matrices with Python loops
@@ -28,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from taichi_dp.grid import Grid, Periodic
+from taichi_dp.grid import Boundary, Grid, Periodic
 from taichi_dp.grid.staggered import FlowBoundary, Outflow, face_constraints, open_faces
 from taichi_dp.ops.flux_advection import flux_substeps
 from taichi_dp.solvers import Burgers, NavierStokes, SmokePlume, pack_smoke, unpack_smoke
@@ -73,21 +76,35 @@ def _ghost_pad(p: torch.Tensor, dim: int, sides: tuple[Any, Any]) -> torch.Tenso
     return torch.cat([-first if isinstance(lo, Outflow) else first, p, -last if isinstance(hi, Outflow) else last], dim)
 
 
+def _pad_faces(x: torch.Tensor, c: int) -> torch.Tensor:
+    """Real-face values of component ``c`` ``(B, C, *M_c)`` (``N_c + 1`` along axis ``c``, ``N_a`` along the
+    others) → the staggered extent ``(B, C, *(N+1))``: one zero padding layer at the end of every other axis."""
+    pad: list[int] = []
+    for a in reversed(range(x.ndim - 2)):  # F.pad lists the last axis first
+        pad += [0, 0] if a == c else [0, 1]
+    return F.pad(x, pad)
+
+
 def divergence(v: torch.Tensor, grid: Grid) -> torch.Tensor:
-    """Cell-centred divergence ``(B, 1, H, W)`` of a staggered ``v`` ``(B, 2, H+1, W+1)``."""
-    h, w = grid.shape
-    hy, hx = grid.spacing
-    return (v[:, 0:1, 1:, :w] - v[:, 0:1, :-1, :w]) / hy + (v[:, 1:2, :h, 1:] - v[:, 1:2, :h, :-1]) / hx
+    """Cell-centred divergence ``(B, 1, *N)`` of a staggered ``v`` ``(B, nd, *(N+1))``."""
+    cells = [slice(0, n) for n in grid.shape]
+    out = None
+    for c, h in enumerate(grid.spacing):
+        hi = [slice(1, None) if a == c else s for a, s in enumerate(cells)]
+        lo = [slice(None, -1) if a == c else s for a, s in enumerate(cells)]
+        term = (v[(slice(None), slice(c, c + 1), *hi)] - v[(slice(None), slice(c, c + 1), *lo)]) / h
+        out = term if out is None else out + term
+    return out
 
 
 def gradient(p: torch.Tensor, grid: Grid, boundary: FlowBoundary, open_: torch.Tensor) -> torch.Tensor:
-    """Staggered pressure gradient ``G p`` ``(B, 2, H+1, W+1)`` on open faces (``open_``), 0 elsewhere."""
-    hy, hx = grid.spacing
-    py = _ghost_pad(p, 2, boundary.sides[0])
-    px = _ghost_pad(p, 3, boundary.sides[1])
-    gy = (py[:, :, 1:] - py[:, :, :-1]) / hy  # (B, 1, H+1, W)
-    gx = (px[..., 1:] - px[..., :-1]) / hx  # (B, 1, H, W+1)
-    return open_ * torch.cat([F.pad(gy, (0, 1)), F.pad(gx, (0, 0, 0, 1))], dim=1)
+    """Staggered pressure gradient ``G p`` ``(B, nd, *(N+1))`` on open faces (``open_``), 0 elsewhere."""
+    comps = []
+    for c, (n, h) in enumerate(zip(grid.shape, grid.spacing, strict=True)):
+        pc = _ghost_pad(p, 2 + c, boundary.sides[c])
+        g = (pc.narrow(2 + c, 1, n + 1) - pc.narrow(2 + c, 0, n + 1)) / h  # N_c + 1 faces along axis c
+        comps.append(_pad_faces(g, c))
+    return open_ * torch.cat(comps, dim=1)
 
 
 def poisson(p: torch.Tensor, grid: Grid, boundary: FlowBoundary, fluid: torch.Tensor, open_: torch.Tensor) -> torch.Tensor:
@@ -95,13 +112,18 @@ def poisson(p: torch.Tensor, grid: Grid, boundary: FlowBoundary, fluid: torch.Te
     return fluid * -divergence(gradient(p, grid, boundary, open_), grid) + (1.0 - fluid) * p
 
 
+def _per_batch(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A ``(B,)`` tensor viewed to broadcast against ``like`` ``(B, ...)``."""
+    return x.view(-1, *([1] * (like.ndim - 1)))
+
+
 def _bdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).flatten(1).sum(1).view(-1, 1, 1, 1)
+    return _per_batch((a * b).flatten(1).sum(1), a)
 
 
 def _fluid_mean(x: torch.Tensor, fluid: torch.Tensor) -> torch.Tensor:
     f = fluid.expand_as(x)
-    return ((x * f).flatten(1).sum(1) / f.flatten(1).sum(1)).view(-1, 1, 1, 1)
+    return _per_batch((x * f).flatten(1).sum(1) / f.flatten(1).sum(1), x)
 
 
 class PressureSolver:
@@ -222,9 +244,9 @@ class TorchNavierStokes:
         if self.nu is not None:
             n = st.viscosity_substeps
             for _ in range(n):
-                v = ref_mac.velocity_diffusion(v, self.nu, self.dt / n, st.grid, st.boundary)
+                v = velocity_diffusion(v, self.nu, self.dt / n, st.grid, st.boundary)
         v = self.impose(v)
-        return self.impose(ref_mac.velocity_advection(v, v, self.dt, st.grid, st.boundary, st.advection))
+        return self.impose(velocity_advection(v, self.dt, st.grid, st.boundary, st.advection))
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         return self.projection(self._pre(v))
@@ -239,23 +261,31 @@ class TorchSmoke:
             raise ValueError("the plain-PyTorch smoke step expects a source")
         self.st = st
         self.flow = TorchNavierStokes(st.flow, batch, compile=compile)
-        self.beta = torch.as_tensor(st.buoyancy, dtype=self.flow.dt.dtype).reshape(-1).expand(batch).reshape(-1, 1, 1)
+        nd = st.flow.grid.ndim
+        beta = torch.as_tensor(st.buoyancy, dtype=self.flow.dt.dtype).reshape(-1).expand(batch)
+        self.beta = beta.reshape(-1, *([1] * (nd + 1)))
         self._density = maybe_compile(self.density, compile)
 
     def density(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Advected density (+ source, masked) and the velocity with the buoyancy added."""
+        """Advected density (+ source, masked) and the velocity with the buoyancy added (on the faces of
+        the +y component: axis ``nd − 2``, the rows in 2D, the middle axis in 3D)."""
         st, flow = self.st, self.st.flow
         v, rho = unpack_smoke(state)
+        nd = flow.grid.ndim
         dt = self.flow.dt
         if st.density_advection == "flux":  # conservative flux form, sub-stepped as the operator does
             n = flux_substeps(v, dt, flow.grid)
-            rho = ref_mac.flux_advection(rho, v, dt, flow.grid, st.density_boundary, flow.boundary, flow.fluid, substeps=n)
+            rho = flux_advection(rho, v, dt, flow.grid, st.density_boundary, flow.boundary, flow.fluid, substeps=n)
         else:
-            rho = ref_mac.scalar_advection(rho, v, dt, flow.grid, st.density_boundary, flow.boundary, st.density_advection)
-        rho = (rho + dt.view(-1, 1, 1, 1) * st.source) * flow.fluid
-        face_rho = 0.5 * (F.pad(rho[:, 0], (0, 0, 1, 0)) + F.pad(rho[:, 0], (0, 0, 0, 1)))
-        lift = F.pad(dt.view(-1, 1, 1) * self.beta * face_rho, (0, 1))
-        return torch.stack([v[:, 0] + lift, v[:, 1]], dim=1), rho
+            rho = scalar_advection(rho, v, dt, flow.grid, st.density_boundary, flow.boundary, st.density_advection)
+        rho = (rho + _per_batch(dt, rho) * st.source) * flow.fluid
+        y = nd - 2
+        lo, hi = [0] * (2 * nd), [0] * (2 * nd)
+        lo[2 * (nd - 1 - y)] = 1  # one zero layer below along y (F.pad lists the last axis first) ...
+        hi[2 * (nd - 1 - y) + 1] = 1  # ... or above
+        face_rho = 0.5 * (F.pad(rho, lo) + F.pad(rho, hi))  # N_y + 1 faces along y, zero outside the domain
+        lift = _pad_faces(_per_batch(dt, rho) * self.beta * face_rho, y)
+        return torch.cat([v[:, :y], v[:, y : y + 1] + lift, v[:, y + 1 :]], dim=1), rho
 
     def __call__(self, state: torch.Tensor) -> torch.Tensor:
         v, rho = self._density(state)
@@ -299,10 +329,31 @@ def torch_stepper(st: Any, batch: int, *, compile: bool = False) -> Callable[[to
 
 # ------------------------------------------------------------------------------- single kernels
 def velocity_advection(v: torch.Tensor, dt: torch.Tensor, grid: Grid, boundary: FlowBoundary, scheme: str) -> torch.Tensor:
-    """Self-advection of a staggered velocity (``tests/reference_mac.py``)."""
-    return ref_mac.velocity_advection(v, v, dt, grid, boundary, scheme)
+    """Self-advection of a staggered velocity (``tests/reference_mac.py``: 2D or n-D)."""
+    if grid.ndim == 2:
+        return ref_mac.velocity_advection(v, v, dt, grid, boundary, scheme)
+    return ref_mac.velocity_advection_nd(v, v, dt, grid, boundary, scheme)
 
 
 def velocity_diffusion(v: torch.Tensor, nu: torch.Tensor, dt: torch.Tensor, grid: Grid, boundary: FlowBoundary) -> torch.Tensor:
-    """Explicit viscosity step of a staggered velocity (``tests/reference_mac.py``)."""
-    return ref_mac.velocity_diffusion(v, nu, dt, grid, boundary)
+    """Explicit viscosity step of a staggered velocity (``tests/reference_mac.py``: 2D or n-D)."""
+    if grid.ndim == 2:
+        return ref_mac.velocity_diffusion(v, nu, dt, grid, boundary)
+    return ref_mac.velocity_diffusion_nd(v, nu, dt, grid, boundary)
+
+
+def scalar_advection(q: torch.Tensor, velocity: torch.Tensor, dt: torch.Tensor, grid: Grid, scalar_boundary: Boundary,
+                     boundary: FlowBoundary, scheme: str) -> torch.Tensor:
+    """Semi-Lagrangian / MacCormack advection of a cell-centred ``q`` by a staggered velocity
+    (``tests/reference_mac.py``: 2D or n-D)."""
+    if grid.ndim == 2:
+        return ref_mac.scalar_advection(q, velocity, dt, grid, scalar_boundary, boundary, scheme)
+    return ref_mac.scalar_advection_nd(q, velocity, dt, grid, scalar_boundary, boundary, scheme)
+
+
+def flux_advection(q: torch.Tensor, velocity: torch.Tensor, dt: torch.Tensor, grid: Grid, scalar_boundary: Boundary,
+                   boundary: FlowBoundary, fluid: torch.Tensor | None = None, substeps: int = 1) -> torch.Tensor:
+    """Conservative MC-limited flux-form advection (``tests/reference_mac.py``: 2D or n-D)."""
+    if grid.ndim == 2:
+        return ref_mac.flux_advection(q, velocity, dt, grid, scalar_boundary, boundary, fluid, substeps=substeps)
+    return ref_mac.flux_advection_nd(q, velocity, dt, grid, scalar_boundary, boundary, fluid, substeps=substeps)
