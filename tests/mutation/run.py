@@ -230,8 +230,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "taichi_dp/ops/multigrid/vcycle.py",
-        "acc += work[wb + ro + i * w + j] - _apply_at(",
-        "acc += work[wb + ro + i * w + j] + _apply_at(",
+        "acc += work[wb + ro + k] - _apply_ix(",
+        "acc += work[wb + ro + k] + _apply_ix(",
         ("tests/test_multigrid.py",),
         "V-cycle restricts rhs + A x",
     ),
@@ -259,29 +259,29 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "taichi_dp/ops/pressure.py",
-        'net += (getattr(lo, "speed", 0.0) - getattr(hi, "speed", 0.0)) * length',
-        'net += (getattr(lo, "speed", 0.0) + getattr(hi, "speed", 0.0)) * length',
+        'net += (getattr(lo, "speed", 0.0) - getattr(hi, "speed", 0.0)) * area',
+        'net += (getattr(lo, "speed", 0.0) + getattr(hi, "speed", 0.0)) * area',
         ("tests/test_navier_stokes.py", "tests/test_pressure.py"),
         "flux balance adds the outgoing inflow",
     ),
     Mutant(
         "taichi_dp/ops/staggered_advection.py",
-        "corrected = v_hat[b, c, i, k] + 0.5 * (v[b, c, i, k] - bar)",
-        "corrected = v_hat[b, c, i, k] + 0.5 * (bar - v[b, c, i, k])",
+        "corrected = v_hat[ix] + 0.5 * (v[ix] - bar)",
+        "corrected = v_hat[ix] + 0.5 * (bar - v[ix])",
         ("tests/test_staggered_ops.py",),
         "staggered MacCormack compensation with the wrong sign",
     ),
     Mutant(
         "taichi_dp/ops/staggered_diffusion.py",
-        "out[b, 0, i, j] = ti.select(j < v.shape[3] - 1, cy + k[b] * lap_y, 0.0)",
-        "out[b, 0, i, j] = ti.select(j < v.shape[3] - 1, cy + 2.0 * k[b] * lap_y, 0.0)",
+        "out[ix] = ti.select(real, centre + k[ix[0]] * lap, 0.0)",
+        "out[ix] = ti.select(real, centre + 2.0 * k[ix[0]] * lap, 0.0)",
         ("tests/test_staggered_ops.py",),
-        "v_y viscosity applied twice",
+        "viscosity applied twice",
     ),
     # ---------------------------------------------------------------- solvers
     Mutant(
         "taichi_dp/solvers/navier_stokes.py",
-        "v = v + dt.view(-1, 1, 1, 1) * self.forcing",
+        "v = v + dt.view(-1, *([1] * (v.ndim - 1))) * self.forcing",
         "v = v + self.forcing",
         (T_BITES, "tests/test_navier_stokes.py"),
         "Navier–Stokes forcing v + f instead of v + Δt f",
@@ -309,7 +309,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "taichi_dp/solvers/smoke.py",
-        "rho = rho + dt.view(-1, 1, 1, 1) * self.source",
+        "rho = rho + dt.view(-1, *([1] * (rho.ndim - 1))) * self.source",
         "rho = rho + self.source",
         ("tests/test_smoke.py::test_source_enters_as_dt_times_s",),
         "smoke source added without Δt",
@@ -370,6 +370,21 @@ MUTANTS: tuple[Mutant, ...] = (
         "if config.checkpoint_every and it % config.checkpoint_every == 0:",
         ("tests/test_learn.py",),
         "trainer checkpoints one iteration early",
+    ),
+    # ---------------------------------------------------------------- 3D only (2D computes the same)
+    Mutant(
+        "taichi_dp/ops/multigrid/faces.py",
+        "k = (b * plan.nd + c) * ti.static(math.prod(_padded(plan))) + a * pst[c]",
+        "k = (b * 2 + c) * ti.static(math.prod(_padded(plan))) + a * pst[c]",
+        ("tests/test_pressure_3d.py",),
+        "fused projection indexes sample b's faces as if there were 2 components",
+    ),
+    Mutant(
+        "taichi_dp/ops/multigrid/hierarchy.py",
+        "inner = sum(_children(c, (*o[:a], 1, *o[a:])) for a, c in enumerate(coup) for o in others)",
+        "inner = sum(_children(c, (*o[:a], 1, *o[a:])) for a, c in enumerate(coup[:2]) for o in others)",
+        ("tests/test_pressure_3d.py",),
+        "Galerkin coarse diagonal forgets the third axis' inner couplings",
     ),
 )
 
