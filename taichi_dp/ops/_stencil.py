@@ -174,6 +174,15 @@ def interp(u: ti.template(), b, c, p: ti.template(), bc: ti.template(), g: ti.te
 
 
 @ti.func
+def ordered_sum(terms: ti.template()):
+    """``t_0 + t_1 + …`` of a static list, added left to right (one fixed order: no ``0.0 +`` start)."""
+    r = terms[0]
+    for a in ti.static(range(1, len(terms))):
+        r = r + terms[a]
+    return r
+
+
+@ti.func
 def tree_min(vals: ti.template()):
     """Minimum of a static list of ``2**k`` values by a pairwise tree (``min(min(v0, v1), min(v2, v3))``)."""
     r = vals[0]

@@ -72,7 +72,7 @@ from ..bridge import KernelOp
 from ..grid import DIRICHLET, PERIODIC, Boundary, Grid, Periodic, ZeroGradient
 from ..grid.staggered import FlowBoundary, Inflow, Outflow, check_staggered
 from ..runtime import as_batch_param, check_state
-from ._stencil import replaced
+from ._stencil import ordered_sum, replaced
 
 nd1 = ti.types.ndarray(ndim=1)
 nda = ti.types.ndarray()  # (B, C, *spatial): the rank, hence the grid dimension, is fixed per compiled instance
@@ -183,15 +183,6 @@ def _axis_divergence(
     return (hi - lo) * inv_h
 
 
-@ti.func
-def _sum(terms: ti.template()):
-    """``t_0 + t_1 + …`` in order."""
-    r = terms[0]
-    for a in ti.static(range(1, len(terms))):
-        r = r + terms[a]
-    return r
-
-
 # ---------------------------------------------------------------------------------------- kernel
 @ti.kernel
 def _flux_scalar(
@@ -213,7 +204,7 @@ def _flux_scalar(
     ti.loop_config(serialize=serial)
     for ix in ti.grouped(ti.ndrange(*out.shape)):
         inv_h = ti.static((inv_h0, inv_h1, inv_h2))
-        div = _sum(
+        div = ordered_sum(
             [
                 _axis_divergence(q, vel, fluid, ix, a, dt[ix[0]], inv_h[a], bc, g, sides)
                 for a in ti.static(range(len(q.shape) - 2))

@@ -21,7 +21,7 @@ import torch
 from ..bridge import KernelOp
 from ..grid import PERIODIC, Grid
 from ..grid.staggered import FlowBoundary, apply_boundary, free_faces
-from ._stencil import ghost, replaced
+from ._stencil import ghost, ordered_sum, replaced
 from .linear_solve import solve_spd
 from .staggered_advection import component_bcs
 
@@ -64,15 +64,6 @@ def _axis_term(v: ti.template(), ix, centre, c: ti.template(), axis: ti.template
     return (_face_value(v, ix, c, axis, -1, bc) - 2.0 * centre + _face_value(v, ix, c, axis, 1, bc)) * inv_h2[axis]
 
 
-@ti.func
-def _sum(terms: ti.template()):
-    """``t_0 + t_1 + …`` in order."""
-    r = terms[0]
-    for a in ti.static(range(1, len(terms))):
-        r = r + terms[a]
-    return r
-
-
 @ti.kernel
 def _add_laplacian_mac(
     v: nda,
@@ -92,7 +83,7 @@ def _add_laplacian_mac(
             ix = ti.Vector([J[0], c] + [J[1 + a] for a in ti.static(range(len(v.shape) - 2))], dt=ti.i32)
             centre = v[ix]
             inv_h2 = ti.static((inv_h2_0, inv_h2_1, inv_h2_2))
-            lap = _sum([_axis_term(v, ix, centre, c, a, bcs[c], inv_h2) for a in ti.static(range(len(v.shape) - 2))])
+            lap = ordered_sum([_axis_term(v, ix, centre, c, a, bcs[c], inv_h2) for a in ti.static(range(len(v.shape) - 2))])
             real = True
             for a in ti.static(range(len(v.shape) - 2)):
                 if ti.static(a != c):  # real faces: idx[a] < N_a across the component's axis
