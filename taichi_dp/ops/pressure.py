@@ -19,7 +19,10 @@ the pocket's pressure *level* is arbitrary (it follows the start vector), only i
 
 The Poisson solve is multigrid-preconditioned CG (:mod:`taichi_dp.ops.multigrid`; plain CG with
 ``preconditioner="none"``), differentiated implicitly: the backward pass solves ``A λ = ḡ`` with a
-tolerance relative to the incoming gradient, never differentiating through the iterations.
+tolerance relative to the incoming gradient, never differentiating through the iterations. On a fully
+periodic box without obstacles ``preconditioner="fft"`` solves exactly by real FFTs instead
+(:mod:`taichi_dp.ops.spectral_projection`: same gauge, so the same ``p``; its backward is the same FFT
+projection), refused with a ``ValueError`` anywhere else.
 """
 
 # No `from __future__ import annotations`: Taichi reads kernel annotations at definition time.
@@ -37,10 +40,18 @@ from . import multigrid
 from ._stencil import replaced
 from .linear_solve import solve_spd
 from .poisson import apply_poisson, cell_neighbour, inv_h_powers, spatial
+from .spectral_projection import apply_spectral_projection, check_spectral
 
 nda = ti.types.ndarray()  # (B, C, *spatial): the rank, hence the grid dimension, is fixed per compiled instance
 
 PRECONDITIONERS = ("multigrid", "none")
+"""The CG preconditioners: iterative solves that apply to every boundary and obstacle."""
+
+SPECTRAL = "fft"
+"""``preconditioner=SPECTRAL``: no iteration but the exact FFT solve of a fully periodic box without obstacles."""
+
+SOLVERS = (*PRECONDITIONERS, SPECTRAL)
+"""Every accepted value of ``preconditioner=``."""
 
 
 # ---------------------------------------------------------------------------------------- kernels
@@ -127,7 +138,10 @@ def project(
             measured at rtol 1e-3 on the karman scene: 5–6 iterations from 32×64 to 256×512, 5 on a square
             channel at 1024², against 144–860 for plain CG) or ``"none"`` (plain CG on torch tensors, the
             reference path; the only one for pressure boundaries with
-            :class:`~taichi_dp.grid.ConstantOutside` sides and for ``close_solid_faces=False``).
+            :class:`~taichi_dp.grid.ConstantOutside` sides and for ``close_solid_faces=False``) or ``"fft"``
+            (not an iteration: the exact spectral solve of :mod:`taichi_dp.ops.spectral_projection`, for a
+            boundary periodic on every side and no obstacle, i.e. ``fluid`` ``None`` or all fluid; a
+            ``ValueError`` otherwise; ``rtol``, ``max_iter`` and ``pressure_guess`` are then unused).
         close_solid_faces: ``True`` (default) sets faces touching a solid cell to 0 first (static
             obstacles). ``False`` leaves them as given: their flux still enters the fluid cell's
             divergence, the pressure gradient does not act on them (PhiFlow's ``make_incompressible``
@@ -144,8 +158,8 @@ def project(
     mask = fluid_mask(fluid, grid, v.shape[0])
     if pressure_guess is not None:
         check_state("pressure_guess", pressure_guess, grid.shape, channels=1, batch=v.shape[0])
-    if preconditioner not in PRECONDITIONERS:
-        raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {preconditioner!r}")
+    if preconditioner not in SOLVERS:
+        raise ValueError(f"preconditioner must be one of {SOLVERS}, got {preconditioner!r}")
     if not isinstance(close_solid_faces, bool):
         raise TypeError(f"close_solid_faces must be a bool, got {type(close_solid_faces).__name__} {close_solid_faces!r}")
     return apply_projection(
@@ -213,7 +227,12 @@ def apply_projection(
     preconditioner: str = "multigrid",
     close_solid_faces: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`project` without validation; ``fluid`` is a ``(B or 1, 1, *spatial)`` runtime-dtype mask."""
+    """:func:`project` without validation; ``fluid`` is a ``(B or 1, 1, *spatial)`` runtime-dtype mask.
+    ``preconditioner="fft"`` checks that the box is fully periodic and ``fluid`` all ones (``ValueError``
+    naming what is not)."""
+    if preconditioner == SPECTRAL:  # exact: rtol, max_iter and the warm start do not apply
+        check_spectral(grid, boundary, fluid)
+        return apply_spectral_projection(apply_boundary(v, grid, boundary, None), grid)
     pbc = boundary.pressure()
     v = apply_boundary(v, grid, boundary, fluid if close_solid_faces else None)
     guess = None if pressure_guess is None else pressure_guess.detach()
@@ -225,8 +244,17 @@ def apply_projection(
     if preconditioner == "multigrid":  # divergence, solve and gradient fused, with a hand-written adjoint
         return multigrid.project(multigrid.solver_for(grid, fluid, pbc.codes), v, guess, rtol=rtol, max_iter=max_iter)
     p = _plain_cg(-apply_divergence(v, grid), fluid, grid, pbc.codes, guess, rtol, max_iter)
-    (out,) = _SUBTRACT_GRADIENT((v, p), (v.shape,), (fluid, pbc.codes, *inv_h_powers(grid, 1)))
-    return out, p
+    return apply_subtract_gradient(v, p, grid, fluid, pbc.codes), p
+
+
+def apply_subtract_gradient(
+    v: torch.Tensor, p: torch.Tensor, grid: Grid, fluid: torch.Tensor, codes: tuple
+) -> torch.Tensor:
+    """``v − G p`` on the open faces (faces beside a solid cell or a closed side keep ``v``), without
+    validation: ``p`` ``(B, 1, *spatial)``, ``fluid`` the runtime-dtype mask, ``codes`` the pressure
+    boundary codes of ``boundary.pressure()``. Differentiable in ``v`` and ``p``."""
+    (out,) = _SUBTRACT_GRADIENT((v, p), (v.shape,), (fluid, codes, *inv_h_powers(grid, 1)))
+    return out
 
 
 def _plain_cg(

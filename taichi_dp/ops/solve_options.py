@@ -6,7 +6,10 @@ it as well as steppers. Each ``method`` names one algorithm:
 
 - ``"mgpcg"``: conjugate gradients preconditioned by a geometric multigrid V-cycle (the pressure
   Poisson solve's default; :mod:`taichi_dp.ops.multigrid`);
-- ``"cg"``: plain conjugate gradients (:func:`taichi_dp.ops.linear_solve.solve_spd`).
+- ``"cg"``: plain conjugate gradients (:func:`taichi_dp.ops.linear_solve.solve_spd`);
+- ``"fft"``: the exact spectral pressure solve of a fully periodic box without obstacles
+  (:mod:`taichi_dp.ops.spectral_projection`; :func:`~taichi_dp.ops.spectral_projection.spectral_applicable`
+  says when it applies). Not iterative: ``rtol`` and ``max_iter`` are validated but unused.
 
 The adjoint solve of the backward pass uses the same options (its tolerance relative to the incoming
 gradient).
@@ -19,10 +22,10 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
-METHODS = ("mgpcg", "cg")
+METHODS = ("mgpcg", "cg", "fft")
 """The solver algorithms a :class:`SolveOptions` can name."""
 
-_PRECONDITIONER = {"mgpcg": "multigrid", "cg": "none"}  # method -> ops.pressure's ``preconditioner=``
+_PRECONDITIONER = {"mgpcg": "multigrid", "cg": "none", "fft": "fft"}  # method -> ops.pressure's ``preconditioner=``
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,9 @@ class SolveOptions:
         rtol: relative residual tolerance, a finite number in ``(0, 1)``.
         max_iter: iteration cap, an integer ≥ 1 (a ``NotConvergedWarning`` reports a solve that hits it).
         method: the algorithm, one of :data:`METHODS` (``"mgpcg"`` multigrid-preconditioned CG, ``"cg"``
-            plain CG). Not every solve offers every method: the stepper that takes the options says which.
+            plain CG, ``"fft"`` the exact spectral pressure solve of a fully periodic box without obstacles,
+            for which ``rtol`` and ``max_iter`` are unused). Not every solve offers every method: the
+            stepper that takes the options says which.
 
     ``SolveOptions()`` is the pressure solve's default: ``rtol=1e-5, max_iter=5000, method="mgpcg"``.
     """
@@ -73,5 +78,5 @@ def check_solve_options(name: str, options: object, methods: tuple[str, ...] = M
 def projection_kwargs(options: SolveOptions) -> dict[str, Any]:
     """The keyword arguments of :func:`taichi_dp.ops.pressure.project` / ``apply_projection`` for
     ``options``: ``rtol``, ``max_iter`` and ``preconditioner`` (``"multigrid"`` for ``"mgpcg"``,
-    ``"none"`` for ``"cg"``)."""
+    ``"none"`` for ``"cg"``, ``"fft"`` for ``"fft"``)."""
     return {"rtol": options.rtol, "max_iter": options.max_iter, "preconditioner": _PRECONDITIONER[options.method]}

@@ -1,0 +1,180 @@
+"""Spectral (FFT) against multigrid-PCG pressure projection on fully periodic boxes, 2D and 3D.
+
+    python -m benchmarks.bench_projection [--sizes2d 64 128 256 512] [--sizes3d 32 64 128] [--batch B]
+                                          [--repeats R] [--rtol 1e-5] [--arch cpu] [--precision f32|f64]
+                                          [--threads T] [--json PATH] [--quick]
+
+Workload: :func:`taichi_dp.ops.pressure.project` of a random staggered velocity (seeded, batch ``B``) on the
+unit box with :meth:`FlowBoundary.periodic` sides and no obstacle, once with ``preconditioner="fft"``
+(:mod:`taichi_dp.ops.spectral_projection`: exact, one real FFT pair) and once with the default fused
+multigrid-PCG at ``--rtol`` (default 1e-5, the pressure solve's default). Per size and method:
+
+- ``forward``: one projection (no autograd), median wall time (:func:`benchmarks.timing.time_call`,
+  one warm-up run first: compilation and caches are not timed);
+- ``forward_backward``: projection, then the gradient of ``Σ w·v⁺ + Σ w_p·p`` with respect to the input
+  (the FFT backward is the same FFT projection; the multigrid one an adjoint solve);
+- ``pcg_iterations`` (multigrid) and the largest difference of the two ``v⁺`` relative to its largest
+  value, which is the multigrid solve's error at ``--rtol`` (the FFT solve is exact to round-off).
+
+Output: a Markdown table on stdout and, with ``--json`` (default for a full run:
+``benchmarks/results/projection_<arch>_<date>.json``), every figure with its spread and the machine.
+``--quick`` runs 2D 16² and 3D 8³ with 2 repeats and writes nothing unless ``--json`` is given (a smoke
+test that every path runs, not a measurement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.timing import time_call
+
+ROOT = Path(__file__).resolve().parent.parent
+METHODS = {"fft": "fft", "multigrid": "multigrid"}  # column name -> ``preconditioner=``
+
+
+def _setup(shape: tuple[int, ...], batch: int) -> tuple[Any, Any, torch.Tensor]:
+    from taichi_dp import Grid
+    from taichi_dp.grid.staggered import FlowBoundary
+    from taichi_dp.runtime import ensure_init
+
+    rt = ensure_init()
+    grid = Grid(shape, tuple((0.0, 1.0) for _ in shape))
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(batch, len(shape), *(n + 1 for n in shape), generator=gen, dtype=torch.float64)
+    return grid, FlowBoundary.periodic(len(shape)), v.to(dtype=rt.dtype, device=rt.device)
+
+
+def measure_size(shape: tuple[int, ...], batch: int, repeats: int, rtol: float) -> dict[str, Any]:
+    """Times of both methods at one grid ``shape`` (forward, forward + backward), PCG iterations, and the
+    difference of the results."""
+    from taichi_dp.ops.linear_solve import last_solve
+    from taichi_dp.ops.pressure import project
+
+    grid, boundary, v = _setup(shape, batch)
+    w_out = torch.randn_like(v)
+    w_p = torch.randn(batch, 1, *shape, dtype=v.dtype, device=v.device)
+    row: dict[str, Any] = {"shape": list(shape), "cells": int(torch.tensor(shape).prod()), "batch": batch}
+    outs = {}
+    for name, pc in METHODS.items():
+
+        def forward(pc: str = pc) -> tuple[torch.Tensor, torch.Tensor]:
+            return project(v, grid, boundary, rtol=rtol, preconditioner=pc)
+
+        def forward_backward(pc: str = pc) -> torch.Tensor:
+            x = v.detach().requires_grad_()
+            out, p = project(x, grid, boundary, rtol=rtol, preconditioner=pc)
+            return torch.autograd.grad((out * w_out).sum() + (p * w_p).sum(), x)[0]
+
+        outs[name] = forward()[0]
+        if name == "multigrid":
+            row["pcg_iterations"] = int(last_solve.iterations)
+        row[f"{name}_forward"] = time_call(forward, repeats).as_dict()
+        row[f"{name}_forward_backward"] = time_call(forward_backward, repeats).as_dict()
+    for kind in ("forward", "forward_backward"):
+        row[f"speedup_{kind}"] = row[f"multigrid_{kind}"]["median_s"] / row[f"fft_{kind}"]["median_s"]
+    row["max_rel_difference"] = float((outs["fft"] - outs["multigrid"]).abs().max() / outs["multigrid"].abs().max())
+    return row
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """The result as a Markdown table (milliseconds, medians)."""
+    lines = [
+        f"Pressure projection, fully periodic box, batch {res['batch']}, {res['precision']}, arch {res['arch']}, "
+        f"multigrid rtol {res['rtol']:g} (medians of {res['repeats']} runs)",
+        "",
+        "| grid | FFT fwd ms | MG fwd ms | MG/FFT fwd | FFT fwd+bwd ms | MG fwd+bwd ms | MG/FFT fwd+bwd | PCG it "
+        "| max rel diff |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in res["rows"]:
+        grid = "×".join(str(n) for n in r["shape"])
+        ms = {k: 1e3 * r[k]["median_s"] for k in ("fft_forward", "multigrid_forward", "fft_forward_backward",
+                                                  "multigrid_forward_backward")}
+        lines.append(
+            f"| {grid} | {ms['fft_forward']:.3f} | {ms['multigrid_forward']:.3f} | {r['speedup_forward']:.1f}× "
+            f"| {ms['fft_forward_backward']:.3f} | {ms['multigrid_forward_backward']:.3f} "
+            f"| {r['speedup_forward_backward']:.1f}× | {r['pcg_iterations']} | {r['max_rel_difference']:.1e} |"
+        )
+    return "\n".join(lines)
+
+
+def run(sizes2d: list[int], sizes3d: list[int], batch: int, repeats: int, rtol: float, arch: str, precision: str) -> dict:
+    """Measure every size; returns the JSON-ready result (rows and metadata)."""
+    import taichi as ti
+
+    import taichi_dp as tdp
+
+    rt = tdp.init(arch, precision)
+    shapes = [(n, n) for n in sizes2d] + [(n, n, n) for n in sizes3d]
+    rows = []
+    for shape in shapes:
+        rows.append(measure_size(shape, batch, repeats, rtol))
+        r = rows[-1]
+        print(
+            f"{'×'.join(map(str, shape)):>11}: fft {1e3 * r['fft_forward']['median_s']:9.3f} ms, "
+            f"multigrid {1e3 * r['multigrid_forward']['median_s']:9.3f} ms ({r['pcg_iterations']} it), "
+            f"fwd+bwd fft {1e3 * r['fft_forward_backward']['median_s']:9.3f} ms, "
+            f"multigrid {1e3 * r['multigrid_forward_backward']['median_s']:9.3f} ms",
+            flush=True,
+        )
+    return {
+        "benchmark": "projection",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "taichi": ".".join(str(x) for x in ti.__version__),
+        "torch_threads": torch.get_num_threads(),
+        "arch": rt.arch,
+        "precision": precision,
+        "device": str(rt.device),
+        "batch": batch,
+        "repeats": repeats,
+        "rtol": rtol,
+        "rows": rows,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes2d", type=int, nargs="*", default=[64, 128, 256, 512], help="2D sizes n (n² cells)")
+    ap.add_argument("--sizes3d", type=int, nargs="*", default=[32, 64, 128], help="3D sizes n (n³ cells)")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--rtol", type=float, default=1e-5, help="multigrid-PCG tolerance (default: the pressure default)")
+    ap.add_argument("--arch", default="cpu", choices=["cpu", "vulkan", "cuda"])
+    ap.add_argument("--precision", default="f32", choices=["f32", "f64"])
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--json", default=None, help="write the result here (default for a full run: benchmarks/results/)")
+    ap.add_argument("--quick", action="store_true", help="2D 16², 3D 8³, 2 repeats: a smoke run, not a measurement")
+    args = ap.parse_args(argv)
+    if args.batch < 1 or args.repeats < 1 or any(n < 4 for n in args.sizes2d + args.sizes3d):
+        ap.error("--batch and --repeats must be >= 1 and every size >= 4")
+    if not 0 < args.rtol < 1:
+        ap.error(f"--rtol must be in (0, 1), got {args.rtol}")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.sizes2d, args.sizes3d, args.repeats = [16], [8], 2
+    res = run(args.sizes2d, args.sizes3d, args.batch, args.repeats, args.rtol, args.arch, args.precision)
+    print()
+    print(markdown(res))
+    path = args.json
+    if path is None and not args.quick:
+        path = str(ROOT / "benchmarks" / "results" / f"projection_{res['arch']}_{res['date'][:10]}.json")
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(res, indent=1) + "\n")
+        print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
