@@ -554,3 +554,37 @@ def flux_advection_nd(
             div = div + diff / h
         q = q - step.view(-1, *([1] * (nd + 1))) * div
     return q
+
+
+# ------------------------------------------------------------------------ explicit advection rate
+def velocity_advection_rate_nd(v: torch.Tensor, grid: Grid, boundary: FlowBoundary) -> torch.Tensor:
+    """The advection rate ``−(v·∇)v`` of the staggered ``v`` ``(B, nd, *(N+1))`` by central differences on
+    each component's face grid: ``−Σ_a u_a (v_c[f + e_a] − v_c[f − e_a]) / 2h_a``, with the neighbours of
+    :func:`face_field`/:func:`face_boundary` (clamped along the normal axis, ghost values across) and the
+    advecting velocity ``u`` multilinearly interpolated at the face (its own component: the face value).
+    On a periodic axis the rate lives on faces ``0..N−1`` and the seam face ``N`` repeats face ``0``'s.
+    Padding 0; boundary faces not re-imposed."""
+    from reference import value_nd
+
+    out = []
+    for c in range(grid.ndim):
+        periodic = _is_periodic(boundary, c)
+        field = face_field(v, c, periodic)  # (B, 1, *M)
+        pos = face_positions_nd(grid, c, v.dtype, v.device)
+        if periodic:
+            pos[c] = pos[c].narrow(2 + c, 0, grid.shape[c])
+        u = velocity_at_nd(v, pos, boundary)
+        centres = [
+            torch.arange(n, device=v.device).view(1, 1, *([1] * a), n, *([1] * (grid.ndim - a - 1)))
+            for a, n in enumerate(field.shape[2:])
+        ]
+        fb = face_boundary(boundary, c)
+        rate = torch.zeros_like(field)
+        for a, h in enumerate(grid.spacing):
+            hi = value_nd(field, [x + 1 if k == a else x for k, x in enumerate(centres)], fb)
+            lo = value_nd(field, [x - 1 if k == a else x for k, x in enumerate(centres)], fb)
+            rate = rate - u[a] * (hi - lo) / (2.0 * h)
+        if periodic:
+            rate = torch.cat([rate, rate.narrow(2 + c, 0, 1)], dim=2 + c)
+        out.append(rate)
+    return assemble_nd(out, grid)

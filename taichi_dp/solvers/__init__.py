@@ -8,18 +8,25 @@ from .navier_stokes import NavierStokes
 from .phiflow_navier_stokes import PhiFlowNavierStokes
 from .smoke import SmokePlume, pack_smoke, unpack_smoke
 from .steady import SteadyState, SteadyStateError, run_to_steady
+from .time_stepping import SSPRK2, SSPRK3, ForwardEuler, RungeKutta, SplitStep, TimeStepping
 
 __all__ = [
+    "SSPRK2",
+    "SSPRK3",
     "AdvectionDiffusion",
     "Burgers",
+    "ForwardEuler",
     "NavierStokes",
     "PhiFlowNavierStokes",
     "Repeated",
+    "RungeKutta",
     "SmokePlume",
     "SolveOptions",
+    "SplitStep",
     "SteadyState",
     "SteadyStateError",
     "Stepper",
+    "TimeStepping",
     "pack_smoke",
     "rollout",
     "run_to_steady",
