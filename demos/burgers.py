@@ -49,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}\nTrain a run first: python -m taichi_dp burgers --out {args.run or 'runs/burgers'}", file=sys.stderr)
         return 2
     print(f"corrections from {run}: {', '.join(models)}")
-    cfg.steps = args.frames
+    cfg.data.steps = args.frames
     data = reference_data(cfg, (args.nu,), 1, torch.Generator().manual_seed(args.seed))
     nu = data.nu
     solver, cond = source_solver(cfg, nu), {"nu": nu_feature(cfg, nu)}
-    x = tdp.Grid.line(cfg.n, -1.0, 1.0).centers(0)
+    x = tdp.Grid.line(cfg.data.n, -1.0, 1.0).centers(0)
     states = {name: data.reference[:, 0].contiguous() for name in ("source", *models)}
     sink = FrameSink("taichi_dp · Burgers", args.out, args.headless)
     t = 0
@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, u in states.items():
                 err = float((u[0, 0] - ref).norm() / ref.norm().clamp_min(1e-12))
                 ax.plot(x, u[0, 0], color=COLOURS.get(name, "tab:green"), label=f"{name} (rel. error {err:.3f})")
-            ax.set(xlim=(-1, 1), ylim=(-1.2, 1.2), xlabel="x", ylabel="u", title=f"Burgers ν = {args.nu:g}, t = {t * cfg.dt:.2f}")
+            title = f"Burgers ν = {args.nu:g}, t = {t * cfg.data.dt:.2f}"
+            ax.set(xlim=(-1, 1), ylim=(-1.2, 1.2), xlabel="x", ylabel="u", title=title)
             ax.legend(loc="lower left", fontsize=8)
             if not sink.show(figure_to_rgb(fig)):
                 break

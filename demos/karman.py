@@ -44,10 +44,11 @@ class Wake:
 
     def __init__(self, cfg, models: dict, re: float, warmup: int) -> None:
         self.cfg, self.models, self.re = cfg, models, re
-        f = cfg.train.factor
-        ref = karman(scale=cfg.train.scale * f, reynolds=torch.tensor([re]), dt=1.0 / f, perturbation=cfg.train.perturbation)
+        data = cfg.data.train
+        f = data.factor
+        ref = karman(scale=data.scale * f, reynolds=torch.tensor([re]), dt=1.0 / f, perturbation=data.perturbation)
         self.fine_step, self.factor = Repeated(ref.stepper, f), f  # one coarse step of the reference
-        self.coarse = karman(scale=cfg.train.scale, reynolds=torch.tensor([re])).stepper
+        self.coarse = karman(scale=data.scale, reynolds=torch.tensor([re])).stepper
         self.cond = {"re": re_feature(cfg, torch.tensor([re]))}
         with torch.no_grad():
             v = ref.state0
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}\nTrain a run first: python -m taichi_dp train karman --out {run}", file=sys.stderr)
         return 2
     print(f"corrections from {run}: {', '.join(models)}")
-    args.warmup = cfg.train.warmup if args.warmup is None else args.warmup
+    args.warmup = cfg.data.train.warmup if args.warmup is None else args.warmup
     variants = list(models)  # e.g. ["NON", "SOL-4"]: "c" cycles through them
     correction = next((v for v in variants if "SOL" in v), variants[-1])
     re, t = args.re, 0

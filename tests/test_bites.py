@@ -172,19 +172,20 @@ def test_relative_errors_by_hand():
 
 @pytest.mark.slow  # a karman evaluation
 def test_karman_evaluation_reports_l1_as_l1():
-    """Bug: ``karman_experiment.evaluate`` computing its ``"l1"`` entry with ``p=2``. The reported L1 and
+    """Bug: the karman evaluation (``Experiment.rollouts``) computing its ``"l1"`` entry with ``p=2``. The reported L1 and
     L2 errors must be those of the returned trajectory against the reference."""
-    from taichi_dp.learn.karman_experiment import KarmanExperimentConfig, evaluate
+    from taichi_dp.learn.experiment import Trajectories
+    from taichi_dp.learn.karman_experiment import KarmanExperiment, KarmanExperimentConfig
     from taichi_dp.scenes import karman
 
-    cfg = KarmanExperimentConfig.tiny()
+    exp = KarmanExperiment(KarmanExperimentConfig.preset("tiny"))
     scene = karman(reynolds=200.0)
     gen = torch.Generator().manual_seed(14)
     v0 = scene.state0[0]
     frames = [v0] + [v0 * (1 + 0.1 * k) + 0.01 * torch.randn(v0.shape, generator=gen, dtype=F64) for k in (1, 2)]
-    test = {"velocity": torch.stack(frames)[None], "reynolds": torch.tensor([200.0], dtype=F64)}
-    out = evaluate(cfg, {"source": None}, test, scene.stepper)["source"]
-    traj, ref = out["traj"].double(), test["velocity"][:, 1:]
+    test = Trajectories(torch.stack(frames)[None], torch.tensor([200.0], dtype=F64), (200.0,), torch.arange(1))
+    out = exp.rollouts({"source": None}, test)["source"]
+    traj, ref = out["traj"].double(), test.reference[:, 1:]
     d = (traj - ref).flatten(2)
     l1 = d.abs().sum(2) / ref.flatten(2).abs().sum(2)
     l2 = d.norm(dim=2) / ref.flatten(2).norm(dim=2)

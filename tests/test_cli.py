@@ -22,13 +22,13 @@ def test_burgers_quick_writes_a_complete_run_folder(tmp_path):
         "report.md",
         "plots/error_over_time.png",
         "plots/states.png",
-        "checkpoints/non.pt",
-        "checkpoints/sol4.pt",
+        "checkpoints/updates/seed0/non.pt",
+        "checkpoints/updates/seed0/sol-4.pt",
     ):
         assert (out / name).is_file(), name
     m = json.loads((out / "metrics.json").read_text())
-    assert set(m["mean_relative_l2"]) == {"source", "NON", "SOL-4"}
-    assert all(v > 0 for v in m["mean_relative_l2"].values())
+    assert set(m["variants"]["updates"]) == {"NON", "SOL-4"}
+    assert m["source"]["32"]["l2"]["mean"] > 0 and all(v["32"]["l2"]["mean"] > 0 for v in m["variants"]["updates"].values())
     assert "| test ν | regime |" in (out / "report.md").read_text()
     assert not list(out.rglob("*.tmp"))
     # re-running into the folder with other settings never reuses (and relabels) its checkpoints

@@ -19,7 +19,7 @@ from taichi_dp.learn.burgers_experiment import BurgersExperimentConfig
 from taichi_dp.learn.karman_experiment import KarmanExperimentConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-PRESETS = {"quick": KarmanExperimentConfig.quick, "paper": KarmanExperimentConfig.paper, "tiny": KarmanExperimentConfig.tiny}
+PRESETS = {name: (lambda name=name: KarmanExperimentConfig.preset(name)) for name in ("quick", "paper", "tiny")}
 
 
 @pytest.fixture
@@ -52,17 +52,26 @@ def _main(*argv: str) -> int:
     return cli.main(list(argv))
 
 
-def _changes(preset: str, cfg) -> dict:
-    """The fields of ``cfg`` that differ from the preset's configuration (dotted names)."""
-    base = dataclasses.asdict(PRESETS[preset]())
-    now = dataclasses.asdict(cfg)
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """``{dotted key: value}`` of a nested configuration dict (lists as tuples)."""
     out = {}
-    for key in base:
-        if isinstance(base[key], dict):
-            out.update({f"{key}.{k}": v for k, v in now[key].items() if base[key][k] != v})
-        elif base[key] != now[key]:
-            out[key] = now[key]
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = tuple(value) if isinstance(value, (list, tuple)) else value
     return out
+
+
+def _diff(base, cfg) -> dict:
+    """The dotted fields of ``cfg`` that differ from ``base`` (two configurations)."""
+    a, b = _flat(dataclasses.asdict(base)), _flat(dataclasses.asdict(cfg))
+    return {k: v for k, v in b.items() if a[k] != v}
+
+
+def _changes(preset: str, cfg) -> dict:
+    """The fields of ``cfg`` that differ from the karman preset's configuration (dotted names)."""
+    return _diff(PRESETS[preset](), cfg)
 
 
 # ----------------------------------------------------------------------------------------- train karman
@@ -86,28 +95,30 @@ def test_train_karman_default_preset_is_quick(recorder):
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [
-        (["--variants", "SOL-2, NON,"], {"variants": ("SOL-2", "NON")}),
-        (["--variants", "PRE-2,NON+SOL-2"], {"variants": ("PRE-2", "NON+SOL-2")}),
-        (["--model", "cnn"], {"model": "cnn", "width": 21}),
-        (["--model", "unet"], {"width": 10}),  # tiny is a unet of width 4: the flag sets the standard width
-        (["--iterations", "3"], {"optim.iterations": 3}),
-        (["--seconds", "2.5"], {"wall_seconds": 2.5}),
-        (["--protocols", "wall,updates"], {"protocols": ("wall", "updates")}),
-        (["--seeds", "0,3,7"], {"seeds": (0, 3, 7)}),
-        (["--reproject"], {"reproject": True}),
-        (["--checkpoint-every", "3"], {"save_every": 3}),
+        (["--variants", "SOL-2, NON,"], {"train.variants": ("SOL-2", "NON")}),
+        (["--variants", "PRE-2,NON+SOL-2"], {"train.variants": ("PRE-2", "NON+SOL-2")}),
+        (["--model", "cnn"], {"model.kind": "cnn", "model.width": 21}),
+        (["--model", "unet"], {"model.width": 10}),  # tiny is a unet of width 4: the flag sets the standard width
+        (["--iterations", "3"], {"train.iterations": 3}),
+        (["--seconds", "2.5"], {"train.seconds": 2.5}),
+        (["--protocols", "wall,updates"], {"train.protocols": ("wall", "updates")}),
+        (["--seeds", "0,3,7"], {"train.seeds": (0, 3, 7)}),
+        (["--reproject"], {"model.reproject": True}),
+        (["--checkpoint-every", "3"], {"train.save_every": 3}),
         (["--threads", "2"], {}),
+        (["train.seconds=300"], {"train.seconds": 300.0}),  # KEY=VALUE overrides anywhere after the command
+        (
+            ["train.variants=[\"NON\", \"PRE-3\"]", "eval.horizons=2,4"],
+            {"train.variants": ("NON", "PRE-3"), "eval.horizons": (2, 4)},
+        ),
+        (["--iterations", "3", "train.iterations=5"], {"train.iterations": 5}),  # KEY=VALUE beats a flag
     ],
     ids=lambda x: " ".join(x) if isinstance(x, list) else None,
 )
 def test_train_karman_flag_sets_its_field_and_nothing_else(recorder, tmp_path, flags, expected):
     assert _main("train", "karman", "--preset", "tiny", "--out", str(tmp_path / "run"), "--no-progress", *flags) == 0
     ((cfg, _, _),) = recorder["run"]
-    changes = _changes("tiny", cfg)
-    for key in ("variants", "protocols", "seeds"):
-        if key in changes:
-            changes[key] = tuple(changes[key])
-    assert changes == expected
+    assert _changes("tiny", cfg) == expected
     assert recorder["threads"] == [2 if "--threads" in flags else 1]
 
 
@@ -120,8 +131,9 @@ def test_train_karman_all_flags_together(recorder, tmp_path):
     assert _main(*argv) == 0
     ((cfg, got_out, kw),) = recorder["run"]
     assert _changes("tiny", cfg) == {
-        "variants": ("NON", "SOL-3"), "model": "cnn", "width": 21, "optim.iterations": 5, "wall_seconds": 1.5,
-        "protocols": ("updates", "wall"), "seeds": (1, 2), "reproject": True, "save_every": 4,
+        "train.variants": ("NON", "SOL-3"), "model.kind": "cnn", "model.width": 21, "train.iterations": 5,
+        "train.seconds": 1.5, "train.protocols": ("updates", "wall"), "train.seeds": (1, 2), "model.reproject": True,
+        "train.save_every": 4,
     }
     assert got_out == out and kw == {"cache": str(cache), "progress": False, "resume": True, "log": "none"}
     assert recorder["init"] == [(("cpu", "f64"), {})] and recorder["threads"] == [3]
@@ -134,7 +146,7 @@ def test_train_karman_flags_on_other_presets(recorder, tmp_path):
         assert _main("train", "karman", "--preset", preset, "--out", str(tmp_path / preset), "--no-progress",
                      "--iterations", "7", "--seeds", "4") == 0
         ((cfg, _, _),) = recorder["run"]
-        assert _changes(preset, cfg) == {"optim.iterations": 7, "seeds": (4,)}
+        assert _changes(preset, cfg) == {"train.iterations": 7, "train.seeds": (4,)}
 
 
 # ----------------------------------------------------------------------------------------- datagen karman
@@ -143,10 +155,10 @@ def test_datagen_karman_generates_the_presets_train_and_test_data(recorder, tmp_
     cache = tmp_path / "cache"
     assert _main("datagen", "karman", "--preset", preset, "--cache", str(cache), "--no-progress", "--threads", "2") == 0
     cfg = PRESETS[preset]()
-    assert recorder["data"] == [(cfg.train, cache), (cfg.test, cache)]
+    assert recorder["data"] == [(cfg.data.train, cache), (cfg.data.test, cache)]
     assert recorder["run"] == [] and recorder["threads"] == [2] and recorder["init"] == [(("cpu", "f32"), {})]
     text = capsys.readouterr().out
-    assert f"karman-{cfg.train.key()}.pt" in text and f"karman-{cfg.test.key()}.pt" in text
+    assert f"karman-{cfg.data.train.key()}.pt" in text and f"karman-{cfg.data.test.key()}.pt" in text
 
 
 @pytest.mark.slow  # a Python start, Taichi compiles, a small 2x reference simulation
@@ -155,7 +167,7 @@ def test_datagen_karman_tiny_end_to_end(tmp_path):
     args = [sys.executable, "-m", "taichi_dp", "datagen", "karman", "--preset", "tiny", "--cache", str(cache), "--no-progress"]
     p = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
-    cfg = KarmanExperimentConfig.tiny()
+    cfg = KarmanExperimentConfig.preset("tiny").data
     files = sorted(f.name for f in cache.glob("karman-*.pt"))
     assert files == sorted({f"karman-{cfg.train.key()}.pt", f"karman-{cfg.test.key()}.pt"}), files
     data = karman_data.load_or_generate(cfg.train, cache, progress=False)  # the cached file, read back
@@ -169,32 +181,32 @@ def test_datagen_karman_tiny_end_to_end(tmp_path):
 def test_burgers_default_and_quick_configurations(recorder, tmp_path):
     assert _main("burgers", "--out", str(tmp_path / "a"), "--no-progress") == 0
     assert _main("burgers", "--quick", "--out", str(tmp_path / "b"), "--no-progress") == 0
-    (full, out_a, kw_a), (quick, out_b, _) = recorder["run"]
+    assert _main("burgers", "--preset", "quick", "--out", str(tmp_path / "c"), "--no-progress") == 0
+    (full, out_a, kw_a), (quick, out_b, _), (quick2, _, _) = recorder["run"]
     assert isinstance(full, BurgersExperimentConfig)
-    assert dataclasses.asdict(full) == dataclasses.asdict(BurgersExperimentConfig())
-    assert dataclasses.asdict(quick) == dataclasses.asdict(BurgersExperimentConfig.quick())
-    assert (out_a, out_b) == (tmp_path / "a", tmp_path / "b") and kw_a["progress"] is False
+    assert full == BurgersExperimentConfig() == BurgersExperimentConfig.preset("default")
+    assert quick == quick2 == BurgersExperimentConfig.preset("quick")
+    assert (out_a, out_b) == (tmp_path / "a", tmp_path / "b") and kw_a == {"progress": False, "resume": False, "log": "none"}
 
 
 @pytest.mark.parametrize(
-    ("flags", "field", "value"),
+    ("flags", "expected"),
     [
-        (["--iterations", "9"], "train.iterations", 9),
-        (["--unroll", "2"], "unroll", 2),
-        (["--seed", "5"], "seed", 5),
+        (["--iterations", "9"], {"train.iterations": 9}),
+        (["--unroll", "2"], {"train.variants": ("NON", "SOL-2")}),
+        (["--seed", "5"], {"data.seed": 5, "train.seeds": (5,)}),  # one seed: data, initialisation, sampling
+        (["--seeds", "1,2"], {"train.seeds": (1, 2)}),  # the train flags every experiment shares
+        (["--seconds", "3", "--protocols", "wall"], {"train.seconds": 3.0, "train.protocols": ("wall",)}),
+        (["--variants", "NON,PRE-2,SOL-3", "--unroll", "5"], {"train.variants": ("NON", "PRE-2", "SOL-5")}),
+        (["--checkpoint-every", "4"], {"train.save_every": 4}),
+        (["data.test.states=1", "model.width=8"], {"data.test.states": 1, "model.width": 8}),
     ],
+    ids=lambda x: " ".join(x) if isinstance(x, list) else None,
 )
-def test_burgers_flag_sets_its_field(recorder, tmp_path, flags, field, value):
+def test_burgers_flag_sets_its_field(recorder, tmp_path, flags, expected):
     assert _main("burgers", "--quick", "--out", str(tmp_path / "run"), "--no-progress", *flags) == 0
     ((cfg, _, _),) = recorder["run"]
-    got, base = dataclasses.asdict(cfg), dataclasses.asdict(BurgersExperimentConfig.quick())
-    changed = {k for k in got if got[k] != base[k]} | {f"train.{k}" for k in got["train"] if got["train"][k] != base["train"][k]}
-    if field == "seed":  # one seed for the data and the trainer's sampling
-        assert cfg.seed == cfg.train.seed == 5 and changed == {"seed", "train", "train.seed"}
-    else:
-        node = cfg.train if field.startswith("train.") else cfg
-        assert getattr(node, field.split(".")[-1]) == value
-        assert changed == ({"train", field} if field.startswith("train.") else {field})
+    assert _diff(BurgersExperimentConfig.preset("quick"), cfg) == expected
 
 
 def test_burgers_runtime_flags(recorder, tmp_path):
@@ -207,4 +219,4 @@ def test_recorded_run_configuration_is_json_serialisable(recorder, tmp_path):
     """What the command hands to ``run`` is what ends up in config.json: it must serialise."""
     assert _main("train", "karman", "--preset", "tiny", "--out", str(tmp_path / "run"), "--variants", "NON") == 0
     ((cfg, _, _),) = recorder["run"]
-    assert json.loads(json.dumps(dataclasses.asdict(cfg)))["variants"] == ["NON"]
+    assert json.loads(json.dumps(dataclasses.asdict(cfg)))["train"]["variants"] == ["NON"]

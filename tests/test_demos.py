@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 import taichi_dp as tdp
-from taichi_dp.learn import TrainConfig
 from taichi_dp.learn.burgers_experiment import BurgersExperimentConfig, run
+from taichi_dp.learn.config import apply_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # demos/ is a folder of scripts at the repository root, not an installed package
@@ -42,9 +42,9 @@ def _frames_ok(folder, n_min: int) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def burgers_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    cfg = BurgersExperimentConfig(steps=8, train_nus=(0.005, 0.02), test_nus=(0.01,), train_states=2, test_states=1, unroll=2)
-    cfg.train = TrainConfig(iterations=5, batch_size=4)
-    run(cfg, out, progress=False)
+    small = ["data.steps=8", "data.train.nus=0.005,0.02", "data.test.nus=0.01", "data.train.states=2", "data.test.states=1",
+             "train.variants=NON,SOL-2", "train.iterations=5", "train.batch_size=4", "eval.horizons=8"]  # fmt: skip
+    run(apply_overrides(BurgersExperimentConfig(), small), out, progress=False)
     return out
 
 
@@ -91,8 +91,8 @@ def test_shipped_pretrained_burgers_corrector_loads_and_corrects():
     cfg, models = load_run(PRETRAINED)
     assert set(models) == {"NON", "SOL-8"}
     nu = 0.004  # the demo's default viscosity: held out from training
-    assert nu in cfg.test_nus and nu not in cfg.train_nus
-    cfg.steps = 32
+    assert nu in cfg.data.test.nus and nu not in cfg.data.train.nus
+    cfg.data.steps = 32
     data = reference_data(cfg, (nu,), 4, torch.Generator().manual_seed(1))  # not the run's own draws (seed 0)
     err = {name: float(e.mean()) for name, e in evaluate(cfg, data, {"source": None, **models}).items()}
     assert err["SOL-8"] < 0.8 * err["source"] and err["NON"] < err["source"], err
@@ -146,21 +146,16 @@ def test_smoke_demo_headless(tmp_path):
 @pytest.fixture(scope="module")
 def karman_run(tmp_path_factory):
     from taichi_dp.learn.karman_data import KarmanDataConfig
-    from taichi_dp.learn.karman_experiment import KarmanExperimentConfig
+    from taichi_dp.learn.karman_experiment import KarmanData, KarmanExperimentConfig
     from taichi_dp.learn.karman_experiment import run as run_karman
 
     tmp = tmp_path_factory.mktemp("karman")
     tiny = KarmanDataConfig(reynolds=(150.0, 300.0), scale=1, factor=2, warmup=1, steps=3)
-    cfg = KarmanExperimentConfig(
-        train=tiny,
-        test=tiny,
-        variants=("NON", "SOL-2"),
-        width=4,
-        blocks=1,
-        optim=TrainConfig(iterations=2, batch_size=2),
-        protocols=("updates",),
-        horizons=(2,),
-    )
+    cfg = apply_overrides(
+        KarmanExperimentConfig(data=KarmanData(train=tiny, test=tiny)),
+        ["train.variants=NON,SOL-2", "model.width=4", "model.blocks=1", "train.iterations=2", "train.batch_size=2",
+         "train.protocols=updates", "eval.horizons=2"],
+    )  # fmt: skip
     run_karman(cfg, tmp / "run", cache=tmp / "cache", progress=False)
     return tmp / "run"
 
@@ -305,7 +300,7 @@ def test_shipped_pretrained_karman_corrector_loads_and_corrects():
     from taichi_dp.scenes import karman
 
     cfg, models = load_run(PRETRAINED)
-    assert set(models) == {"NON", "SOL-4"} and cfg.model == "unet"
+    assert set(models) == {"NON", "SOL-4"} and cfg.model.kind == "unet"
     scene = karman(reynolds=300.0)
     v = scene.stepper(scene.state0)
     with torch.no_grad():

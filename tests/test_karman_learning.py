@@ -78,21 +78,21 @@ def test_zero_initialised_correction_is_the_bare_solver_and_sol_training_reduces
     assert torch.equal(delta * (1 - corr.free), torch.zeros_like(delta))
 
 
-def _tiny_experiment(**kw):
+def _tiny_experiment(*overrides: str):
+    """A tiny karman study (TINY training data) with ``key=value`` overrides."""
+    from taichi_dp.learn import config
     from taichi_dp.learn.karman_experiment import KarmanExperimentConfig
 
-    base = dict(
-        train=TINY,
-        test=KarmanDataConfig(reynolds=(100.0, 200.0, 400.0), scale=1, factor=2, warmup=1, steps=4),
-        variants=("NON", "PRE-2", "SOL-2", "NON+SOL-2"),
-        width=4,
-        blocks=1,
-        optim=TrainConfig(iterations=4, batch_size=2, lr=1e-5),
-        protocols=("updates",),
-        horizons=(2, 4),
-        save_every=2,
-    )
-    return KarmanExperimentConfig(**{**base, **kw})
+    base = [
+        "data.train.reynolds=150,300", "data.train.factor=2", "data.train.warmup=1", "data.train.steps=3",
+        "data.train.perturbation=0.1", "data.test.reynolds=100,200,400", "data.test.factor=2", "data.test.warmup=1",
+        "data.test.steps=4", "data.test.perturbation=0.1", "train.variants=NON,PRE-2,SOL-2,NON+SOL-2", "model.width=4",
+        "model.blocks=1", "train.iterations=4", "train.batch_size=2", "train.lr=1e-5", "train.protocols=updates",
+        "eval.horizons=2,4", "train.save_every=2",
+    ]  # fmt: skip
+    cfg = config.apply_overrides(KarmanExperimentConfig(), [*base, *overrides])
+    assert cfg.data.train == TINY
+    return cfg
 
 
 @pytest.mark.slow
@@ -105,7 +105,7 @@ def test_karman_experiment_end_to_end_tiny(tmp_path):
     assert set(m["variants"]["updates"]) == {"NON", "PRE-2", "SOL-2", "NON+SOL-2"}
     for h in ("2", "4"):
         for s in m["variants"]["updates"].values():
-            assert 0 < s[h]["l1"]["mean"] < 1 and len(s[h]["l1"]["per_re"]) == 3
+            assert 0 < s[h]["l1"]["mean"] < 1 and len(s[h]["l1"]["per_test"]) == 3
     assert m["training"]["updates"]["NON+SOL-2"][0]["iterations"] == 4  # 2 NON + 2 SOL-2: the same budget
     assert all(r[0]["iterations"] == 4 for r in m["training"]["updates"].values())
     run_dir = tmp_path / "run"
@@ -117,7 +117,7 @@ def test_karman_experiment_end_to_end_tiny(tmp_path):
     again = evaluate_run(run_dir, cache=tmp_path / "cache", progress=False)  # `python -m taichi_dp eval`
     assert again["variants"] == m["variants"]
     cfg2, models = load_run(run_dir)
-    assert cfg2 == cfg and set(models) == set(cfg.variants)
+    assert cfg2 == cfg and set(models) == set(cfg.train.variants)
     (run_dir / "checkpoints" / "updates" / "seed0" / "sol-2.pt").write_bytes(b"garbage")
     with pytest.raises(ValueError, match=r"sol-2\.pt is corrupt"):
         load_run(run_dir)
@@ -127,7 +127,7 @@ def test_karman_experiment_end_to_end_tiny(tmp_path):
 def test_karman_wall_clock_protocol_gives_equal_time_not_equal_updates(tmp_path):
     from taichi_dp.learn.karman_experiment import run
 
-    cfg = _tiny_experiment(variants=("NON", "SOL-2"), protocols=("wall",), wall_seconds=1.5, horizons=(4,))
+    cfg = _tiny_experiment("train.variants=NON,SOL-2", "train.protocols=wall", "train.seconds=1.5", "eval.horizons=4")
     m = run(cfg, tmp_path / "run", cache=tmp_path / "cache", progress=False)
     t = m["training"]["wall"]
     print(f"\nwall protocol: NON {t['NON'][0]}, SOL-2 {t['SOL-2'][0]}")
@@ -137,31 +137,33 @@ def test_karman_wall_clock_protocol_gives_equal_time_not_equal_updates(tmp_path)
 
 
 def test_karman_experiment_rejects_bad_configurations():
-    with pytest.raises(ValueError, match="variants: 'SOL-0'"):
-        _tiny_experiment(variants=("SOL-0",)).validate()
+    with pytest.raises(ValueError, match=r"train\.variants: 'SOL-0'"):
+        _tiny_experiment("train.variants=SOL-0").validate()
     with pytest.raises(ValueError, match="needs 9 consecutive frames"):
-        _tiny_experiment(variants=("SOL-8",)).validate()
+        _tiny_experiment("train.variants=SOL-8").validate()
     with pytest.raises(ValueError, match="horizons"):
-        _tiny_experiment(horizons=(10,)).validate()
+        _tiny_experiment("eval.horizons=10").validate()
     with pytest.raises(ValueError, match="protocols"):
-        _tiny_experiment(protocols=("fast",)).validate()
+        _tiny_experiment("train.protocols=fast").validate()
 
 
 @pytest.mark.slow  # a short training run
 def test_pre_variant_trains_on_uncorrected_source_trajectories(tmp_path):
     """PRE-k samples are the source run j = 1..k steps from every reference frame, paired with r_{t+j}."""
-    from taichi_dp.learn.karman_experiment import make_model, variant_loss
+    from taichi_dp.learn.experiment import Trajectories
+    from taichi_dp.learn.karman_experiment import KarmanExperiment
 
-    cfg = _tiny_experiment()
+    exp = KarmanExperiment(_tiny_experiment())
     data = load_or_generate(TINY, tmp_path, progress=False)
     ref, re = data["velocity"].double(), data["reynolds"].double()
     base = karman(reynolds=re).stepper
-    model = make_model(cfg, base, 0).double()
-    _, n_non = variant_loss(cfg, "NON", model, ref, re, base)
-    _, n_pre = variant_loss(cfg, "PRE-2", model, ref, re, base)
-    _, n_sol = variant_loss(cfg, "SOL-2", model, ref, re, base)
+    model = exp.make_model(0).double()
+    traj = Trajectories(ref, re, TINY.reynolds, torch.arange(2))
+    _, n_non = exp.loss("NON", model, traj)
+    _, n_pre = exp.loss("PRE-2", model, traj)
+    _, n_sol = exp.loss("SOL-2", model, traj)
     assert (n_non, n_pre, n_sol) == (2 * 3, 2 * 2 * 2, 2 * 2)  # S=2 trajectories of 4 frames
-    loss, _ = variant_loss(cfg, "PRE-2", model, ref, re, base)
+    loss, _ = exp.loss("PRE-2", model, traj)
     with torch.no_grad():
         two_steps = base(base(ref[:, 0].contiguous()))  # the source, 2 steps from r_0 of both trajectories
         # sample 1 = (trajectory 0, start 0, j = 2); the zero-initialised correction leaves the source as is

@@ -8,8 +8,19 @@ from torch import nn
 
 import taichi_dp as tdp
 from models import ResidualCNN
-from taichi_dp.learn import TrainConfig, hybrid_rollout, hybrid_step, load_checkpoint, non_loss, save_checkpoint, sol_loss, train
-from taichi_dp.learn.burgers_experiment import BurgersExperimentConfig, evaluate, reference_data, source_solver, train_sol
+from taichi_dp.learn import (
+    TrainConfig,
+    config,
+    hybrid_rollout,
+    hybrid_step,
+    load_checkpoint,
+    non_loss,
+    save_checkpoint,
+    sol_loss,
+    train,
+)
+from taichi_dp.learn.burgers_experiment import BurgersExperiment, BurgersExperimentConfig, evaluate, reference_data, source_solver
+from taichi_dp.learn.experiment import Trajectories
 from taichi_dp.solvers import Burgers
 
 
@@ -135,18 +146,19 @@ def test_checkpoint_io_is_atomic_and_safe(tmp_path):
 
 
 def test_burgers_experiment_pieces_and_sol_training_reduces_loss():
-    cfg = BurgersExperimentConfig(
-        n=16, steps=8, train_nus=(0.005, 0.02), test_nus=(0.01,), train_states=2, test_states=1, unroll=3, width=8, blocks=1
-    )
-    cfg.train = TrainConfig(iterations=30, batch_size=4, lr=3e-3)
+    small = ["data.n=16", "data.steps=8", "data.train.nus=0.005,0.02", "data.test.nus=0.01", "data.train.states=2",
+             "data.test.states=1", "model.width=8", "model.blocks=1", "train.variants=NON,SOL-3", "train.iterations=30",
+             "train.batch_size=4", "train.lr=3e-3", "eval.horizons=8"]  # fmt: skip
+    cfg = config.apply_overrides(BurgersExperimentConfig(), small)
     gen = torch.Generator().manual_seed(0)
-    data = reference_data(cfg, cfg.train_nus, cfg.train_states, gen)
+    data = reference_data(cfg, cfg.data.train.nus, cfg.data.train.states, gen)
     assert data.reference.shape == (4, 9, 1, 16) and data.nu.tolist() == [0.005, 0.005, 0.02, 0.02]
     # the reference differs from the coarse source solver (there is something to learn)
     with torch.no_grad():
         src = source_solver(cfg, data.nu)(data.reference[:, 0].contiguous())
     assert (src - data.reference[:, 1]).abs().max() > 1e-4
-    model, res = train_sol(cfg, data, progress=False)
+    trajectories = Trajectories(data.reference, data.nu, cfg.data.train.nus, torch.tensor([0, 0, 1, 1]))
+    model, res = BurgersExperiment(cfg).train_variant("SOL-3", "updates", 0, trajectories, progress=False)
     first, last = sum(res.losses[:5]) / 5, sum(res.losses[-5:]) / 5
     assert last < 0.7 * first
     errs = evaluate(cfg, data, {"source": None, "SOL": model})

@@ -15,6 +15,7 @@ import torch
 
 from taichi_dp import cli
 from taichi_dp.learn import burgers_experiment, experiment_log, io, karman_experiment
+from taichi_dp.learn.config import apply_overrides
 from taichi_dp.learn.experiment_log import ExperimentLog, TensorBoardLog, colour_image, make_log
 from taichi_dp.learn.trainer import TrainConfig, learning_rate, train
 
@@ -161,7 +162,7 @@ def test_cli_log_flag_reaches_both_experiments_and_defaults_to_none(monkeypatch,
 def karman_runs(tmp_path_factory):
     """The tiny karman study twice (same data cache): without and with ``log="tensorboard"``."""
     root = tmp_path_factory.mktemp("karman_tb")
-    cfg = karman_experiment.KarmanExperimentConfig.tiny()
+    cfg = karman_experiment.KarmanExperimentConfig.preset("tiny")
     plain = karman_experiment.run(cfg, root / "plain", cache=root / "cache", progress=False)
     logged = karman_experiment.run(cfg, root / "logged", cache=root / "cache", progress=False, log="tensorboard")
     return cfg, root, plain, logged
@@ -177,8 +178,6 @@ def _same_results(a: dict, b: dict) -> None:
             for per_seed in runs.values():
                 for r in per_seed:
                     r.pop("seconds")
-        for r in m.get("train", {}).values():
-            r.pop("seconds")
         return m
 
     assert strip(a) == strip(b)
@@ -191,17 +190,17 @@ def test_karman_tensorboard_logs_training_validation_and_vorticity(karman_runs):
     _same_results(plain, logged)
     assert not (root / "plain" / "tensorboard").exists()
     assert json.loads((root / "plain" / "config.json").read_text()) == json.loads((root / "logged" / "config.json").read_text())
-    n = cfg.optim.iterations
-    for variant in cfg.variants:
+    n = cfg.train.iterations
+    for variant in cfg.train.variants:
         acc = _events(root / "logged" / "tensorboard" / "updates" / "seed0" / variant)
         losses = io.load_checkpoint(root / "logged" / "checkpoints" / "updates" / "seed0" / f"{variant.lower()}.pt")["losses"]
         assert _scalars(acc, "train/loss") == list(enumerate(_f32(losses))) and len(losses) == n
         lrs = _scalars(acc, "train/lr")
-        assert lrs == list(enumerate(_f32([learning_rate(cfg.optim, it) for it in range(n)])))
-        h = cfg.horizons[0]
+        assert lrs == list(enumerate(_f32([learning_rate(cfg.train.budget("updates", 0), it) for it in range(n)])))
+        h = cfg.eval.horizons[0]
         tags = set(acc.Tags()["scalars"])
         expected = {f"val/{m}_h{h}" for m in ("l1", "l2")} | {f"val/source_{m}_h{h}" for m in ("l1", "l2")}
-        expected |= {f"val_per_re/l1_h{h}_re{r:g}" for r in cfg.test.reynolds}
+        expected |= {f"val_per_test/l1_h{h}_Re{r:g}" for r in cfg.data.test.reynolds}
         assert expected <= tags, expected - tags
         ((step, value),) = _scalars(acc, f"val/l1_h{h}")
         assert step == n and value == pytest.approx(logged["variants"]["updates"][variant][str(h)]["l1"]["mean"], rel=1e-6)
@@ -226,13 +225,17 @@ def test_karman_resume_may_switch_logging_on(karman_runs, tmp_path):
     _same_results(plain, again)
     acc = _events(out / "tensorboard" / "updates" / "seed0" / "NON")  # finished variants: only the evaluation
     assert acc.Tags()["scalars"] and "train/loss" not in acc.Tags()["scalars"]
-    assert [s for s, _ in _scalars(acc, f"val/l1_h{cfg.horizons[0]}")] == [cfg.optim.iterations]
+    assert [s for s, _ in _scalars(acc, f"val/l1_h{cfg.eval.horizons[0]}")] == [cfg.train.iterations]
+
+
+TINY_BURGERS = [
+    "data.steps=6", "data.train.states=2", "data.test.states=1", "train.variants=NON,SOL-2", "model.width=4",
+    "model.blocks=1", "train.iterations=5", "train.batch_size=4", "eval.horizons=6",
+]  # fmt: skip
 
 
 def _tiny_burgers() -> burgers_experiment.BurgersExperimentConfig:
-    return burgers_experiment.BurgersExperimentConfig(
-        steps=6, train_states=2, test_states=1, unroll=2, width=4, blocks=1, train=TrainConfig(iterations=5, batch_size=4)
-    )
+    return apply_overrides(burgers_experiment.BurgersExperimentConfig(), TINY_BURGERS)
 
 
 @needs_tensorboard
@@ -243,16 +246,16 @@ def test_burgers_tensorboard_logs_training_and_validation(tmp_path):
     logged = burgers_experiment.run(cfg, tmp_path / "logged", progress=False, log="tensorboard")
     _same_results(plain, logged)
     assert not (tmp_path / "plain" / "tensorboard").exists()
-    for name, file in (("NON", "non.pt"), ("SOL-2", "sol2.pt")):
-        acc = _events(tmp_path / "logged" / "tensorboard" / name)
-        losses = io.load_checkpoint(tmp_path / "logged" / "checkpoints" / file)["losses"]
+    for name, file in (("NON", "non.pt"), ("SOL-2", "sol-2.pt")):
+        acc = _events(tmp_path / "logged" / "tensorboard" / "updates" / "seed0" / name)
+        losses = io.load_checkpoint(tmp_path / "logged" / "checkpoints" / "updates" / "seed0" / file)["losses"]
         assert len(losses) == 5 and _scalars(acc, "train/loss") == list(enumerate(_f32(losses)))
         assert [s for s, _ in _scalars(acc, "train/lr")] == list(range(5))
-        ((step, value),) = _scalars(acc, "val/relative_l2")
-        assert step == 5 and value == pytest.approx(logged["mean_relative_l2"][name], rel=1e-6)
-        ((_, source),) = _scalars(acc, "val/source_relative_l2")
-        assert source == pytest.approx(logged["mean_relative_l2"]["source"], rel=1e-6)
-        for tag in ("val/final_step_relative_l2", "val/relative_l2_interpolation", "val/relative_l2_extrapolation"):
+        ((step, value),) = _scalars(acc, "val/l2_h6")
+        assert step == 5 and value == pytest.approx(logged["variants"]["updates"][name]["6"]["l2"]["mean"], rel=1e-6)
+        ((_, source),) = _scalars(acc, "val/source_l2_h6")
+        assert source == pytest.approx(logged["source"]["6"]["l2"]["mean"], rel=1e-6)
+        for tag in ("val/l1_h6", "val/l2_h6_interpolation", "val/l2_h6_extrapolation", "val_per_test/l2_h6_ν0.002"):
             ((s, v),) = _scalars(acc, tag)
             assert s == 5 and math.isfinite(v)
 
@@ -260,9 +263,9 @@ def test_burgers_tensorboard_logs_training_and_validation(tmp_path):
 @needs_tensorboard
 @pytest.mark.slow  # the burgers command in-process, then resumed with logging on (~5 s)
 def test_cli_burgers_resume_accepts_another_log_setting(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(burgers_experiment.BurgersExperimentConfig, "quick", staticmethod(_tiny_burgers))
     out = tmp_path / "run"
-    base = ["burgers", "--quick", "--out", str(out), "--no-progress", "--precision", "f64"]
+    tiny = [o for o in TINY_BURGERS if not o.startswith("train.iterations=")]  # KEY=VALUE would beat --iterations
+    base = ["burgers", "--out", str(out), "--no-progress", "--precision", "f64", *tiny]
     assert cli.main([*base, "--iterations", "3"]) == 0
     assert not (out / "tensorboard").exists()
     config = (out / "config.json").read_bytes()
@@ -270,6 +273,6 @@ def test_cli_burgers_resume_accepts_another_log_setting(tmp_path, monkeypatch, c
     assert "train.iterations" in capsys.readouterr().err
     assert cli.main([*base, "--iterations", "3", "--resume", "--log", "tensorboard"]) == 0
     assert (out / "config.json").read_bytes() == config  # `log` is not part of the configuration
-    acc = _events(out / "tensorboard" / "SOL-2")
-    assert [s for s, _ in _scalars(acc, "val/relative_l2")] == [3]  # training had finished: only the evaluation
+    acc = _events(out / "tensorboard" / "updates" / "seed0" / "SOL-2")
+    assert [s for s, _ in _scalars(acc, "val/l2_h6")] == [3]  # training had finished: only the evaluation
     assert experiment_log.LOG_FOLDER == "tensorboard"

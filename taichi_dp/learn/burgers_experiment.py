@@ -7,19 +7,26 @@ viscosity varies per trajectory and conditions the network. Training viscosities
 viscosities (inside the training range: interpolation; outside on both sides: extrapolation) never
 overlap, and test initial states are new draws.
 
-Variants, identical network/optimiser/schedule/number of updates:
-- NON: one supervised step from pre-computed source states (no solver gradient);
-- SOL-k: k hybrid steps unrolled through the differentiable solver.
+This module is the experiment's hooks on the shared skeleton (:mod:`taichi_dp.learn.experiment`): data,
+source solver, conditioning, model, report paragraph and a plot of states. Variants (default NON and SOL-8:
+the same network, optimiser, schedule and number of updates), protocols, seeds, training, evaluation and the
+run folder are the skeleton's.
+
+Configuration sections (``taichi_dp/presets/burgers_{default,quick}.toml``): ``data`` (grid, refinement,
+trajectory length, data seed, ``data.train`` / ``data.test`` viscosities and initial states per
+viscosity), ``model``, ``train`` (:class:`~taichi_dp.learn.experiment.TrainSection`), ``eval`` (horizons).
+
+Also here: the ``burgers-inverse`` command's configuration and run folder (:func:`run_inverse`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -30,52 +37,80 @@ from ..grid import Boundary, Grid
 from ..runtime import ensure_init
 from ..scenes import random_sines
 from ..solvers import Burgers, Repeated
-from . import io
-from .experiment_log import ExperimentLog, make_log
-from .hybrid import hybrid_rollout, non_loss, sol_loss
-from .metrics import relative_errors
-from .trainer import TrainConfig, TrainResult, train, validate_train_config
+from . import config as config_io
+from . import experiment, io
+from .experiment import EvalSection, Experiment, Metric, TrainSection, Trajectories, relative_l1, relative_l2
+
+TRAIN_NUS = (0.003, 0.0055, 0.01, 0.018, 0.032)
+TEST_NUS = (0.002, 0.004, 0.0075, 0.014, 0.024, 0.045)  # two outside the training range, four inside
+TEST_SEED_OFFSET = 2**32  # the test initial states are drawn with seed data.seed + this (new draws)
 
 
 @dataclass
-class BurgersExperimentConfig:
-    """Everything that defines a run (serialised to ``config.json``)."""
+class BurgersDataSet:
+    """One reference data set: viscosities and random initial states per viscosity."""
+
+    nus: tuple[float, ...] = TRAIN_NUS
+    states: int = 16
+
+
+@dataclass
+class BurgersDataSection:
+    """The ``data`` section: the grids, the trajectory length, the data seed and the two data sets."""
 
     n: int = 32  # coarse cells on [-1, 1]
     factor: int = 4  # reference refinement in space and time
     dt: float = 1.0 / 32
     steps: int = 64  # trajectory length in coarse steps (t = 2)
-    train_nus: tuple[float, ...] = (0.003, 0.0055, 0.01, 0.018, 0.032)
-    test_nus: tuple[float, ...] = (0.002, 0.004, 0.0075, 0.014, 0.024, 0.045)
-    train_states: int = 16  # initial states per training viscosity
-    test_states: int = 8  # initial states per test viscosity
-    unroll: int = 8  # k of SOL-k
+    seed: int = 0  # initial states: train drawn with this seed, test with seed + 2**32
+    train: BurgersDataSet = field(default_factory=lambda: BurgersDataSet(TRAIN_NUS, 16))
+    test: BurgersDataSet = field(default_factory=lambda: BurgersDataSet(TEST_NUS, 8))
+
+
+@dataclass
+class BurgersModel:
+    """The ``model`` section: :class:`models.ResidualCNN` conditioned on the normalised log-viscosity."""
+
     width: int = 32
     blocks: int = 2
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(iterations=600, batch_size=32, lr=1e-3))
-    seed: int = 0
+    kernel_size: int = 5
+
+
+def _train() -> TrainSection:
+    return TrainSection(variants=("NON", "SOL-8"), protocols=("updates",), iterations=600, seconds=60.0, batch_size=32, lr=1e-3)
+
+
+@dataclass
+class BurgersExperimentConfig:
+    """Everything that defines a run (serialised to ``config.json``); the defaults are the ``default``
+    preset (~1 minute on 2 CPU cores)."""
+
+    data: BurgersDataSection = field(default_factory=BurgersDataSection)
+    model: BurgersModel = field(default_factory=BurgersModel)
+    train: TrainSection = field(default_factory=_train)
+    eval: EvalSection = field(default_factory=lambda: EvalSection(horizons=(64,)))
+
+    @classmethod
+    def preset(cls, name: str) -> BurgersExperimentConfig:
+        """The shipped preset ``name`` (``default``, ``quick``: ``taichi_dp/presets/burgers_<name>.toml``)."""
+        return BurgersExperiment.preset(name)
 
     def validate(self) -> None:
         """``ValueError`` naming the field for an unusable configuration (before anything is written)."""
-        for name in ("n", "factor", "steps", "train_states", "test_states", "width", "blocks"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if not 1 <= self.unroll <= self.steps:
-            raise ValueError(f"unroll must be between 1 and steps = {self.steps}, got {self.unroll}")
-        if not (math.isfinite(self.dt) and self.dt > 0):
-            raise ValueError(f"dt must be a finite number > 0, got {self.dt}")
-        for name in ("train_nus", "test_nus"):
-            nus = getattr(self, name)
-            if not nus or not all(math.isfinite(v) and v > 0 for v in nus):
-                raise ValueError(f"{name} must be non-empty finite viscosities > 0, got {nus}")
-        validate_train_config("train", self.train)
-
-    @staticmethod
-    def quick() -> BurgersExperimentConfig:
-        """A ~1-minute version for smoke tests."""
-        return BurgersExperimentConfig(
-            steps=32, train_states=4, test_states=2, unroll=4, train=TrainConfig(iterations=60, batch_size=16)
-        )
+        d = self.data
+        for name in ("n", "factor", "steps"):
+            experiment.check_int(f"data.{name}", getattr(d, name), 1)
+        experiment.check_int("data.seed", d.seed, 0)
+        experiment.check_positive("data.dt", d.dt)
+        for split in ("train", "test"):
+            ds: BurgersDataSet = getattr(d, split)
+            if not ds.nus or not all(math.isfinite(v) and v > 0 for v in ds.nus):
+                raise ValueError(f"data.{split}.nus must be non-empty finite viscosities > 0, got {ds.nus}")
+            experiment.check_int(f"data.{split}.states", ds.states, 1)
+        for name in ("width", "blocks", "kernel_size"):
+            experiment.check_int(f"model.{name}", getattr(self.model, name), 1)
+        self.train.validate(d.steps + 1, "data.steps")
+        self.eval.validate(d.steps, "data.steps")
 
 
 @dataclass
@@ -92,286 +127,263 @@ def _periodic_line(n: int) -> tuple[Grid, Boundary]:
 
 def source_solver(cfg: BurgersExperimentConfig, nu: torch.Tensor) -> Burgers:
     """The coarse solver to be corrected, with one viscosity per batch element."""
-    grid, bc = _periodic_line(cfg.n)
-    return Burgers(grid, bc, nu=nu, dt=cfg.dt, diffusion="explicit", advection="semi_lagrangian")
+    grid, bc = _periodic_line(cfg.data.n)
+    return Burgers(grid, bc, nu=nu, dt=cfg.data.dt, diffusion="explicit", advection="semi_lagrangian")
 
 
 def reference_data(cfg: BurgersExperimentConfig, nus: tuple[float, ...], per_nu: int, generator: torch.Generator) -> BurgersData:
-    """Simulate random initial states on the fine grid and average them onto the coarse grid."""
+    """Simulate ``per_nu`` random initial states per viscosity on the fine grid for ``cfg.data.steps`` coarse
+    steps and average them onto the coarse grid."""
     rt = ensure_init()
-    grid, bc = _periodic_line(cfg.n * cfg.factor)
+    d = cfg.data
+    grid, bc = _periodic_line(d.n * d.factor)
     nu = torch.tensor(nus, dtype=rt.dtype, device=rt.device).repeat_interleave(per_nu)
-    fine = Burgers(grid, bc, nu=nu, dt=cfg.dt / cfg.factor, diffusion="implicit", advection="maccormack", cg_rtol=1e-8)
-    step = Repeated(fine, cfg.factor)  # one coarse step of the fine solver
+    fine = Burgers(grid, bc, nu=nu, dt=d.dt / d.factor, diffusion="implicit", advection="maccormack", cg_rtol=1e-8)
+    step = Repeated(fine, d.factor)  # one coarse step of the fine solver
     u = random_sines(grid, nu.shape[0], generator=generator)
-    frames = [F.avg_pool1d(u, cfg.factor)]
+    frames = [F.avg_pool1d(u, d.factor)]
     with torch.no_grad():
-        for _ in range(cfg.steps):
+        for _ in range(d.steps):
             u = step(u)
-            frames.append(F.avg_pool1d(u, cfg.factor))
+            frames.append(F.avg_pool1d(u, d.factor))
     return BurgersData(torch.stack(frames, dim=1).contiguous(), nu)
 
 
 def nu_feature(cfg: BurgersExperimentConfig, nu: torch.Tensor) -> torch.Tensor:
     """Normalised log-viscosity: −1 … 1 across the training range."""
-    lo, hi = math.log(min(cfg.train_nus)), math.log(max(cfg.train_nus))
+    lo, hi = math.log(min(cfg.data.train.nus)), math.log(max(cfg.data.train.nus))
     return (torch.log(nu) - 0.5 * (lo + hi)) / (0.5 * (hi - lo))
 
 
-def make_model(cfg: BurgersExperimentConfig, seed: int) -> ResidualCNN:
-    torch.manual_seed(seed)
-    rt = ensure_init()
-    model = ResidualCNN(1, 1, conditioning=("nu",), width=cfg.width, blocks=cfg.blocks, kernel_size=5)
-    return model.to(dtype=rt.dtype, device=rt.device)
+class BurgersExperiment(Experiment):
+    """The Burgers hooks (see the module docstring)."""
 
+    name = "burgers"
+    command = "burgers"
+    config_class = BurgersExperimentConfig
+    default_preset = "default"
+    title = "Burgers solver-in-the-loop"
+    parameter = "ν"
+    metrics: ClassVar[Mapping[str, Metric]] = {"l2": relative_l2, "l1": relative_l1}
 
-def train_non(
-    cfg: BurgersExperimentConfig,
-    data: BurgersData,
-    progress: bool = True,
-    checkpoint: Path | None = None,
-    callback: Callable[[int, TrainResult], None] | None = None,
-) -> tuple[ResidualCNN, TrainResult]:
-    """NON: supervised one-step correction of pre-computed source states (``callback``: see :func:`train`)."""
-    s, t1 = data.reference.shape[:2]
-    ref = data.reference
-    nu_all = data.nu.repeat_interleave(t1 - 1)
-    with torch.no_grad():  # source states solver(r_t) for every (trajectory, t), computed once
-        inputs = ref[:, :-1].reshape(-1, *ref.shape[2:]).contiguous()
-        source = source_solver(cfg, nu_all)(inputs)
-    target = ref[:, 1:].reshape(-1, *ref.shape[2:])
-    model = make_model(cfg, cfg.seed)
+    def make_data(self, split: str, *, cache: str | Path, progress: bool) -> Trajectories:
+        d = self.cfg.data
+        ds: BurgersDataSet = getattr(d, split)
+        seed = d.seed if split == "train" else d.seed + TEST_SEED_OFFSET
+        data = reference_data(self.cfg, ds.nus, ds.states, torch.Generator().manual_seed(seed))
+        group = torch.arange(len(ds.nus)).repeat_interleave(ds.states)
+        return Trajectories(reference=data.reference, params=data.nu, values=tuple(ds.nus), group=group)
 
-    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
-        return non_loss(model, source[idx], target[idx], {"nu": nu_feature(cfg, nu_all[idx])})
+    def source(self, params: torch.Tensor) -> Burgers:
+        return source_solver(self.cfg, params)
 
-    result = train(
-        model, batch_loss, s * (t1 - 1), cfg.train, desc="NON", progress=progress, checkpoint=checkpoint, callback=callback
-    )
-    return model, result
+    def condition(self, params: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"nu": nu_feature(self.cfg, params)}
 
+    def make_model(self, seed: int) -> ResidualCNN:
+        rt = ensure_init()
+        m = self.cfg.model
+        torch.manual_seed(seed)
+        model = ResidualCNN(1, 1, conditioning=("nu",), width=m.width, blocks=m.blocks, kernel_size=m.kernel_size)
+        return model.to(dtype=rt.dtype, device=rt.device)
 
-def train_sol(
-    cfg: BurgersExperimentConfig,
-    data: BurgersData,
-    progress: bool = True,
-    checkpoint: Path | None = None,
-    callback: Callable[[int, TrainResult], None] | None = None,
-) -> tuple[ResidualCNN, TrainResult]:
-    """SOL-k: k hybrid steps unrolled through the differentiable solver (``callback``: see :func:`train`)."""
-    k = cfg.unroll
-    s, t1 = data.reference.shape[:2]
-    windows = t1 - k  # start times 0 .. T-k
-    model = make_model(cfg, cfg.seed)
+    def train_values(self) -> tuple[float, ...]:
+        return self.cfg.data.train.nus
 
-    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
-        traj, start = idx // windows, idx % windows
-        offsets = start[:, None] + torch.arange(k + 1)[None, :]
-        window = data.reference[traj[:, None], offsets]  # (B, k+1, 1, n)
-        nu = data.nu[traj]
-        return sol_loss(source_solver(cfg, nu), model, window, {"nu": nu_feature(cfg, nu)})
-
-    result = train(
-        model, batch_loss, s * windows, cfg.train, desc=f"SOL-{k}", progress=progress, checkpoint=checkpoint, callback=callback
-    )
-    return model, result
-
-
-def evaluate(cfg: BurgersExperimentConfig, data: BurgersData, models: dict[str, ResidualCNN | None]) -> dict[str, torch.Tensor]:
-    """Roll every variant out from the reference initial states; returns ``(S, T)`` errors per variant
-    (step 0 excluded)."""
-    steps = data.reference.shape[1] - 1
-    u0 = data.reference[:, 0].contiguous()
-    solver = source_solver(cfg, data.nu)
-    cond = {"nu": nu_feature(cfg, data.nu)}
-    out = {}
-    with torch.no_grad():
-        for name, model in models.items():
-            traj = hybrid_rollout(solver, model, u0, steps, cond, include_initial=False)
-            out[name] = relative_errors(traj, data.reference[:, 1:])
-    return out
-
-
-RESUME_FREE = ("train.checkpoint_every",)  # config fields a resume may change (they do not change the result)
-
-
-def run(cfg: BurgersExperimentConfig, out: str | Path, *, progress: bool = True, resume: bool = False, log: str = "none") -> dict:
-    """Generate data, train NON and SOL-k, evaluate on held-out viscosities, write the run folder
-    (``config.json``, ``metrics.json``, ``report.md``, ``checkpoints/``, ``plots/``). Returns the metrics.
-
-    An existing run folder is an error (``FileExistsError``) unless ``resume``, which continues it from its
-    checkpoints and needs the configuration (arch and precision included) it was started with
-    (``ValueError`` naming each differing field otherwise).
-
-    ``log="tensorboard"`` also writes training curves and validation errors to ``out/tensorboard/NON`` and
-    ``out/tensorboard/SOL-k`` (:mod:`~taichi_dp.learn.experiment_log`). It is not part of ``config.json``: it
-    does not change the result, so a resumed run may log differently from its first session."""
-    cfg.validate()
-    explog = make_log(log, out)  # a missing tensorboard package is reported before any work
-    rt = ensure_init()
-    out = Path(out)
-    config_json = {"experiment": "burgers", **asdict(cfg), "arch": rt.arch, "precision": rt.precision}
-    if not io.check_run_folder(out, config_json, "burgers", resume=resume, free=RESUME_FREE):
-        io.write_json(out / "config.json", config_json)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    t0 = time.perf_counter()
-    train_data = reference_data(cfg, cfg.train_nus, cfg.train_states, gen)
-    test_data = reference_data(cfg, cfg.test_nus, cfg.test_states, gen)
-    datagen_s = time.perf_counter() - t0
-
-    sol_name = f"SOL-{cfg.unroll}"
-    with explog:
-        non, non_res = train_non(cfg, train_data, progress, out / "checkpoints" / "non.pt", explog.run("NON").training_callback())
-        sol, sol_res = train_sol(
-            cfg, train_data, progress, out / "checkpoints" / f"sol{cfg.unroll}.pt", explog.run(sol_name).training_callback()
+    def describe(self, rt: Any) -> str:
+        d = self.cfg.data
+        return (
+            f"Coarse grid {d.n} cells, reference {d.factor}× finer in space and time, {d.steps}-step rollouts "
+            f"(dt = {d.dt:g}); train ν = {list(d.train.nus)}, {d.train.states} initial states each; "
+            f"test ν = {list(d.test.nus)}, {d.test.states} new initial states each."
         )
-        errors = evaluate(cfg, test_data, {"source": None, "NON": non, sol_name: sol})
-        _log_validation(explog, cfg, test_data, errors, {"NON": len(non_res.losses), sol_name: len(sol_res.losses)})
 
-    nus = test_data.nu.cpu()
-    lo, hi = min(cfg.train_nus), max(cfg.train_nus)
-    per_nu = {}
-    for nu in cfg.test_nus:
-        sel = torch.isclose(nus, torch.tensor(nu, dtype=nus.dtype))
-        per_nu[f"{nu:g}"] = {
-            "regime": "interpolation" if lo <= nu <= hi else "extrapolation",
-            **{name: float(e[sel].mean()) for name, e in errors.items()},
-        }
-    metrics = {
-        "mean_relative_l2": {name: float(e.mean()) for name, e in errors.items()},
-        "final_step_relative_l2": {name: float(e[:, -1].mean()) for name, e in errors.items()},
-        "per_test_nu": per_nu,
-        "error_over_time": {name: e.mean(0).tolist() for name, e in errors.items()},
-        "train": {
-            "NON": {"iterations": len(non_res.losses), "seconds": non_res.seconds, "final_loss": non_res.losses[-1]},
-            sol_name: {"iterations": len(sol_res.losses), "seconds": sol_res.seconds, "final_loss": sol_res.losses[-1]},
-        },
-        "datagen_seconds": datagen_s,
-    }
-    io.write_json(out / "metrics.json", metrics)
-    _plots(out / "plots", cfg, test_data, errors, {"NON": non, sol_name: sol}, {"NON": non_res, sol_name: sol_res})
-    io.write_text(out / "report.md", _report(cfg, metrics, sol_name, rt))
-    return metrics
+    def plots(self, folder: Path, test: Trajectories, trajectories: dict[str, torch.Tensor]) -> list[str]:
+        """``states.png``: the reference and every rollout at three times, for one test trajectory of the
+        smallest viscosity (extrapolation)."""
+        import matplotlib
 
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
 
-def _log_validation(
-    explog: ExperimentLog, cfg: BurgersExperimentConfig, data: BurgersData, errors: dict, updates: dict[str, int]
-) -> None:
-    """``val/*`` scalars of every trained variant at step = its number of updates (the bare source's errors as
-    ``val/source_*`` in each sub-run, as a reference line)."""
-    if not explog.enabled:
-        return
-    lo, hi = min(cfg.train_nus), max(cfg.train_nus)
-    nus = data.nu.cpu()
-    inside = (nus >= lo * (1 - 1e-6)) & (nus <= hi * (1 + 1e-6))
+        idx = int(torch.argmin(test.params))
+        x = _periodic_line(self.cfg.data.n)[0].centers(0)
+        steps = test.steps
+        times = sorted({max(steps // 4, 1), max(steps // 2, 1), steps})
+        fig, axes = plt.subplots(1, len(times), figsize=(4 * len(times), 3.2), sharey=True, squeeze=False)
+        for a, t in zip(axes[0], times):
+            a.plot(x, test.reference[idx, t, 0].cpu(), "k-", lw=2, label="reference")
+            for name, traj in trajectories.items():
+                a.plot(x, traj[idx, t - 1, 0], "-", label=name)
+            a.set(title=f"t = {t * self.cfg.data.dt:.2f} (ν = {float(test.params[idx]):g})", xlabel="x")
+        axes[0, 0].set_ylabel("u")
+        axes[0, 0].legend(fontsize=8)
+        io.save_figure(folder / "states.png", fig)
+        return ["states.png"]
 
-    def values(e: torch.Tensor, prefix: str) -> dict[str, float]:
-        e = e.cpu()
-        out = {f"val/{prefix}relative_l2": float(e.mean()), f"val/{prefix}final_step_relative_l2": float(e[:, -1].mean())}
-        for regime, sel in (("interpolation", inside), ("extrapolation", ~inside)):
-            if bool(sel.any()):
-                out[f"val/{prefix}relative_l2_{regime}"] = float(e[sel].mean())
+    def legacy_weights(self, out: Path, variant: str) -> Path | None:
+        """First-layout run folders keep ``checkpoints/non.pt`` and ``checkpoints/sol<k>.pt``."""
+        m = re.fullmatch(r"NON|SOL-([1-9]\d*)", variant)
+        if m is None:
+            return None
+        return Path(out) / "checkpoints" / ("non.pt" if variant == "NON" else f"sol{m.group(1)}.pt")
+
+    @classmethod
+    def migrate(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        """A ``config.json`` of the first schema (flat fields, ``unroll``, ``seed``, ``train`` = the trainer's
+        settings) in the current one; a current one unchanged."""
+        if "train_nus" not in raw:
+            return raw
+        try:
+            t = raw["train"]
+            return {
+                "experiment": raw.get("experiment", cls.name),
+                "data": {
+                    "n": raw["n"],
+                    "factor": raw["factor"],
+                    "dt": raw["dt"],
+                    "steps": raw["steps"],
+                    "seed": raw["seed"],
+                    "train": {"nus": raw["train_nus"], "states": raw["train_states"]},
+                    "test": {"nus": raw["test_nus"], "states": raw["test_states"]},
+                },
+                "model": {"width": raw["width"], "blocks": raw["blocks"], "kernel_size": 5},
+                "train": {
+                    "variants": ["NON", f"SOL-{raw['unroll']}"],
+                    "protocols": ["updates"],
+                    "seeds": [t["seed"]],
+                    "iterations": t["iterations"],
+                    "seconds": 60.0 if t.get("max_seconds") is None else t["max_seconds"],
+                    "batch_size": t["batch_size"],
+                    "lr": t["lr"],
+                    "lr_final_factor": t["lr_final_factor"],
+                    "save_every": t["checkpoint_every"],
+                    "unroll_checkpoint": 0,
+                },
+                "eval": {"horizons": [raw["steps"]]},
+                **{k: raw[k] for k in ("arch", "precision") if k in raw},
+            }
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"a burgers configuration of the first schema lacks {e}") from None
+
+    @classmethod
+    def flag_overrides(cls, flags: Mapping[str, Any], cfg: Any) -> dict[str, Any]:
+        """The shared ``train`` flags, plus ``--unroll K`` (every ``SOL-k`` of ``train.variants`` becomes
+        ``SOL-K``) and ``--seed S`` (``data.seed`` and ``train.seeds = [S]``: one seed for the data, the
+        initialisation and the sampling)."""
+        out = super().flag_overrides(flags, cfg)
+        if flags.get("unroll") is not None:
+            variants = out.get("train.variants", cfg.train.variants)
+            if isinstance(variants, str):
+                variants = config_io.parse_value("train.variants", tuple[str, ...], variants)
+            out["train.variants"] = tuple(re.sub(r"SOL-\d+", f"SOL-{flags['unroll']}", v) for v in variants)
+        if flags.get("seed") is not None:
+            out.update({"data.seed": flags["seed"], "train.seeds": (flags["seed"],)})
         return out
 
-    for name, steps in updates.items():
-        explog.run(name).scalars({**values(errors[name], ""), **values(errors["source"], "source_")}, steps)
+
+def evaluate(
+    cfg: BurgersExperimentConfig, data: BurgersData, models: Mapping[str, torch.nn.Module | None]
+) -> dict[str, torch.Tensor]:
+    """Roll every model (``None``: the bare source) out from the initial states of ``data``; returns the
+    ``(S, T)`` relative L2 errors per model (step 0 excluded)."""
+    exp = BurgersExperiment(cfg)
+    test = Trajectories(data.reference, data.nu, tuple(data.nu.tolist()), torch.arange(len(data.nu)))
+    return {name: e["l2"] for name, e in exp.rollouts(models, test).items()}
 
 
-def _report(cfg: BurgersExperimentConfig, m: dict, sol_name: str, rt) -> str:
-    names = ["source", "NON", sol_name]
-    lines = [
-        "# Burgers solver-in-the-loop: source vs NON vs " + sol_name,
-        "",
-        f"Coarse grid {cfg.n} cells, reference {cfg.factor}× finer in space and time, {cfg.steps}-step rollouts "
-        f"(dt = {cfg.dt:g}); train ν = {list(cfg.train_nus)}, {cfg.train_states} initial states each; "
-        f"{cfg.train.iterations} updates of batch {cfg.train.batch_size} per variant; arch={rt.arch}, {rt.precision}.",
-        "",
-        "Mean relative L2 error over the rollout, held-out initial states:",
-        "",
-        "| test ν | regime | " + " | ".join(names) + " |",
-        "|---|---|" + "---|" * len(names),
-    ]
-    for nu, row in m["per_test_nu"].items():
-        lines.append(f"| {nu} | {row['regime']} | " + " | ".join(f"{row[n]:.4f}" for n in names) + " |")
-    mean = m["mean_relative_l2"]
-    lines.append("| **all** | | " + " | ".join(f"**{mean[n]:.4f}**" for n in names) + " |")
-    lines += [
-        "",
-        f"Error reduction vs source: NON {mean['source'] / mean['NON']:.2f}×, {sol_name} {mean['source'] / mean[sol_name]:.2f}×.",
-        "",
-        "| variant | updates | train wall time | per update | final loss |",
-        "|---|---|---|---|---|",
-    ]
-    for name, t in m["train"].items():
-        per_update = 1000 * t["seconds"] / max(t["iterations"], 1)
-        lines.append(f"| {name} | {t['iterations']} | {t['seconds']:.1f} s | {per_update:.1f} ms | {t['final_loss']:.3e} |")
-    lines += ["", "![error over time](plots/error_over_time.png)", "", "![states](plots/states.png)", ""]
-    return "\n".join(lines)
+def run(
+    cfg: BurgersExperimentConfig,
+    out: str | Path,
+    *,
+    cache: str | Path | None = None,
+    progress: bool = True,
+    resume: bool = False,
+    log: str = "none",
+) -> dict:
+    """Generate the data, train every variant × protocol × seed, evaluate on held-out viscosities and write
+    the run folder (:func:`taichi_dp.learn.experiment.run`: the run-folder and resume rules; ``cache`` is
+    unused: the data are regenerated from ``data.seed``). Returns the metrics."""
+    return experiment.run(BurgersExperiment(cfg), out, progress=progress, resume=resume, log=log)
 
 
-def _plots(folder: Path, cfg: BurgersExperimentConfig, data: BurgersData, errors: dict, models: dict, results: dict) -> None:
+def evaluate_run(run_dir: str | Path, *, progress: bool = True, log: str = "none") -> dict:
+    """Re-evaluate a burgers run folder from its checkpoints (:func:`taichi_dp.learn.experiment.evaluate_run`)."""
+    return experiment.evaluate_run(run_dir, progress=progress, log=log, expected=BurgersExperiment)
+
+
+def load_run(
+    run_dir: str | Path, protocol: str | None = None, seed: int | None = None
+) -> tuple[BurgersExperimentConfig, dict[str, ResidualCNN]]:
+    """The configuration and trained correctors (``{"NON": ..., "SOL-k": ...}``) of a finished
+    ``python -m taichi_dp burgers`` run folder (first protocol and seed unless given). Raises
+    ``FileNotFoundError``/``ValueError`` naming the missing or corrupt file."""
+    return experiment.load_run(run_dir, BurgersExperiment, protocol, seed)
+
+
+# ----------------------------------------------------------------------------------------------- burgers-inverse
+
+
+@dataclass
+class InverseConfig:
+    """The ``burgers-inverse`` command: Adam on the initial state through 16 solver steps."""
+
+    iterations: int = 300
+    lr: float = 0.02
+
+    def validate(self) -> None:
+        """``ValueError`` naming the field for an unusable configuration."""
+        experiment.check_int("iterations", self.iterations, 1)
+        experiment.check_positive("lr", self.lr)
+
+
+def configure_inverse(
+    *, config: str | Path | None = None, flags: Mapping[str, Any] | None = None, overrides: Sequence[str] = ()
+) -> tuple[InverseConfig, dict[str, Any]]:
+    """``(configuration, recorded runtime)`` of ``burgers-inverse``: the defaults, then the file ``config``
+    (TOML or a run folder's ``config.json``), then the flags ``iterations``/``lr``, then ``key=value``."""
+    raw = config_io.load_file(config) if config is not None else {}
+    body, meta = config_io.split_meta(raw)
+    if meta.get("experiment", "burgers-inverse") != "burgers-inverse":
+        raise ValueError(f"config file {config} is for experiment {meta['experiment']!r}, not 'burgers-inverse'")
+    cfg = config_io.from_dict(InverseConfig, body)
+    cfg = config_io.apply_overrides(cfg, {k: flags[k] for k in ("iterations", "lr") if (flags or {}).get(k) is not None})
+    cfg = config_io.apply_overrides(cfg, overrides)
+    cfg.validate()
+    return cfg, {k: meta[k] for k in config_io.RUNTIME_KEYS if k in meta}
+
+
+def run_inverse(cfg: InverseConfig, out: str | Path, *, progress: bool = True, resume: bool = False) -> dict:
+    """Recover Burgers' initial state from its state at step 16 and write the run folder ``out``
+    (``config.json``, ``metrics.json``, ``plots/inverse.png``; the run-folder rules of every experiment:
+    an existing run is refused unless ``resume`` with the same configuration, which recomputes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"source": "tab:red", "NON": "tab:blue"}
-    fig, ax = plt.subplots(1, 2, figsize=(11, 3.8))
-    t = [cfg.dt * (i + 1) for i in range(errors["source"].shape[1])]
-    for name, e in errors.items():
-        ax[0].plot(t, e.mean(0).cpu(), label=name, color=colours.get(name, "tab:green"))
-    ax[0].set(yscale="log", xlabel="time", ylabel="relative L2 error", title="held-out rollouts (mean)")
-    ax[0].legend()
-    for name, r in results.items():
-        ax[1].plot(r.losses, label=name, color=colours.get(name, "tab:green"), alpha=0.8)
-    ax[1].set(yscale="log", xlabel="update", ylabel="training loss", title="training")
+    from .inverse import burgers_inverse
+
+    cfg.validate()
+    rt = ensure_init()
+    out = Path(out)
+    config = {"experiment": "burgers-inverse", **config_io.to_dict(cfg), "arch": rt.arch, "precision": rt.precision}
+    if not io.check_run_folder(out, config, "burgers-inverse", resume=resume):
+        io.write_json(out / "config.json", config)
+    r = burgers_inverse(cfg.iterations, cfg.lr, progress=progress)
+    metrics = {"losses": r.losses, "reduction": r.reduction, "seconds": r.seconds}
+    io.write_json(out / "metrics.json", metrics)
+    fig, ax = plt.subplots(1, 3, figsize=(14, 3.6))
+    ax[0].semilogy(r.losses)
+    ax[0].set(xlabel="iteration", ylabel="loss at step 16", title=f"loss reduced {r.reduction:.1e}×")
+    x = [-1 + (i + 0.5) * 2 / r.observed.shape[0] for i in range(r.observed.shape[0])]
+    ax[1].plot(x, r.observed, "k-", lw=2, label="observation (step 16)")
+    ax[1].plot(x, r.reached, "--", color="tab:green", label="reached from estimate")
+    ax[1].set(xlabel="x", title="state at step 16")
     ax[1].legend()
-    io.save_figure(folder / "error_over_time.png", fig)
-
-    # One extrapolation case (smallest viscosity): states at a few times.
-    idx = int(torch.argmin(data.nu))
-    u0 = data.reference[idx : idx + 1, 0].contiguous()
-    nu = data.nu[idx : idx + 1]
-    solver = source_solver(cfg, nu)
-    cond = {"nu": nu_feature(cfg, nu)}
-    steps = data.reference.shape[1] - 1
-    with torch.no_grad():
-        trajs = {
-            name: hybrid_rollout(solver, m, u0, steps, cond)[0, :, 0].cpu() for name, m in {"source": None, **models}.items()
-        }
-    x = _periodic_line(cfg.n)[0].centers(0)
-    times = [steps // 4, steps // 2, steps]
-    fig, axes = plt.subplots(1, len(times), figsize=(4 * len(times), 3.2), sharey=True)
-    for a, ti in zip(axes, times):
-        a.plot(x, data.reference[idx, ti, 0].cpu(), "k-", lw=2, label="reference")
-        for name, tr in trajs.items():
-            a.plot(x, tr[ti], "-", color=colours.get(name, "tab:green"), label=name)
-        a.set(title=f"t = {ti * cfg.dt:.2f} (ν = {float(nu[0]):g})", xlabel="x")
-    axes[0].set_ylabel("u")
-    axes[0].legend(fontsize=8)
-    io.save_figure(folder / "states.png", fig)
-
-
-def load_run(run_dir: str | Path) -> tuple[BurgersExperimentConfig, dict[str, ResidualCNN]]:
-    """The configuration and trained correctors (``{"NON": ..., "SOL-k": ...}``) of a finished
-    ``python -m taichi_dp burgers`` run folder. Raises ``FileNotFoundError``/``ValueError`` naming the
-    missing or corrupt file."""
-    run_dir = Path(run_dir)
-    raw = io.read_run_config(run_dir, "burgers")
-    try:
-        fields = {f.name for f in dataclasses.fields(BurgersExperimentConfig)}
-        kwargs = {k: v for k, v in raw.items() if k in fields and k != "train"}
-        cfg = BurgersExperimentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
-        cfg.train = TrainConfig(**raw["train"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{run_dir / 'config.json'} is corrupt or from another experiment: {e}") from None
-    models = {}
-    for name, file in (("NON", "non.pt"), (f"SOL-{cfg.unroll}", f"sol{cfg.unroll}.pt")):
-        state = io.load_checkpoint(run_dir / "checkpoints" / file)
-        model = make_model(cfg, cfg.seed)
-        try:
-            model.load_state_dict(state["model"])
-        except (KeyError, RuntimeError) as e:
-            raise ValueError(f"{run_dir / 'checkpoints' / file} does not fit the run's model: {e}") from None
-        models[name] = model.eval()
-    return cfg, models
+    ax[2].plot(x, r.initial_true, "k-", lw=2, label="true u0 = -sin(πx)")
+    ax[2].plot(x, r.initial_estimate, "-", color="tab:green", label="recovered u0")
+    ax[2].set(xlabel="x", title="initial state")
+    ax[2].legend()
+    io.save_figure(out / "plots" / "inverse.png", fig)
+    return metrics

@@ -12,6 +12,12 @@ embedded file digest, loaded with ``torch.load(weights_only=True)``): ``{"config
 configuration; a file whose file digest or member digest does not match, or whose configuration, Reynolds
 numbers, dtypes or shapes differ from the requested configuration, is regenerated (with a warning saying
 why), never used.
+
+The same data may live in a standard store beside it (``karman-<key>.zarr`` or ``karman-<key>.nc``,
+:mod:`taichi_dp.learn.datasets`, optional extra ``data``): :func:`load_or_generate` reads whichever valid copy
+exists (the requested ``format`` first) and writes the requested format when it is missing, so a cache
+folder holding only a Zarr or NetCDF store trains without regenerating
+(``python -m taichi_dp datagen karman --format zarr``).
 """
 
 from __future__ import annotations
@@ -128,26 +134,82 @@ def _load_valid(config: KarmanDataConfig, path: Path, *, warn: bool = True) -> d
         return None
 
 
-def load_or_generate(config: KarmanDataConfig, cache_dir: str | Path, *, progress: bool = True) -> dict[str, torch.Tensor]:
+FORMATS = ("pt", "zarr", "netcdf")
+"""Cache formats: the verified ``.pt`` file, or a Zarr / NetCDF store (:mod:`taichi_dp.learn.datasets`)."""
+
+
+def cache_path(config: KarmanDataConfig, cache_dir: str | Path, format: str = "pt") -> Path:
+    """The file (or Zarr folder) of ``config``'s data in ``cache_dir`` for ``format`` (one of :data:`FORMATS`)."""
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    suffix = {"pt": ".pt", "zarr": ".zarr", "netcdf": ".nc"}[format]
+    return Path(cache_dir) / f"karman-{config.key()}{suffix}"
+
+
+def _load_store(config: KarmanDataConfig, path: Path) -> dict[str, torch.Tensor] | None:
+    """The data of a Zarr/NetCDF store at ``path`` if it exists (verified: content hash, configuration), else ``None``."""
+    if not path.exists():
+        return None
+    from .datasets import read_karman  # the optional ``data`` extra, only when a store is there
+
+    return read_karman(path, config)[1]
+
+
+def _load_any(
+    config: KarmanDataConfig, cache_dir: str | Path, format: str, *, warn: bool
+) -> tuple[dict[str, torch.Tensor] | None, str | None]:
+    """``(data, its format)`` of the first valid copy of ``config``'s data in ``cache_dir`` (the requested
+    ``format`` first), or ``(None, None)``."""
+    for fmt in sorted(FORMATS, key=lambda f: f != format):
+        path = cache_path(config, cache_dir, fmt)
+        data = _load_valid(config, path, warn=warn) if fmt == "pt" else _load_store(config, path)
+        if data is not None:
+            return data, fmt
+    return None, None
+
+
+def _write(config: KarmanDataConfig, cache_dir: str | Path, format: str, data: dict[str, torch.Tensor]) -> None:
+    """Write ``data`` in ``format`` (atomically; a store is never replaced)."""
+    path = cache_path(config, cache_dir, format)
+    if format == "pt":
+        _save(config, path, data)
+    else:
+        from .datasets import karman_dataset, write_dataset
+
+        write_dataset(karman_dataset(data, config), path, format)
+
+
+def load_or_generate(
+    config: KarmanDataConfig, cache_dir: str | Path, *, progress: bool = True, format: str | None = None
+) -> dict[str, torch.Tensor]:
     """The data set for ``config`` from ``cache_dir``, generated (and written atomically) when missing
     or invalid.
+
+    Any valid copy is read (``.pt``, then Zarr, then NetCDF; a requested ``format`` first). Generated data
+    is written as ``format`` (default ``"pt"``); with ``format`` given, a copy in that format is also written
+    when only another one exists (``datagen --format``). A damaged store raises
+    :class:`~taichi_dp.learn.io.IntegrityError` rather than being replaced: it may be the user's only copy.
 
     In a distributed run (:mod:`taichi_dp.learn.distributed`) every rank simulates its contiguous share
     of the Reynolds numbers (each Reynolds number is an independent batch element of the reference
     solver), the shares are gathered, rank 0 writes the cache, and all ranks return the same data.
     """
-    path = Path(cache_dir) / f"karman-{config.key()}.pt"
+    wanted = format or "pt"
+    cache_path(config, cache_dir, wanted)  # validates ``format`` before any work
     if not distributed.is_distributed():
-        data = _load_valid(config, path)
-        if data is not None:
-            return data
-        data = generate(config, progress=progress)
-        _save(config, path, data)
+        data, found = _load_any(config, cache_dir, wanted, warn=True)
+        if data is None:
+            data = generate(config, progress=progress)
+        if found is None or (format is not None and found != format):
+            _write(config, cache_dir, wanted, data)
         return data
 
-    data = _load_valid(config, path, warn=distributed.is_main())
+    data, found = _load_any(config, cache_dir, wanted, warn=distributed.is_main())
     # regenerate unless every rank found a valid cache (a shared folder; node-local caches may differ)
     if all(ok for ok in distributed.all_gather_objects(data is not None)):
+        if format is not None and found != format and distributed.is_main():
+            _write(config, cache_dir, format, data)  # type: ignore[arg-type]
+        distributed.barrier()
         return data  # type: ignore[return-value]
     mine = distributed.shard_range(len(config.reynolds))
     part = None
@@ -157,7 +219,7 @@ def load_or_generate(config: KarmanDataConfig, cache_dir: str | Path, *, progres
     parts = [p for p in distributed.all_gather_objects(part) if p is not None]
     data = {"velocity": torch.cat([p["velocity"] for p in parts]), "reynolds": torch.cat([p["reynolds"] for p in parts])}
     if distributed.is_main():
-        _save(config, path, data)
+        _write(config, cache_dir, wanted, data)
     distributed.barrier()  # the cache exists before any rank goes on
     return data
 
