@@ -1,25 +1,25 @@
 """Burgers 1D timings: taichi_dp vs a plain-PyTorch implementation of the same discretization.
 
-    python -m benchmarks.bench_burgers [--arch cpu] [--json out.json] [--repeats 20]
+    python -m benchmarks.bench_burgers [--arch cpu] [--precision f32|f64] [--threads T] [--repeats 20] [--quick]
+                                       [--out|--json out.json]
 
 Workloads (float32, periodic, explicit diffusion + semi-Lagrangian, the PBDL scheme):
 - ``step``: one forward step, N = 128, batch 1 and batch 32;
 - ``rollout32 fwd`` / ``fwd+bwd``: the PBDL preset (N = 128, 32 steps), gradient w.r.t. u0;
 - ``sol8 update``: one SOL-8 training update of the Burgers experiment (batch 32, N = 32), split into
   solver and network time.
-Prints a table and writes JSON with the machine, versions and date.
+Prints the side-by-side table and writes JSON (machine, versions, date, records) through
+:mod:`benchmarks.harness`; ``--quick``: 2 repeats.
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
-import platform
+import time
 
 import torch
 
 import taichi_dp as tdp
+from benchmarks.harness import Record, close_meta, metadata, parse, parser, side_by_side, start, write_json
 from benchmarks.timing import median_seconds
 from models import ResidualCNN
 from taichi_dp.learn.hybrid import sol_loss
@@ -41,6 +41,7 @@ def torch_burgers_step(u: torch.Tensor, nu: float, dt: float, h: float) -> torch
 
 
 def run(repeats: int) -> dict:
+    """Median seconds per workload and implementation (``{"workload": {"taichi_dp": s, "torch_eager": s}}``)."""
 
     def timed(fn) -> float:
         return median_seconds(fn, repeats, warmup=2)
@@ -122,33 +123,29 @@ def run(repeats: int) -> dict:
     return rows
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arch", default="cpu")
-    ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--json", default=None)
-    args = ap.parse_args()
-    rt = tdp.init(args.arch, "f32")
-    rows = run(args.repeats)
-    print(f"{'workload':34s} {'taichi_dp':>12s} {'torch eager':>12s} {'ratio':>7s}")
-    for name, r in rows.items():
-        pt = r.get("torch_eager")
-        ratio = f"{pt / r['taichi_dp']:.2f}x" if pt else ""
-        print(f"{name:34s} {1e3 * r['taichi_dp']:10.3f}ms {'' if pt is None else f'{1e3 * pt:10.3f}ms':>12s} {ratio:>7s}")
-    meta = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_threads": torch.get_num_threads(),
-        "arch": rt.arch,
-        "torch": torch.__version__,
-        "taichi_dp": tdp.__version__,
-        "seconds": rows,
-    }
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(meta, f, indent=2)
-        print(f"wrote {args.json}")
+def records(rows: dict) -> list[Record]:
+    """The rows as harness records (metric ``seconds``, implementations taichi_dp and torch eager)."""
+    impl = {"taichi_dp": "taichi", "torch_eager": "torch_eager"}
+    return [Record(name, "", "seconds", t, "s", impl[k]) for name, r in rows.items() for k, t in r.items()]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Command-line entry point; returns the result dictionary."""
+    ap = parser(__doc__, precisions=("f32", "f64"), repeats_default=None, quick="CI size: 2 repeats")
+    args = parse(ap, argv)
+    rt = start(args)
+    t0 = time.perf_counter()
+    meta = metadata(rt.arch, args.precision, threads=args.threads, quick=args.quick)
+    rows = run(args.repeats or (2 if args.quick else 20))
+    recs = records(rows)
+    close_meta(meta, time.perf_counter() - t0)
+    print(side_by_side(recs))
+    res = {"suite": "taichi_dp benchmarks.bench_burgers", "meta": meta, "seconds": rows,
+           "records": [r.as_dict() for r in recs]}
+    if args.out:
+        write_json(args.out, res)
+        print(f"wrote {args.out}")
+    return res
 
 
 if __name__ == "__main__":

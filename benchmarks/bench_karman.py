@@ -1,6 +1,7 @@
 """Karman wake timings (the PBDL solver-in-the-loop scene) against the measured anchors.
 
-    python -m benchmarks.bench_karman [--arch cpu] [--scales 1 2 4 8] [--repeats 5] [--json out.json]
+    python -m benchmarks.bench_karman [--arch cpu] [--scales 1 2 4 8] [--repeats 5] [--phiflow] [--quick]
+                                      [--precision f32|f64] [--threads T] [--out|--json out.json]
 
 For each grid (32×64 · scale, x × y): one forward step, and forward + backward of a 4-step unroll
 (loss = sum over the 4 states, gradient w.r.t. the initial velocity); pressure-solve iterations per
@@ -8,20 +9,19 @@ step (multigrid-PCG, rel. tol 1e-3 like the anchors); Taichi kernel launches per
 the process (CPU: max RSS growth) or of the device (CUDA). Float32, batch 1. With ``--phiflow`` (and
 PhiFlow 3.4 installed: ``pip install -e .[bench]``) the same workload also runs in PhiFlow in this
 process (:mod:`benchmarks.phiflow_karman`; 256×512 skipped, see there); otherwise the PhiFlow and
-``torch.compile`` figures are the anchors measured on the same machine kind (ANCHORS.md).
+``torch.compile`` figures are the anchors measured on the same machine kind (ANCHORS.md). Command line,
+metadata, timing and output: :mod:`benchmarks.harness` (``--sizes`` is an alias of ``--scales``;
+``--quick``: scale 1, 2 repeats).
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
-import platform
 import resource
+import time
 
 import torch
 
-import taichi_dp as tdp
+from benchmarks.harness import Record, close_meta, metadata, parse, parser, side_by_side, start, write_json
 from benchmarks.timing import LaunchCounter, median_seconds
 from taichi_dp.ops import linear_solve
 from taichi_dp.scenes import karman
@@ -38,6 +38,8 @@ CPU_ANCHORS = {
 
 
 def run(scales: list[int], repeats: int, phiflow: bool = False) -> list[dict]:
+    """One row per scale: taichi_dp step and 4-step fwd+bwd, PCG iterations, launches, peak memory, and the
+    PhiFlow figures (measured here with ``phiflow``; anchors where the grid has them)."""
     rows = []
     for scale in scales:
         scene = karman(scale=scale, reynolds=200.0)
@@ -101,33 +103,47 @@ def run(scales: list[int], repeats: int, phiflow: bool = False) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arch", default="cpu")
-    ap.add_argument("--scales", type=int, nargs="+", default=[1, 2, 4, 8])
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--json", default=None)
+ANCHOR_IMPLS = {"phiflow_measured": "phiflow", "phiflow": "phiflow (anchor)", "torch_compile": "torch.compile (anchor)"}
+
+
+def records(rows: list[dict]) -> list[Record]:
+    """The rows as harness records: taichi_dp's measured figures, PhiFlow measured here, and the anchors."""
+    out = []
+    for r in rows:
+        g = r["grid_xy"]
+        out += [Record("karman", g, "step_s", r["step_s"], "s"), Record("karman", g, "fwd_bwd_4_s", r["fwd_bwd_4_s"], "s"),
+                Record("karman", g, "pressure_iterations", r["pressure_iterations"], "")]
+        for prefix, impl in ANCHOR_IMPLS.items():
+            for metric, key in (("step_s", f"{prefix}_step_s"), ("fwd_bwd_4_s", f"{prefix}_fwd_bwd_s")):
+                if key in r:
+                    out.append(Record("karman", g, metric, r[key], "s", impl))
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Command-line entry point; returns the result dictionary."""
+    ap = parser(__doc__, precisions=("f32", "f64"), sizes="karman grid scales s (32·s × 64·s; default 1 2 4 8)",
+                sizes_flags=("--scales", "--sizes"), quick="CI size: scale 1, 2 repeats")
     ap.add_argument("--phiflow", action="store_true", help="also time PhiFlow 3.4 in this process (if installed)")
-    args = ap.parse_args()
-    rt = tdp.init(args.arch, "f32")
+    args = parse(ap, argv)
+    rt = start(args)
+    t0 = time.perf_counter()
+    meta = metadata(rt.arch, args.precision, threads=args.threads, quick=args.quick)
     print("speed-up factors: anchor time / taichi_dp time (> 1 means taichi_dp is faster)")
     from benchmarks import phiflow_karman
 
     if args.phiflow and not phiflow_karman.available():
         raise SystemExit("--phiflow needs PhiFlow 3.4: pip install -e '.[bench]'")
-    rows = run(args.scales, args.repeats, args.phiflow)
-    if args.json:
-        meta = {
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": platform.platform(),
-            "arch": rt.arch,
-            "torch": torch.__version__,
-            "cpu_threads": torch.get_num_threads(),
-            "rows": rows,
-        }
-        with open(args.json, "w") as f:
-            json.dump(meta, f, indent=2)
-        print(f"wrote {args.json}")
+    scales = args.sizes or ([1] if args.quick else [1, 2, 4, 8])
+    rows = run(scales, args.repeats or (2 if args.quick else 5), args.phiflow)
+    recs = records(rows)
+    close_meta(meta, time.perf_counter() - t0)
+    print(side_by_side(recs))
+    res = {"suite": "taichi_dp benchmarks.bench_karman", "meta": meta, "rows": rows, "records": [r.as_dict() for r in recs]}
+    if args.out:
+        write_json(args.out, res)
+        print(f"wrote {args.out}")
+    return res
 
 
 if __name__ == "__main__":

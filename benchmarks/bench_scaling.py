@@ -1,9 +1,10 @@
 """Strong and weak scaling of SOL-4 training throughput over processes (torchrun; gloo on CPU, NCCL on GPUs).
 
-    python -m benchmarks.bench_scaling [--procs 1 2] [--batch 4] [--iterations 12] [--arch cpu|cuda] [--json out.json]
+    python -m benchmarks.bench_scaling [--procs 1 2] [--batch 4] [--iterations 12] [--arch cpu|cuda] [--quick]
+                                       [--out|--json out.json]
 
 Workload: the karman solver-in-the-loop update of :mod:`taichi_dp.learn.karman_experiment` (SOL-4 through
-the 32×64 source solver, the quick preset's ResidualCNN as a ``StaggeredCorrection``, float32) on reference
+the 32×64 source solver, the quick preset's network as a ``StaggeredCorrection``, float32) on reference
 data from :mod:`taichi_dp.learn.karman_data` (factor 2, 4 Reynolds numbers). Each configuration runs in
 a fresh ``torchrun`` job. Threads per process: Taichi's ``TI_CPU_MAX_NUM_THREADS`` = ``cores // procs``
 (every configuration uses all cores; ``--taichi-threads`` overrides) and torch's ``OMP_NUM_THREADS`` =
@@ -16,23 +17,23 @@ buckets), then ``--iterations`` timed updates; throughput = global batch × upda
 - weak scaling: fixed per-process batch ``batch`` (global batch N × batch);
   efficiency = throughput(N) / (N × throughput(1)).
 
-The hidden ``--worker`` entry point is what each torchrun job starts.
+The hidden ``--worker`` entry point is what each torchrun job starts. Command line, metadata and output:
+:mod:`benchmarks.harness` (``--quick``: one process, batch 1, 2 timed updates).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.harness import ROOT, Record, at_least, close_meta, metadata, parse, parser, write_json
+
 DATA = dict(reynolds=(150.0, 250.0, 400.0, 650.0), scale=1, factor=2, warmup=20, steps=12)
 
 
@@ -48,19 +49,16 @@ def worker(global_batch: int, iterations: int, cache: str, out: str, arch: str =
 
     from taichi_dp.learn import TrainConfig, train
     from taichi_dp.learn import distributed as dist
-    from taichi_dp.learn.karman_data import load_or_generate
-    from taichi_dp.learn.karman_experiment import KarmanExperimentConfig, make_model, variant_loss
-    from taichi_dp.scenes import karman
+    from taichi_dp.learn.karman_experiment import KarmanExperiment, KarmanExperimentConfig
 
     ctx = dist.setup(arch, "f32")
-    data = load_or_generate(_data_config(), cache, progress=False)
-    ref, re_ = (data[k].to(torch.float32).to(ctx.device) for k in ("velocity", "reynolds"))
-    cfg = KarmanExperimentConfig.quick()
-    cfg.train = _data_config()
-    base = karman(scale=1, reynolds=re_).stepper
-    model = make_model(cfg, base, seed=0)
+    cfg = KarmanExperimentConfig.preset("quick")
+    cfg.data.train = _data_config()
+    exp = KarmanExperiment(cfg)
+    data = exp.make_data("train", cache=cache, progress=False)
+    model = exp.make_model(seed=0)
     net = dist.wrap(model)
-    loss, n = variant_loss(cfg, "SOL-4", net, ref, re_, base)
+    loss, n = exp.loss("SOL-4", net, data)
     train(net, loss, n, TrainConfig(iterations=2, batch_size=global_batch, lr=1e-4), progress=False)  # warm-up
     res = train(net, loss, n, TrainConfig(iterations=iterations, batch_size=global_batch, lr=1e-4, seed=1), progress=False)
     if dist.is_main():
@@ -91,7 +89,7 @@ def _job(
         out = Path(tmp) / "row.json"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
         cmd += ["-m", "benchmarks.bench_scaling", "--worker", "--global-batch", str(global_batch)]
-        cmd += ["--iterations", str(iterations), "--cache", cache, "--out", str(out), "--arch", arch]
+        cmd += ["--iterations", str(iterations), "--cache", cache, "--worker-out", str(out), "--arch", arch]
         t = time.perf_counter()
         p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         if p.returncode != 0:
@@ -171,45 +169,51 @@ def run(
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--procs", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--batch", type=int, default=4, help="per-process batch of the weak scaling (strong: max(procs) × this)")
-    ap.add_argument("--iterations", type=int, default=12, help="timed updates per job")
-    ap.add_argument("--taichi-threads", type=int, help="Taichi CPU threads per process (default: cores // processes)")
-    ap.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads per process (default 1)")
-    ap.add_argument("--arch", default="cpu", choices=["cpu", "cuda"], help="cpu: gloo; cuda: NCCL, one GPU per process")
+def main(argv: list[str] | None = None) -> dict | None:
+    """Command-line entry point; returns the result dictionary (``None`` in a worker)."""
+    ap = parser(__doc__, arches=("cpu", "cuda"), threads=False, repeats=False,
+                quick="CI size: one process, batch 1, 2 timed updates")
+    ap.add_argument("--procs", type=at_least(1), nargs="+", default=None, help="process counts (default 1 2)")
+    ap.add_argument("--batch", type=at_least(1), default=None,
+                    help="per-process batch of the weak scaling (strong: max(procs) × this; default 4)")
+    ap.add_argument("--iterations", type=at_least(1), default=None, help="timed updates per job (default 12)")
+    ap.add_argument("--taichi-threads", type=at_least(1), help="Taichi CPU threads per process (default: cores // processes)")
+    ap.add_argument("--torch-threads", type=at_least(1), default=1, help="torch intra-op threads per process (default 1)")
     ap.add_argument("--cache", default="runs/cache")
-    ap.add_argument("--json", default=None)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--global-batch", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--out", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    ap.add_argument("--worker-out", help=argparse.SUPPRESS)
+    args = parse(ap, argv)
+    iterations = args.iterations or (2 if args.quick else 12)
     if args.worker:
-        worker(args.global_batch, args.iterations, args.cache, args.out, args.arch)
-        return
-    if min(args.procs) < 1 or args.batch < 1 or args.iterations < 1:
-        raise SystemExit("error: --procs, --batch and --iterations must be >= 1")
-    procs = sorted(set(args.procs))
-    result = run(procs, args.batch, args.iterations, args.cache, args.taichi_threads, args.torch_threads, args.arch)
-    import torch
-
-    meta = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": platform.platform(),
-        "torch": torch.__version__,
-        "backend": "nccl" if args.arch == "cuda" else "gloo",
+        worker(args.global_batch, iterations, args.cache, args.worker_out, args.arch)
+        return None
+    procs = sorted(set(args.procs or ([1] if args.quick else [1, 2])))
+    batch = args.batch or (1 if args.quick else 4)
+    t0 = time.perf_counter()
+    meta = metadata(args.arch, args.precision, quick=args.quick, backend="nccl" if args.arch == "cuda" else "gloo")
+    result = run(procs, batch, iterations, args.cache, args.taichi_threads, args.torch_threads, args.arch)
+    close_meta(meta, time.perf_counter() - t0)
+    recs = [Record(f"SOL-4 update, {kind} scaling", f"{p} procs", metric, s[metric], unit)
+            for kind in ("strong", "weak") for p, s in result[kind].items()
+            for metric, unit in (("seconds_per_update", "s"), ("samples_per_second", "1/s"), ("efficiency", ""))
+            if metric in s]
+    res = {
+        "suite": "taichi_dp benchmarks.bench_scaling",
+        "meta": meta,
+        "backend": meta["backend"],
         "arch": args.arch,
-        "workload": "karman SOL-4 update, 32x64 source, ResidualCNN (quick preset), float32",
+        "workload": "karman SOL-4 update, 32x64 source, the quick preset's network, float32",
         "data": DATA,
-        "per_process_batch": args.batch,
-        "timed_updates": args.iterations,
+        "per_process_batch": batch,
+        "timed_updates": iterations,
         **result,
+        "records": [r.as_dict() for r in recs],
     }
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(meta, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    if args.out:
+        write_json(args.out, res)
+        print(f"wrote {args.out}")
+    return res
 
 
 if __name__ == "__main__":

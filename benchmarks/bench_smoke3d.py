@@ -1,8 +1,10 @@
 """3D smoke benchmark: taichi_dp, the same step in plain PyTorch (eager and ``torch.compile``) and PhiFlow 3.4,
 side by side in one process (float32, CPU), plus PCG iterations and the memory of gradient checkpointing.
 
-    python -m benchmarks.bench_smoke3d [--sizes 32 64 128] [--repeats R] [--json PATH] [--markdown PATH]
-                                       [--no-phiflow] [--no-compile] [--quick] [--threads T]
+    python -m benchmarks.bench_smoke3d [--sizes 32 64 128] [--repeats R] [--out|--json PATH] [--markdown PATH]
+                                       [--no-phiflow] [--no-compile] [--quick] [--threads T] [--arch cpu]
+
+Command line, metadata, timing and output: :mod:`benchmarks.harness`.
 
 The workload is :func:`taichi_dp.scenes.smoke_plume_3d` (closed 100³ box, no-slip walls, inviscid, solid
 sphere r = 14 at the centre, spherical source r = 8 near the floor, buoyancy 0.5 along +y, dt = 1;
@@ -11,7 +13,7 @@ scene's rtol 1e-4), developed by :data:`WARMUP_STEPS` steps from rest so the smo
 size ``n`` (``n³`` cells):
 
 - taichi_dp: one forward step, and forward + backward of a 4-step unroll (loss = sum of the 4 states,
-  gradient w.r.t. the initial state), median wall time (:func:`benchmarks.run.timed`); PCG iterations of
+  gradient w.r.t. the initial state), median wall time (:func:`benchmarks.harness.timed`); PCG iterations of
   the step's projection (``taichi_dp.ops.linear_solve.last_solve.iterations``) and during the warm-up;
   Taichi launches per step;
 - plain PyTorch, eager and compiled (:mod:`benchmarks.torch_flow`: the test references' n-D advection,
@@ -54,7 +56,6 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,33 @@ import torch
 import taichi_dp as tdp
 from benchmarks import phiflow_smoke3d
 from benchmarks import torch_flow as tf
-from benchmarks.run import count_launches, fmt_ratio, fmt_s, git_state, machine, measure, null, ratio, timed
+from benchmarks.harness import (
+    RESULTS,
+    ROOT,
+    Record,
+    apply_threads,
+    at_least,
+    close_meta,
+    count_launches,
+    finish,
+    fmt_mb,
+    fmt_ratio,
+    fmt_s,
+    fwd,
+    fwd_bwd,
+    machine_line,
+    measure,
+    metadata,
+    null,
+    parse,
+    parser,
+    positive_float,
+    ratio,
+    records_from_row,
+    start,
+    timed,
+    write_json,
+)
 from taichi_dp.ops import linear_solve
 from taichi_dp.ops.solve_options import SolveOptions
 from taichi_dp.scenes import smoke_plume_3d
@@ -82,7 +109,7 @@ SKIP_COMPILE = "skipped in --quick (torch.compile start-up ~20 s per process)"
 
 @dataclasses.dataclass
 class Settings:
-    """What one run measures (``repeats`` and ``budget_s`` as :class:`benchmarks.run.Settings`)."""
+    """What one run measures (``repeats`` and ``budget_s``: :func:`benchmarks.harness.timed`)."""
 
     arch: str
     sizes: list[int]
@@ -97,41 +124,10 @@ class Settings:
     memory_steps: int
     checkpoint_every: int
     threads: int | None = None
+    precision: str = "f32"
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _fwd(step: Callable, u: torch.Tensor) -> Callable[[], object]:
-    def run() -> object:
-        with torch.no_grad():
-            return step(u)
-
-    return run
-
-
-def _fwd_bwd(step: Callable, u: torch.Tensor, saved: dict | None = None) -> Callable[[], object]:
-    """Forward + backward of the unroll; with ``saved``, the first call also records ``saved["mb"]``: the
-    bytes autograd saved for backward (an upper bound: a storage saved twice counts twice)."""
-
-    def run() -> object:
-        u0 = u.clone().requires_grad_()
-        if saved is not None and "mb" not in saved:
-            total = [0]
-
-            def pack(t: torch.Tensor) -> torch.Tensor:
-                total[0] += t.numel() * t.element_size()
-                return t
-
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                loss = rollout(step, u0, UNROLL, include_initial=False).sum()
-            saved["mb"] = total[0] / 2**20
-        else:
-            loss = rollout(step, u0, UNROLL, include_initial=False).sum()
-        loss.backward()
-        return u0.grad
-
-    return run
-
-
 def developed(n: int, pressure: SolveOptions | None = None) -> tuple[Any, torch.Tensor, list[int]]:
     """The ``n³`` scene's stepper, its state after :data:`WARMUP_STEPS` steps from rest, and the PCG
     iterations of every warm-up step."""
@@ -191,12 +187,12 @@ def bench_size(s: Settings, n: int, skips: Skips, states: dict[int, torch.Tensor
     states[n] = u
     row["pressure_rtol"] = st.flow.pressure.rtol
     row["pcg_iterations_warmup"] = warm_its
-    measure(row, "taichi_step_s", lambda: timed(_fwd(st, u), s))
+    measure(row, "taichi_step_s", lambda: timed(fwd(st, u), s))
     row["pcg_iterations"] = linear_solve.last_solve.iterations  # of the last timed step's projection
     saved: dict = {}
-    measure(row, "taichi_fwd_bwd_4_s", lambda: timed(_fwd_bwd(st, u, saved), s, repeats=max(1, s.repeats // 2 + 1)))
+    measure(row, "taichi_fwd_bwd_4_s", lambda: timed(fwd_bwd(st, u, UNROLL, saved), s, repeats=max(1, s.repeats // 2 + 1)))
     _saved(row, "taichi", saved)
-    row["launches_per_step"] = count_launches(_fwd(st, u))
+    row["launches_per_step"] = count_launches(fwd(st, u))
     print(f"{row['grid']:>5s}  taichi_dp  step {fmt_s(row['taichi_step_s']):>9s}  fwd+bwd(4) "
           f"{fmt_s(row['taichi_fwd_bwd_4_s']):>9s}  PCG its {row['pcg_iterations']}  launches/step "
           f"{row['launches_per_step']}", flush=True)
@@ -240,7 +236,7 @@ def _torch_cells(row: dict, s: Settings, impl: str, st: Any, u: torch.Tensor, sk
             except Exception as e:
                 for key in ("step_rel_diff_torch_vs_taichi", "torch_cg_iterations"):
                     null(row, key, f"failed: {type(e).__name__}: {str(e)[:300]}")
-        measure(row, keys[0], lambda: timed(_fwd(pt, u), s, warmup=warm))
+        measure(row, keys[0], lambda: timed(fwd(pt, u), s, warmup=warm))
         skips.record(keys[0], n, row[keys[0]])
     if not compiled and "step_rel_diff_torch_vs_taichi" not in row:
         for key in ("step_rel_diff_torch_vs_taichi", "torch_cg_iterations"):
@@ -252,14 +248,14 @@ def _torch_cells(row: dict, s: Settings, impl: str, st: Any, u: torch.Tensor, sk
     if reason:
         null(row, keys[1], reason)
     else:
-        measure(row, keys[1], lambda: timed(_fwd_bwd(pt, u, None if compiled else saved), s, warmup=warm,
+        measure(row, keys[1], lambda: timed(fwd_bwd(pt, u, UNROLL, None if compiled else saved), s, warmup=warm,
                                             repeats=max(1, s.repeats // 2 + 1)))
         skips.record(keys[1], n, row[keys[1]], saved.get("mb"))
     _saved(row, impl, saved)
 
 
 def _saved(row: dict, impl: str, saved: dict) -> None:
-    """``row[f"{impl}_autograd_saved_mb"]``: what :func:`_fwd_bwd` recorded, or null with the reason."""
+    """``row[f"{impl}_autograd_saved_mb"]``: what :func:`benchmarks.harness.fwd_bwd` recorded, or null with the reason."""
     key = f"{impl}_autograd_saved_mb"
     if "mb" in saved:
         row[key] = saved["mb"]
@@ -368,9 +364,8 @@ def memory_child(n: int, steps: int, every: int, threads: int | None) -> dict:
     that freed tensors go back to the OS instead of staying in the heap."""
     import gc
 
-    if threads:
-        torch.set_num_threads(threads)
-    tdp.init("cpu", "f32")
+    apply_threads(threads)
+    tdp.init("cpu", "f32")  # peak RSS: the CPU arch's memory
     st, u, _ = developed(n)
     u0 = u.clone().requires_grad_()
     rollout(st, u0, 2, include_initial=False, checkpoint_every=min(every, 1)).sum().backward()
@@ -409,7 +404,7 @@ def bench_memory(s: Settings) -> dict:
         row: dict[str, Any] = {"checkpoint_every": every}
         try:
             env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}  # tensors ≥ 1 MiB: mmap, freed to the OS
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=Path(__file__).resolve().parents[1],
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=ROOT,
                                   env=env)
             if proc.returncode != 0:
                 raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}")
@@ -430,20 +425,10 @@ def bench_memory(s: Settings) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ reporting
-def fmt_mb(x: float | None) -> str:
-    return "—" if x is None else f"{x:.3g} MB"
-
-
 def markdown(res: dict) -> str:
     """The tables of a result as Markdown."""
-    m = res["meta"]
-    mach = m["machine"]
-    v = mach["versions"]
     lines = [
-        f"Machine: {mach['cpu_model']}, {mach['cpu_cores']} cores, {mach['memory_gb']} GB; arch {m['arch']}, float32, "
-        f"threads {m['threads']}; python {v['python']}, torch {v['torch']}, taichi {v['taichi']}, PhiFlow "
-        f"{v['phiflow'] or 'not installed'}; {m['date']}; load average {mach['load_average_start'][0]:.2f} at start, "
-        f"{m.get('load_average_end', [float('nan')])[0]:.2f} at end; {m.get('wall_s', float('nan')):.0f} s.",
+        machine_line(res["meta"]),
         "",
         f"3D smoke (`smoke_plume_3d`, after {WARMUP_STEPS} warm-up steps; fwd+bwd = loss summed over a {UNROLL}-step "
         "unroll, gradient w.r.t. the initial state; ratio = other time / taichi_dp time, > 1: taichi_dp faster):",
@@ -485,6 +470,21 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def records(rows: list[dict]) -> list[dict]:
+    """The rows as harness records: step and 4-step fwd+bwd seconds per implementation, pressure iterations
+    (taichi_dp multigrid PCG, plain-PyTorch CG, PhiFlow CG)."""
+    out: list[Record] = []
+    for row in rows:
+        out += records_from_row(row, "smoke3d", row["grid"], {"step_s": "s", "fwd_bwd_4_s": "s"})
+        reasons = row.get("null_reasons", {})
+        for impl, key in (("taichi", "pcg_iterations"), ("torch_eager", "torch_cg_iterations"),
+                          ("phiflow", "phiflow_cg_iterations")):
+            value = row.get(key)
+            out.append(Record("smoke3d", row["grid"], "pressure_iterations", value, "", impl,
+                              None if value is not None else reasons.get(key, "not measured")))
+    return [r.as_dict() for r in out]
+
+
 # ------------------------------------------------------------------------------------------------ main
 def settings(args: argparse.Namespace, arch: str) -> Settings:
     quick = args.quick
@@ -503,6 +503,7 @@ def settings(args: argparse.Namespace, arch: str) -> Settings:
         memory_steps=args.memory_steps or (4 if quick else MEMORY_STEPS),
         checkpoint_every=args.checkpoint_every or (2 if quick else CHECKPOINT_EVERY),
         threads=args.threads,
+        precision=args.precision,
     )
 
 
@@ -512,29 +513,18 @@ def run(s: Settings, json_path: str | None = None) -> dict:
 
     def checkpoint() -> None:
         if json_path:
-            Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-            Path(json_path).write_text(json.dumps(res, indent=1, allow_nan=False))
+            write_json(json_path, res)
 
     tf.configure_compile()
     t_start = time.perf_counter()
     res: dict[str, Any] = {
         "suite": "taichi_dp benchmarks.bench_smoke3d",
-        "meta": {
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "arch": s.arch,
-            "precision": "f32",
-            "quick": s.quick,
-            "settings": dataclasses.asdict(s),
-            "threads": s.threads or "default",
-            "taichi_cpu_threads": os.environ.get("TI_CPU_MAX_NUM_THREADS", "default"),
-            "scene": "taichi_dp.scenes.smoke_plume_3d(n) (defaults: obstacle, flux density advection, "
-                     "semi-Lagrangian velocity, mgpcg rtol 1e-4)",
-            "warmup_steps": WARMUP_STEPS,
-            "unroll": UNROLL,
-            "machine": machine(s.arch),
-            "git": git_state(),
-            "complete": False,
-        },
+        "meta": metadata(
+            s.arch, s.precision, threads=s.threads, quick=s.quick, settings=dataclasses.asdict(s),
+            scene="taichi_dp.scenes.smoke_plume_3d(n) (defaults: obstacle, flux density advection, "
+                  "semi-Lagrangian velocity, mgpcg rtol 1e-4)",
+            warmup_steps=WARMUP_STEPS, unroll=UNROLL,
+        ),
         "rows": [],
     }
     memory_gb = res["meta"]["machine"]["memory_gb"] or 16.0
@@ -547,53 +537,41 @@ def run(s: Settings, json_path: str | None = None) -> dict:
     states.clear()
     checkpoint()
     res["memory"] = bench_memory(s)
-    res["meta"]["complete"] = True
-    res["meta"]["load_average_end"] = list(os.getloadavg())
-    res["meta"]["machine"]["load_average_end"] = res["meta"]["load_average_end"]
-    res["meta"]["wall_s"] = time.perf_counter() - t_start
+    res["records"] = records(res["rows"])
+    close_meta(res["meta"], time.perf_counter() - t_start)
     checkpoint()
     return res
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=None, help="grid sizes n (n³ cells; default 32 64 128)")
-    ap.add_argument("--repeats", type=int, default=None)
-    ap.add_argument("--json", default=None, help="write every figure here (default for a full run: benchmarks/results/)")
-    ap.add_argument("--markdown", default=None, help="write the tables here as Markdown")
-    ap.add_argument("--quick", action="store_true", help=f"CI size: {QUICK_SIZE}³, few repeats, no torch.compile/PhiFlow")
+    """Command-line entry point; returns the result dictionary (``None`` in a memory child)."""
+    ap = parser(__doc__, sizes="grid sizes n (n³ cells; default 32 64 128)", min_size=QUICK_SIZE, markdown=True,
+                quick=f"CI size: {QUICK_SIZE}³, few repeats, no torch.compile/PhiFlow",
+                out="write every figure here as JSON (default for a full run: benchmarks/results/)")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     ap.add_argument("--no-phiflow", action="store_true", help="skip PhiFlow even when importable")
-    ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch and Taichi (default: theirs)")
-    ap.add_argument("--max-call-s", type=float, default=120.0,
+    ap.add_argument("--max-call-s", type=positive_float, default=120.0,
                     help="skip a measurement whose single call is predicted or measured to exceed this (default 120)")
-    ap.add_argument("--tight-size", type=int, default=None, help=f"grid of the rtol {TIGHT_RTOL:g} solve (default {TIGHT_SIZE})")
-    ap.add_argument("--memory-size", type=int, default=None, help=f"grid of the memory run (default {MEMORY_SIZE})")
-    ap.add_argument("--memory-steps", type=int, default=None, help=f"steps of the memory run (default {MEMORY_STEPS})")
-    ap.add_argument("--checkpoint-every", type=int, default=None, help=f"checkpoint chunk (default {CHECKPOINT_EVERY})")
+    ap.add_argument("--tight-size", type=at_least(QUICK_SIZE), default=None,
+                    help=f"grid of the rtol {TIGHT_RTOL:g} solve (default {TIGHT_SIZE})")
+    ap.add_argument("--memory-size", type=at_least(QUICK_SIZE), default=None,
+                    help=f"grid of the memory run (default {MEMORY_SIZE})")
+    ap.add_argument("--memory-steps", type=at_least(1), default=None, help=f"steps of the memory run (default {MEMORY_STEPS})")
+    ap.add_argument("--checkpoint-every", type=at_least(1), default=None,
+                    help=f"checkpoint chunk (default {CHECKPOINT_EVERY})")
     ap.add_argument("--memory-child", type=int, nargs=3, default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.threads:  # before Taichi starts: its CPU thread pool size is read from the environment
-        os.environ["TI_CPU_MAX_NUM_THREADS"] = str(args.threads)
-        torch.set_num_threads(args.threads)
+    args = parse(ap, argv)
     if args.memory_child is not None:
         print(json.dumps(memory_child(*args.memory_child, args.threads)))
         return None
-    rt = tdp.init("cpu", "f32")
+    rt = start(args)
     s = settings(args, rt.arch)
-    json_path, md_path = args.json, args.markdown
+    json_path, md_path = args.out, args.markdown
     if json_path is None and not s.quick:
-        stem = Path(__file__).resolve().parent / "results" / f"smoke3d_{rt.arch}_{datetime.date.today().isoformat()}"
+        stem = RESULTS / f"smoke3d_{rt.arch}_{datetime.date.today().isoformat()}"
         json_path, md_path = str(stem.with_suffix(".json")), md_path or str(stem.with_suffix(".md"))
     res = run(s, json_path)
-    md = markdown(res)
-    print()
-    print(md)
-    if json_path:
-        print(f"wrote {json_path}")
-    if md_path:
-        Path(md_path).write_text(md)
-        print(f"wrote {md_path}")
+    finish(res, markdown(res), json_path, md_path)
     return res
 
 

@@ -19,12 +19,13 @@ interior faces ``x = h..100−h`` (the walls are the constant 0 of ``x = 0``); t
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.harness import parse, parser
 
 RESOLUTION = (64, 32)  # (H, W) = (y, x)
 REYNOLDS = 200.0
@@ -35,6 +36,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "pbdl_
 
 
 def available() -> bool:
+    """Whether PhiFlow is importable."""
     try:
         import phi  # noqa: F401
     except ImportError:
@@ -121,9 +123,10 @@ def phiflow_rollout(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    args = parser.parse_args(argv)
+    """Command-line entry point (the harness's parser; ``--out`` here is the ``.npz`` written, not JSON)."""
+    ap = parser(__doc__, arches=None, precisions=None, threads=False, repeats=False, quick=None, out=None)
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"the .npz to write (default {DEFAULT_OUT})")
+    args = parse(ap, argv)
     import phi
     import phiml
 

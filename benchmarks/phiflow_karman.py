@@ -6,14 +6,22 @@ diffusion → inflow → semi-Lagrangian advection → pressure projection with 
 abs. tol 0), jit-compiled. Known PhiFlow 3.4 pitfalls avoided: phiml pinned to 1.16.0; the inflow band
 is a finite box (``Box(y=(None, 5))`` evaluates to 1 everywhere); 256×512 overflows a 32-bit index
 while PhiFlow builds its pressure matrix, so callers skip it.
+
+On its own (command line, metadata, output: :mod:`benchmarks.harness`)::
+
+    python -m benchmarks.phiflow_karman [--scales 1 2 4] [--repeats 3] [--quick] [--out|--json out.json]
 """
 
 from __future__ import annotations
 
+import time
+
+from benchmarks.harness import Record, close_meta, metadata, parse, parser, side_by_side, write_json
 from benchmarks.timing import median_seconds
 
 
 def available() -> bool:
+    """Whether PhiFlow is importable."""
     try:
         import phi  # noqa: F401
     except ImportError:
@@ -72,3 +80,35 @@ def karman_times(nx: int, ny: int, repeats: int = 3, reynolds: float = 200.0) ->
         v = step(v)
 
     return median_seconds(lambda: step(v), repeats), median_seconds(lambda: grad(v), max(1, repeats // 2))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Command-line entry point: PhiFlow's karman step and 4-step fwd+bwd per scale; returns the result."""
+    ap = parser(__doc__, arches=None, threads=True, sizes="grid scales s (32·s × 64·s; default 1 2 4)",
+                sizes_flags=("--scales", "--sizes"), quick="CI size: scale 1, 1 repeat")
+    args = parse(ap, argv)
+    if not available():
+        raise SystemExit("PhiFlow 3.4 is not installed: pip install -e '.[bench]'")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    meta = metadata("phiflow (torch backend, cpu)", args.precision, threads=args.threads, quick=args.quick)
+    recs = []
+    for scale in args.sizes or ([1] if args.quick else [1, 2, 4]):
+        nx, ny = 32 * scale, 64 * scale
+        step, fwd_bwd = karman_times(nx, ny, args.repeats or (1 if args.quick else 3))
+        recs += [Record("karman", f"{nx}x{ny}", "step_s", step, "s", "phiflow"),
+                 Record("karman", f"{nx}x{ny}", "fwd_bwd_4_s", fwd_bwd, "s", "phiflow")]
+    close_meta(meta, time.perf_counter() - t0)
+    print(side_by_side(recs))
+    res = {"suite": "taichi_dp benchmarks.phiflow_karman", "meta": meta, "records": [r.as_dict() for r in recs]}
+    if args.out:
+        write_json(args.out, res)
+        print(f"wrote {args.out}")
+    return res
+
+
+if __name__ == "__main__":
+    main()

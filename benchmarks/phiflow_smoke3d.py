@@ -36,6 +36,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from benchmarks.harness import Record, close_meta, metadata, parse, parser, side_by_side, write_json
 from benchmarks.timing import median_seconds
 
 EXTENT = 100.0
@@ -68,6 +69,7 @@ class TooSlow(RuntimeError):
 
 
 def available() -> bool:
+    """Whether PhiFlow is importable."""
     try:
         import phi  # noqa: F401
     except ImportError:
@@ -225,8 +227,43 @@ def smoke3d_times(
     return out
 
 
-if __name__ == "__main__":  # python -m benchmarks.phiflow_smoke3d N [repeats]
-    import json
-    import sys
+def main(argv: list[str] | None = None) -> dict:
+    """Command line (:mod:`benchmarks.harness`): ``python -m benchmarks.phiflow_smoke3d [--sizes 16 32]
+    [--repeats 3] [--quick] [--out PATH]``, every figure of :func:`smoke3d_times` per size; returns the result."""
+    ap = parser(__doc__, arches=None, sizes="grid sizes n (n³ cells; default 16 32)", min_size=8,
+                quick="CI size: 12³, 1 repeat, 2 warm-up steps, no gradient")
+    args = parse(ap, argv)
+    if not available():
+        raise SystemExit("PhiFlow 3.4 is not installed: pip install -e '.[bench]'")
+    if args.threads:
+        import torch
 
-    print(json.dumps(smoke3d_times(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 3), indent=1))
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    meta = metadata("phiflow (torch backend, cpu)", args.precision, threads=args.threads, quick=args.quick)
+    rows, recs = [], []
+    for n in args.sizes or ([12] if args.quick else [16, 32]):
+        reason = unsupported_reason(n)
+        if reason:
+            rows.append({"n": n, "skipped": reason})
+            recs.append(Record("smoke3d", f"{n}³", "step_s", None, "s", "phiflow", reason))
+            continue
+        out = smoke3d_times(n, args.repeats or (1 if args.quick else 3), warmup_steps=2 if args.quick else 10,
+                            fwd_bwd=not args.quick)
+        rows.append(out)
+        recs.append(Record("smoke3d", f"{n}³", "step_s", out["step_s"], "s", "phiflow"))
+        recs.append(Record("smoke3d", f"{n}³", "fwd_bwd_4_s", out["fwd_bwd_4_s"], "s", "phiflow",
+                           out.get("fwd_bwd_skipped")))
+        recs.append(Record("smoke3d", f"{n}³", "pressure_iterations", out.get("cg_iterations"), "", "phiflow"))
+    close_meta(meta, time.perf_counter() - t0)
+    print(side_by_side(recs))
+    res = {"suite": "taichi_dp benchmarks.phiflow_smoke3d", "meta": meta, "rows": rows,
+           "records": [r.as_dict() for r in recs]}
+    if args.out:
+        write_json(args.out, res)
+        print(f"wrote {args.out}")
+    return res
+
+
+if __name__ == "__main__":
+    main()

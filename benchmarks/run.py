@@ -1,10 +1,12 @@
 """The taichi_dp benchmark suite: kernels, solver steps, training, and the same steps in plain PyTorch
 (eager and ``torch.compile``) and PhiFlow, all in one process and one run.
 
-    python -m benchmarks.run [--arch cpu|cuda|vulkan] [--sizes 256 512 1024 2048] [--quick]
-                             [--json out.json] [--markdown out.md] [--no-compile] [--no-phiflow]
+    python -m benchmarks.run [--arch cpu|cuda|vulkan] [--precision f32|f64] [--sizes 256 512 1024 2048] [--quick]
+                             [--threads T] [--repeats R] [--out|--json out.json] [--markdown out.md]
+                             [--no-compile] [--no-phiflow]
 
-Levels (every figure is the median wall time after warm-up runs, :mod:`benchmarks.timing`; float32):
+The command line, metadata, timing and output are :mod:`benchmarks.harness`'s. Levels (every figure is the
+median wall time after warm-up runs, :mod:`benchmarks.timing`; float32 unless ``--precision f64``):
 
 1. ``kernels`` — on an ``N × N`` channel (inflow at y = 0, outflow at y = 1, no-slip side walls, a disc
    obstacle; smooth velocity, CFL 1.5): staggered semi-Lagrangian and MacCormack self-advection,
@@ -19,8 +21,8 @@ Levels (every figure is the median wall time after warm-up runs, :mod:`benchmark
    (``smoke_plume``): one forward step, and forward + backward of a 4-step unroll (loss = sum of the 4
    states, gradient w.r.t. the initial state); Taichi launches per step (forward) and per 4-step
    forward + backward (``benchmarks.bench_karman``'s launch counter).
-3. ``training`` — SOL-4 updates per second of the karman quick setup
-   (``taichi_dp.learn.karman_experiment``), and on one fixed batch the update split into solver time
+3. ``training`` — SOL-4 updates per second of the karman quick preset
+   (``taichi_dp.learn.karman_experiment.KarmanExperiment``), and on one fixed batch the update split into solver time
    (4 solver steps forward + backward, no network) and network time (4 network applications forward +
    backward, no solver).
 4. ``comparison`` — the level-2 workloads in plain PyTorch (:mod:`benchmarks.torch_flow`, built on the
@@ -35,12 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import json
 import math
-import os
-import platform
-import sys
 import tempfile
 import time
 import warnings
@@ -48,14 +45,37 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import taichi as ti
 import torch
 
 import taichi_dp as tdp
 from benchmarks import phiflow_karman
 from benchmarks import torch_flow as tf
-from benchmarks.timing import LaunchCounter, median_seconds
+from benchmarks.harness import (
+    Record,
+    at_least,
+    close_meta,
+    count_launches,
+    finish,
+    fmt_num,
+    fmt_ratio,
+    fmt_s,
+    fwd,
+    fwd_bwd,
+    machine_line,
+    measure,
+    median_seconds,
+    metadata,
+    null,
+    parse,
+    parser,
+    positive_float,
+    ratio,
+    records_from_row,
+    side_by_side,
+    start,
+    timed,
+    write_json,
+)
 from taichi_dp.grid import Grid
 from taichi_dp.grid.geometry import disc
 from taichi_dp.grid.staggered import FlowBoundary, Inflow, Outflow, Wall, apply_boundary, open_faces, valid_faces
@@ -63,6 +83,7 @@ from taichi_dp.ops import linear_solve, pressure
 from taichi_dp.ops.linear_solve import NotConvergedWarning
 from taichi_dp.ops.multigrid import solver_for
 from taichi_dp.ops.poisson import apply_poisson
+from taichi_dp.ops.pressure import apply_subtract_gradient
 from taichi_dp.ops.staggered_advection import apply_velocity_advection
 from taichi_dp.ops.staggered_diffusion import apply_velocity_diffusion
 from taichi_dp.scenes import karman, pbdl_burgers, smoke_plume
@@ -107,97 +128,10 @@ class Settings:
     cache: Path | None
     threads: int | None = None  # CPU threads of torch and Taichi (None: their defaults)
     max_call_s: float = 20.0  # an implementation slower than this per call is skipped at larger sizes
+    precision: str = "f32"
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def null(row: dict, key: str, reason: str) -> None:
-    """Record ``row[key] = None`` with its reason."""
-    row[key] = None
-    row.setdefault("null_reasons", {})[key] = reason
-
-
-def measure(row: dict, key: str, fn: Callable[[], float | int]) -> None:
-    """``row[key] = fn()``; a failure becomes ``null`` with the error as its reason (and is printed)."""
-    try:
-        row[key] = fn()
-    except Exception as e:  # a benchmark cell that fails must not sink the whole suite
-        print(f"  ! {row.get('kernel') or row.get('workload')} {key}: {type(e).__name__}: {e}", file=sys.stderr)
-        null(row, key, f"failed: {type(e).__name__}: {str(e)[:300]}")
-
-
-def timed(fn: Callable[[], object], s: Settings, warmup: int = 1, repeats: int | None = None) -> float:
-    """Median seconds of ``fn()``: ``warmup`` untimed runs, one timed run to size the rest, then up to
-    ``repeats`` runs within the per-measurement budget (the timed run itself when the budget allows
-    only one)."""
-    first = median_seconds(fn, 1, warmup=warmup)
-    n = max(1, min(repeats or s.repeats, int(s.budget_s / max(first, 1e-9))))
-    return first if n < 2 else median_seconds(fn, n, warmup=0)
-
-
-def ratio(row: dict, key: str, num: str, den: str) -> None:
-    """``row[key] = row[num] / row[den]`` or ``null`` naming the missing figure."""
-    a, b = row.get(num), row.get(den)
-    if a is None or b is None:
-        null(row, key, f"{num if a is None else den} not measured")
-    else:
-        row[key] = a / b
-
-
-def machine(arch: str) -> dict:
-    """CPU model, cores, memory, GPU, versions and load."""
-    cpu = platform.processor() or platform.machine()
-    mem_gb = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem_gb = round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    try:
-        import phi
-
-        phiflow = getattr(phi, "__version__", "installed")
-    except ImportError:
-        phiflow = None
-    return {
-        "cpu_model": cpu,
-        "cpu_cores": os.cpu_count(),
-        "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "memory_gb": mem_gb,
-        "gpu": gpu,
-        "platform": platform.platform(),
-        "torch_threads": torch.get_num_threads(),
-        "load_average_start": list(os.getloadavg()),
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "taichi": ".".join(map(str, ti.__version__)),
-            "numpy": np.__version__,
-            "taichi_dp": tdp.__version__,
-            "phiflow": phiflow,
-        },
-    }
-
-
-def git_state() -> dict:
-    """The commit the suite ran on and the tracked files that differed from it (``None`` outside git)."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
-                                text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "modified": None}
-    return {"commit": head or None, "modified": [line[3:] for line in status.splitlines()]}
-
-
 def copy_bandwidth(s: Settings) -> dict:
     """Bytes/s of ``dst.copy_(src)`` for a large float32 tensor (read + write counted)."""
     rt = tdp.current()
@@ -236,9 +170,9 @@ def kernel_problem(n: int) -> dict:
     }
 
 
-def _taichi_kernels(k: dict) -> dict[str, Callable[[], Any]]:
+def _taichi_kernels(k: dict) -> dict[str, Callable[[], Any] | str]:
+    """The Taichi kernels of level 1 (or the reason one cannot be timed through the public API)."""
     g, bnd, fluid, v, p, dt, nu = k["grid"], k["boundary"], k["fluid"], k["v"], k["p"], k["dt"], k["nu"]
-    hy, hx = g.spacing
     codes = bnd.pressure().codes
     solver = solver_for(g, fluid, codes)
     rhs = (-pressure.apply_divergence(v, g)).contiguous()
@@ -253,7 +187,7 @@ def _taichi_kernels(k: dict) -> dict[str, Callable[[], Any]]:
         "advect_maccormack": lambda: apply_velocity_advection(v, v, dt, g, bnd, "maccormack"),
         "diffuse_explicit": lambda: apply_velocity_diffusion(v, nu, dt, g, bnd),
         "divergence": lambda: pressure.apply_divergence(v, g),
-        "pressure_gradient": lambda: pressure.SUBTRACT_GRADIENT((v, p), (v.shape,), (fluid, codes, 1.0 / hy, 1.0 / hx)),
+        "pressure_gradient": lambda: apply_subtract_gradient(v, p, g, fluid, codes),
         "poisson_matvec": lambda: apply_poisson(p, fluid, g, codes),
         "pcg_iteration": pcg,
         "projection": lambda: pressure.project(v, g, bnd, fluid, rtol=1e-3),
@@ -291,6 +225,7 @@ def _torch_kernels(k: dict, compile: bool) -> dict[str, Callable[[], Any] | str]
 def bench_kernels(s: Settings, copy_bps: float) -> dict:
     """Level 1 rows (one per kernel and size) and the launch overhead."""
     rows = []
+    itemsize = torch.empty((), dtype=tdp.current().dtype).element_size()
     too_slow: dict[tuple[str, str], str] = {}  # (impl, kernel) → reason to skip larger sizes
     for n in s.sizes:
         k = kernel_problem(n)
@@ -300,16 +235,20 @@ def bench_kernels(s: Settings, copy_bps: float) -> dict:
             impls["torch_compile"] = _torch_kernels(k, True)
         for name, fn in ti_k.items():
             bpc, _ = BYTE_MODELS[name]
+            bpc = None if bpc is None else bpc * itemsize // 4  # the byte models count 4-byte floats
             row: dict[str, Any] = {"kernel": name, "n": n, "cells": n * n, "bytes_per_cell": bpc}
-            with torch.no_grad():
-                measure(row, "taichi_s", lambda fn=fn: timed(fn, s))
+            if isinstance(fn, str):
+                null(row, "taichi_s", fn)
+            else:
+                with torch.no_grad():
+                    measure(row, "taichi_s", lambda fn=fn: timed(fn, s))
             if name in ("pcg_iteration", "projection"):
                 row["iterations"] = linear_solve.last_solve.iterations
             else:
                 null(row, "iterations", "not an iterative solve")
             if row["taichi_s"] is not None and name == "pcg_iteration":
                 row["taichi_s"] /= PCG_ITERATIONS
-            if bpc is None:
+            if BYTE_MODELS[name][0] is None:
                 null(row, "bytes_per_s", BYTE_MODELS[name][1])
                 null(row, "copy_fraction", BYTE_MODELS[name][1])
             elif row["taichi_s"] is None:
@@ -407,30 +346,6 @@ def step_workloads(s: Settings):
         yield "smoke", f"{n}x{n}", n * n, st, state
 
 
-def count_launches(fn: Callable[[], object]) -> int:
-    """Taichi kernel launches made by ``fn()`` (``taichi_dp.bridge.launches``)."""
-    with LaunchCounter() as c:
-        fn()
-    return c.count
-
-
-def _fwd(step: Callable, u: torch.Tensor) -> Callable[[], object]:
-    def run() -> object:
-        with torch.no_grad():
-            return step(u)
-
-    return run
-
-
-def _fwd_bwd(step: Callable, u: torch.Tensor) -> Callable[[], object]:
-    def run() -> object:
-        u0 = u.clone().requires_grad_()
-        rollout(step, u0, 4, include_initial=False).sum().backward()
-        return u0.grad
-
-    return run
-
-
 def bench_steps(s: Settings) -> tuple[dict, dict]:
     """Levels 2 (taichi_dp) and 4 (the same workloads in plain PyTorch / torch.compile / PhiFlow)."""
     steps, comps = [], []
@@ -438,15 +353,15 @@ def bench_steps(s: Settings) -> tuple[dict, dict]:
     too_slow: dict[tuple[str, str], str] = {}  # (workload, impl) → reason to skip larger grids
     for workload, label, cells, st, u in step_workloads(s):
         row: dict[str, Any] = {"workload": workload, "grid": label, "cells": cells, "batch": u.shape[0]}
-        measure(row, "taichi_step_s", lambda st=st, u=u: timed(_fwd(st, u), s))
+        measure(row, "taichi_step_s", lambda st=st, u=u: timed(fwd(st, u), s))
         flow = workload != "burgers"
         if flow:
             row["pressure_iterations"] = linear_solve.last_solve.iterations
         else:
             null(row, "pressure_iterations", "no pressure solve")
-        measure(row, "taichi_fwd_bwd_4_s", lambda st=st, u=u: timed(_fwd_bwd(st, u), s, repeats=max(1, s.repeats // 2 + 1)))
-        row["launches_per_step"] = count_launches(_fwd(st, u))
-        row["launches_fwd_bwd_4"] = count_launches(_fwd_bwd(st, u))
+        measure(row, "taichi_fwd_bwd_4_s", lambda st=st, u=u: timed(fwd_bwd(st, u), s, repeats=max(1, s.repeats // 2 + 1)))
+        row["launches_per_step"] = count_launches(fwd(st, u))
+        row["launches_fwd_bwd_4"] = count_launches(fwd_bwd(st, u))
         steps.append(row)
         print(
             f"{workload:8s} {label:>8s}  step {fmt_s(row['taichi_step_s']):>9s}  "
@@ -476,7 +391,7 @@ def bench_steps(s: Settings) -> tuple[dict, dict]:
                     null(comp, f"{impl}_{key}", f"failed: {type(e).__name__}: {e}")
                 continue
             warm = 3 if compiled else 1
-            measure(comp, f"{impl}_step_s", lambda pt=pt, w=warm, u=u: timed(_fwd(pt, u), s, warmup=w))
+            measure(comp, f"{impl}_step_s", lambda pt=pt, w=warm, u=u: timed(fwd(pt, u), s, warmup=w))
             if not compiled:
                 if flow:
                     comp["torch_cg_iterations"] = pt.projection.iterations
@@ -486,7 +401,7 @@ def bench_steps(s: Settings) -> tuple[dict, dict]:
             measure(
                 comp,
                 f"{impl}_fwd_bwd_4_s",
-                lambda pt=pt, w=warm, u=u: timed(_fwd_bwd(pt, u), s, warmup=w, repeats=max(1, s.repeats // 2 + 1)),
+                lambda pt=pt, w=warm, u=u: timed(fwd_bwd(pt, u), s, warmup=w, repeats=max(1, s.repeats // 2 + 1)),
             )
             slow = comp.get(f"{impl}_fwd_bwd_4_s")
             if slow is not None and slow > s.max_call_s:
@@ -535,40 +450,38 @@ def _phiflow_cells(comp: dict, workload: str, st: Any, s: Settings, available: b
 
 # --------------------------------------------------------------------------------- level 3: training
 def bench_training(s: Settings, cache: Path) -> dict:
-    """SOL-k updates/s of the karman quick setup (``KarmanExperimentConfig.quick()``: its data, network,
-    optimiser and training loop), and on one fixed batch the update split into solver and network time."""
-    from taichi_dp.learn import karman_experiment as kx
-    from taichi_dp.learn.karman_data import load_or_generate
-    from taichi_dp.learn.trainer import train
+    """SOL-k updates/s of the karman quick preset (:class:`~taichi_dp.learn.karman_experiment.KarmanExperiment`:
+    its data, network, optimiser settings and training loop), and on one fixed batch the update split into
+    solver and network time."""
+    from taichi_dp.learn import train
+    from taichi_dp.learn.experiment import windows
+    from taichi_dp.learn.karman_experiment import KarmanExperiment, KarmanExperimentConfig
 
-    rt = tdp.current()
-    cfg = kx.KarmanExperimentConfig.quick()
-    variant = next((v for v in cfg.variants if v.startswith("SOL-")), "SOL-4")
+    cfg = KarmanExperimentConfig.preset("quick")
+    variant = next((v for v in cfg.train.variants if v.startswith("SOL-")), "SOL-4")
     k = int(variant.split("-")[1])
     if s.quick:  # CI size: 2 Reynolds numbers, 2× reference, a few recorded steps, batch 2, no warm-up update
-        cfg.train = dataclasses.replace(cfg.train, reynolds=cfg.train.reynolds[:2], factor=2, warmup=2, steps=k + 4)
-        cfg.optim = dataclasses.replace(cfg.optim, batch_size=2)
+        d = cfg.data.train
+        cfg.data.train = dataclasses.replace(d, reynolds=d.reynolds[:2], factor=2, warmup=2, steps=k + 4)
+        cfg.train = dataclasses.replace(cfg.train, batch_size=2)
+    exp = KarmanExperiment(cfg)
     t0 = time.perf_counter()
-    data = load_or_generate(cfg.train, cache, progress=False)
+    data = exp.make_data("train", cache=cache, progress=False)
     datagen = time.perf_counter() - t0
-    ref = data["velocity"].to(rt.dtype).to(rt.device)
-    re = data["reynolds"].to(rt.dtype).to(rt.device)
-    base = karman(scale=cfg.train.scale, reynolds=re).stepper
-    model = kx.make_model(cfg, base, cfg.seeds[0])
-    batch_loss, n_samples = kx.variant_loss(cfg, variant, model, ref, re, base)
-    optim = dataclasses.replace(cfg.optim, checkpoint_every=0)
+    model = exp.make_model(cfg.train.seeds[0])
+    batch_loss, n_samples = exp.loss(variant, model, data)
+    optim = dataclasses.replace(cfg.train.budget("updates", cfg.train.seeds[0]), checkpoint_every=0)
     if not s.quick:
         train(model, batch_loss, n_samples, dataclasses.replace(optim, iterations=1), progress=False)  # compile, caches
     result = train(model, batch_loss, n_samples, dataclasses.replace(optim, iterations=s.train_iterations), progress=False)
     model.train()
 
-    bsz = cfg.optim.batch_size
-    windows = ref.shape[1] - k
+    bsz = cfg.train.batch_size
     idx = torch.randint(0, n_samples, (bsz,), generator=torch.Generator().manual_seed(1))
-    traj, start = idx // windows, idx % windows
-    window = ref[traj[:, None], start[:, None] + torch.arange(k + 1, device=ref.device)[None, :]]
-    solver = dataclasses.replace(base, nu=(20.0 / re[traj]).to(base.fluid.dtype))
-    cond = {"re": kx.re_feature(cfg, re[traj])}
+    traj, window = windows(data.reference, k, idx)
+    solver = exp.source(data.params[traj])
+    cond = exp.condition(data.params[traj])
+    base = exp.base
 
     def update() -> None:
         model.zero_grad()
@@ -591,9 +504,9 @@ def bench_training(s: Settings, cache: Path) -> dict:
         "grid": f"{base.grid.shape[1]}x{base.grid.shape[0]}",
         "batch_size": bsz,
         "unroll": k,
-        "model": f"{cfg.model} width {cfg.width}, {sum(p.numel() for p in model.parameters())} parameters",
-        "train_reynolds": list(cfg.train.reynolds),
-        "data": f"factor {cfg.train.factor}, warmup {cfg.train.warmup}, steps {cfg.train.steps}",
+        "model": f"{cfg.model.kind} width {cfg.model.width}, {sum(p.numel() for p in model.parameters())} parameters",
+        "train_reynolds": list(cfg.data.train.reynolds),
+        "data": f"factor {cfg.data.train.factor}, warmup {cfg.data.train.warmup}, steps {cfg.data.train.steps}",
         "datagen_s": datagen,
         "iterations_timed": len(result.losses),
         "seconds_per_iteration": result.seconds / len(result.losses),
@@ -684,37 +597,11 @@ def targets(res: dict) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------ reporting
-def fmt_s(x: float | None) -> str:
-    """Seconds with a readable unit; '—' for null."""
-    if x is None:
-        return "—"
-    if x < 1e-3:
-        return f"{1e6 * x:.0f} µs"
-    if x < 1:
-        return f"{1e3 * x:.3g} ms"
-    return f"{x:.3g} s"
-
-
-def fmt_num(x: float | None, scale: float = 1.0, unit: str = "") -> str:
-    """A scaled number with unit; '—' for null."""
-    return "—" if x is None else f"{x * scale:.3g}{' ' if unit and unit != '%' else ''}{unit}"
-
-
-def fmt_ratio(x: float | None) -> str:
-    return "—" if x is None else f"{x:.2f}×"
-
-
 def markdown(res: dict) -> str:
     """All tables of a result as Markdown."""
-    m, lv = res["meta"], res["levels"]
-    mach = m["machine"]
+    lv = res["levels"]
     lines = [
-        f"Machine: {mach['cpu_model']}, {mach['cpu_cores']} cores, {mach['memory_gb']} GB, GPU: {mach['gpu'] or 'none'}; "
-        f"arch {m['arch']}; python {mach['versions']['python']}, torch {mach['versions']['torch']}, taichi "
-        f"{mach['versions']['taichi']}, numpy {mach['versions']['numpy']}, "
-        f"PhiFlow {mach['versions']['phiflow'] or 'not installed'}; "
-        f"{m['date']}; load average {mach['load_average_start'][0]:.2f} at start, {m['load_average_end'][0]:.2f} at end. "
-        f"Copy bandwidth (`dst.copy_(src)`, {res['copy_bandwidth']['bytes'] / 2**20:.0f} MiB moved): "
+        f"{machine_line(res['meta'])} Copy bandwidth (`dst.copy_(src)`, {res['copy_bandwidth']['bytes'] / 2**20:.0f} MiB moved): "
         f"{res['copy_bandwidth']['bytes_per_s'] / 1e9:.2f} GB/s.",
         "",
     ]
@@ -770,21 +657,11 @@ def markdown(res: dict) -> str:
         lines.append("")
     if "comparison" in lv:
         lines += [
-            "Same workloads, other implementations (ratio = other time / taichi_dp time; > 1: taichi_dp faster):",
+            "Same workloads, other implementations (ratio = other time / taichi_dp time; > 1: taichi_dp faster; "
+            "pressure_iterations: multigrid PCG for taichi_dp, plain CG for torch):",
             "",
-            "| workload | grid | taichi_dp step / fwd+bwd | torch eager | torch.compile | PhiFlow 3.4 | eager ratio | "
-            "compile ratio | PhiFlow ratio | torch CG its |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            side_by_side(Record(**r) for r in res["records"]),
         ]
-        for r in lv["comparison"]["rows"]:
-            cell = lambda i, r=r: f"{fmt_s(r[f'{i}_step_s'])} / {fmt_s(r[f'{i}_fwd_bwd_4_s'])}"
-            rat = lambda i, r=r: f"{fmt_ratio(r[f'{i}_over_taichi_step'])} / {fmt_ratio(r[f'{i}_over_taichi_fwd_bwd'])}"
-            lines.append(
-                f"| {r['workload']} | {r['grid']} | {fmt_s(r['taichi_step_s'])} / {fmt_s(r['taichi_fwd_bwd_4_s'])} | "
-                f"{cell('torch_eager')} | {cell('torch_compile')} | {cell('phiflow')} | {rat('torch_eager')} | "
-                f"{rat('torch_compile')} | {rat('phiflow')} | {r['torch_cg_iterations'] or '—'} |"
-            )
-        lines.append("")
     lines += ["Targets:", "", "| target | met | evidence |", "|---|---|---|"]
     for t in res["targets"]:
         met = {True: "**met**", False: "**not met**", None: "n/a here"}[t["met"]]
@@ -794,6 +671,21 @@ def markdown(res: dict) -> str:
 
 # ------------------------------------------------------------------------------------------------ main
 LEVELS = ("kernels", "steps", "training", "comparison")
+
+
+def comparison_records(comparison_rows: list[dict], step_rows: list[dict]) -> list[dict]:
+    """The level-4 figures as harness records: step and 4-step fwd+bwd seconds per implementation, and the
+    pressure iterations of taichi_dp (multigrid PCG) and plain PyTorch (plain CG)."""
+    out: list[Record] = []
+    for comp, step in zip(comparison_rows, step_rows):
+        name, size = comp["workload"], comp["grid"]
+        out += records_from_row(comp, name, size, {"step_s": "s", "fwd_bwd_4_s": "s"})
+        if step.get("pressure_iterations") is not None:
+            out.append(Record(name, size, "pressure_iterations", step["pressure_iterations"], "", "taichi"))
+            cg = comp.get("torch_cg_iterations")
+            out.append(Record(name, size, "pressure_iterations", cg, "", "torch_eager",
+                              None if cg is not None else comp["null_reasons"].get("torch_cg_iterations")))
+    return [r.as_dict() for r in out]
 
 
 def settings(args: argparse.Namespace, arch: str) -> Settings:
@@ -815,6 +707,7 @@ def settings(args: argparse.Namespace, arch: str) -> Settings:
         cache=Path(args.cache) if args.cache else None,
         threads=args.threads,
         max_call_s=args.max_call_s,
+        precision=args.precision,
     )
 
 
@@ -824,27 +717,13 @@ def run(s: Settings, levels: tuple[str, ...] = LEVELS, json_path: str | None = N
 
     def checkpoint() -> None:
         if json_path:
-            Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-            Path(json_path).write_text(json.dumps(res, indent=1, allow_nan=False))
+            write_json(json_path, res)
 
     tf.configure_compile()
     res: dict[str, Any] = {
         "suite": "taichi_dp benchmarks.run",
-        "meta": {
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "arch": s.arch,
-            "precision": "f32",
-            "quick": s.quick,
-            "sizes": s.sizes,
-            "repeats": s.repeats,
-            "budget_s_per_measurement": s.budget_s,
-            "compile": s.compile,
-            "threads": s.threads or "default",
-            "taichi_cpu_threads": os.environ.get("TI_CPU_MAX_NUM_THREADS", "default"),
-            "machine": machine(s.arch),
-            "git": git_state(),
-            "complete": False,
-        },
+        "meta": metadata(s.arch, s.precision, threads=s.threads, quick=s.quick, sizes=s.sizes, repeats=s.repeats,
+                         budget_s_per_measurement=s.budget_s, compile=s.compile),
     }
     t_start = time.perf_counter()
     res["copy_bandwidth"] = copy_bandwidth(s)
@@ -870,49 +749,31 @@ def run(s: Settings, levels: tuple[str, ...] = LEVELS, json_path: str | None = N
             with tempfile.TemporaryDirectory(prefix="taichi_dp_bench_") as tmp:
                 res["levels"]["training"] = bench_training(s, Path(tmp))
         wall["training"] = time.perf_counter() - t0
-    res["meta"]["complete"] = True
-    res["meta"]["load_average_end"] = list(os.getloadavg())
-    res["meta"]["machine"]["load_average_end"] = res["meta"]["load_average_end"]
-    res["meta"]["wall_s"] = time.perf_counter() - t_start
+    if "comparison" in res["levels"]:
+        res["records"] = comparison_records(res["levels"]["comparison"]["rows"], res["levels"]["steps"]["rows"])
+    close_meta(res["meta"], time.perf_counter() - t_start)
     res["targets"] = targets(res)
     return res
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Command-line entry point; returns the result dictionary."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arch", default="cpu", choices=("cpu", "cuda", "vulkan"))
-    ap.add_argument("--sizes", type=int, nargs="+", default=None, help="kernel-level grid sizes N (N × N)")
-    ap.add_argument("--karman-scales", type=int, nargs="+", default=None, help="karman grids 32·s × 64·s")
-    ap.add_argument("--smoke-sizes", type=int, nargs="+", default=None, help="smoke grids n × n")
-    ap.add_argument("--quick", action="store_true", help="CI size: tiny grids, few repeats, no torch.compile/PhiFlow")
-    ap.add_argument("--repeats", type=int, default=None)
-    ap.add_argument("--json", default=None, help="write every figure here")
-    ap.add_argument("--markdown", default=None, help="write the tables here as Markdown")
+    ap = parser(__doc__, precisions=("f32", "f64"), sizes="kernel-level grid sizes N (N × N)", min_size=4,
+                quick="CI size: tiny grids, few repeats, no torch.compile/PhiFlow", markdown=True)
+    ap.add_argument("--karman-scales", type=at_least(1), nargs="+", default=None, help="karman grids 32·s × 64·s")
+    ap.add_argument("--smoke-sizes", type=at_least(4), nargs="+", default=None, help="smoke grids n × n")
     ap.add_argument("--levels", nargs="+", choices=LEVELS, default=list(LEVELS))
     ap.add_argument("--compile", action="store_true", help="time torch.compile even with --quick")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     ap.add_argument("--no-phiflow", action="store_true", help="skip PhiFlow even when importable")
-    ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch and Taichi (default: theirs)")
-    ap.add_argument("--max-call-s", type=float, default=20.0,
+    ap.add_argument("--max-call-s", type=positive_float, default=20.0,
                     help="skip an implementation at larger sizes once one call took longer than this")
     ap.add_argument("--cache", default=None, help="karman training-data cache folder (default: a temporary one)")
-    args = ap.parse_args(argv)
-    if args.threads:  # before Taichi starts: its CPU thread pool size is read from the environment
-        os.environ["TI_CPU_MAX_NUM_THREADS"] = str(args.threads)
-        torch.set_num_threads(args.threads)
-    rt = tdp.init(args.arch, "f32")
+    args = parse(ap, argv)
+    rt = start(args)
     s = settings(args, rt.arch)
-    res = run(s, tuple(args.levels), args.json)
-    md = markdown(res)
-    print()
-    print(md)
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1, allow_nan=False))
-        print(f"wrote {args.json}")
-    if args.markdown:
-        Path(args.markdown).write_text(md)
-        print(f"wrote {args.markdown}")
+    res = run(s, tuple(args.levels), args.out)
+    finish(res, markdown(res), args.out, args.markdown)
     return res
 
 
