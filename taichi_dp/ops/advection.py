@@ -126,7 +126,8 @@ def advect(
             order: 1D ``(u,)``, 2D ``(v_y, v_x)``, 3D ``(v_z, v_y, v_x)``); may be ``q`` itself
             (self-advection).
         dt: time step, a float or a ``(B,)``/0-d tensor (differentiable).
-        grid, boundary: where ``q`` lives and its boundary conditions (used for values outside).
+        grid: where ``q`` lives.
+        boundary: the boundary conditions of ``q`` (used for values outside the grid).
         scheme: ``"semi_lagrangian"`` or ``"maccormack"``.
 
     Returns:

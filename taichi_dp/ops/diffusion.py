@@ -129,8 +129,9 @@ def diffuse(
         dt: time step > 0, float or ``(B,)`` tensor (differentiable).
         scheme: ``"explicit"`` (forward Euler; raises ``ValueError`` when ``ν Δt Σ 1/h² > 1/2``) or
             ``"implicit"`` (backward Euler by CG, unconditionally stable, implicit adjoint).
-        rtol, max_iter: CG tolerance (relative to the right-hand side, and in backward to the incoming
-            gradient) and iteration cap, for ``"implicit"``.
+        rtol: CG tolerance for ``"implicit"``, relative to the right-hand side (and in backward to the
+            incoming gradient).
+        max_iter: CG iteration cap for ``"implicit"``.
     """
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")

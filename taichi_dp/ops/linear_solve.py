@@ -65,7 +65,8 @@ def cg(
         apply_a: ``x ↦ A x`` on ``(B, ...)`` tensors; ``A`` symmetric positive definite per element.
         b: right-hand side ``(B, ...)``.
         x0: initial guess (warm start), default zeros.
-        rtol, atol: stop when ``‖r_b‖ ≤ max(rtol·‖b_b‖, atol)`` for every element ``b``.
+        rtol: relative tolerance: stop when ``‖r_b‖ ≤ max(rtol·‖b_b‖, atol)`` for every element ``b``.
+        atol: absolute tolerance (see ``rtol``).
         max_iter: iteration cap; reaching it warns with the residual (:class:`NotConvergedWarning`).
         precond: ``r ↦ M⁻¹ r``, a fixed symmetric positive definite approximation of ``A⁻¹`` (e.g. a
             multigrid V-cycle); ``None`` for plain CG.

@@ -60,8 +60,9 @@ class PhiFlowNavierStokes(Stepper):
             (PhiFlow's ``accessible``; :func:`~taichi_dp.grid.geometry.disc`); ``None``: no obstacle.
         solid_faces: soft obstacle fraction ``m`` of each face ``(B or 1, 2, H+1, W+1)`` in ``[0, 1]``
             (:func:`~taichi_dp.grid.phiflow.soft_disc_faces`); ``None``: none.
-        inflow_mask, inflow_velocity: staggered ``(1, 2, H+1, W+1)`` region and velocity imposed once per
-            step after diffusion (``v ← (1 − f) v + f u``).
+        inflow_mask: staggered ``(1, 2, H+1, W+1)`` region ``f`` where the inflow is imposed, once per step
+            after diffusion (``v ← (1 − f) v + f u``).
+        inflow_velocity: staggered ``(1, 2, H+1, W+1)`` velocity ``u`` imposed there.
         pressure: the Poisson solve, a :class:`~taichi_dp.ops.solve_options.SolveOptions` with
             ``method="cg"`` (plain CG, as PhiFlow; the multigrid path assumes closed solid faces):
             ``rtol`` relative to ``‖D v‖`` (the adjoint's relative to the incoming gradient) and
