@@ -24,16 +24,23 @@ test that every path runs, not a measurement).
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
-import os
-import platform
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmarks.harness import (
+    at_least,
+    close_meta,
+    finish,
+    machine_line,
+    metadata,
+    parse,
+    parser,
+    positive_float,
+    start,
+)
 from benchmarks.timing import time_call
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,9 +93,10 @@ def measure_size(shape: tuple[int, ...], batch: int, repeats: int, rtol: float) 
 
 def markdown(res: dict[str, Any]) -> str:
     """The result as a Markdown table (milliseconds, medians)."""
+    m = res["meta"]
     lines = [
-        f"Pressure projection, fully periodic box, batch {res['batch']}, {res['precision']}, arch {res['arch']}, "
-        f"multigrid rtol {res['rtol']:g} (medians of {res['repeats']} runs)",
+        f"Pressure projection, fully periodic box, batch {m['batch']}, {m['precision']}, arch {m['arch']}, "
+        f"multigrid rtol {m['rtol']:g} (medians of {m['repeats']} runs); {machine_line(m)}",
         "",
         "| grid | FFT fwd ms | MG fwd ms | MG/FFT fwd | FFT fwd+bwd ms | MG fwd+bwd ms | MG/FFT fwd+bwd | PCG it "
         "| max rel diff |",
@@ -106,13 +114,12 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(sizes2d: list[int], sizes3d: list[int], batch: int, repeats: int, rtol: float, arch: str, precision: str) -> dict:
-    """Measure every size; returns the JSON-ready result (rows and metadata)."""
-    import taichi as ti
-
-    import taichi_dp as tdp
-
-    rt = tdp.init(arch, precision)
+def run(sizes2d: list[int], sizes3d: list[int], batch: int, repeats: int, rtol: float, args: Any) -> dict:
+    """Measure every size; returns the JSON-ready result (``meta`` and ``rows``)."""
+    rt = start(args)
+    meta = metadata(rt.arch, args.precision, threads=args.threads, quick=args.quick, batch=batch, repeats=repeats,
+                    rtol=rtol, sizes2d=sizes2d, sizes3d=sizes3d)
+    began = time.perf_counter()
     shapes = [(n, n) for n in sizes2d] + [(n, n, n) for n in sizes3d]
     rows = []
     for shape in shapes:
@@ -125,55 +132,29 @@ def run(sizes2d: list[int], sizes3d: list[int], batch: int, repeats: int, rtol: 
             f"multigrid {1e3 * r['multigrid_forward_backward']['median_s']:9.3f} ms",
             flush=True,
         )
-    return {
-        "benchmark": "projection",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "taichi": ".".join(str(x) for x in ti.__version__),
-        "torch_threads": torch.get_num_threads(),
-        "arch": rt.arch,
-        "precision": precision,
-        "device": str(rt.device),
-        "batch": batch,
-        "repeats": repeats,
-        "rtol": rtol,
-        "rows": rows,
-    }
+    close_meta(meta, time.perf_counter() - began)
+    return {"benchmark": "projection", "meta": meta, "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes2d", type=int, nargs="*", default=[64, 128, 256, 512], help="2D sizes n (n² cells)")
-    ap.add_argument("--sizes3d", type=int, nargs="*", default=[32, 64, 128], help="3D sizes n (n³ cells)")
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--rtol", type=float, default=1e-5, help="multigrid-PCG tolerance (default: the pressure default)")
-    ap.add_argument("--arch", default="cpu", choices=["cpu", "vulkan", "cuda"])
-    ap.add_argument("--precision", default="f32", choices=["f32", "f64"])
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    ap.add_argument("--json", default=None, help="write the result here (default for a full run: benchmarks/results/)")
-    ap.add_argument("--quick", action="store_true", help="2D 16², 3D 8³, 2 repeats: a smoke run, not a measurement")
-    args = ap.parse_args(argv)
-    if args.batch < 1 or args.repeats < 1 or any(n < 4 for n in args.sizes2d + args.sizes3d):
-        ap.error("--batch and --repeats must be >= 1 and every size >= 4")
-    if not 0 < args.rtol < 1:
-        ap.error(f"--rtol must be in (0, 1), got {args.rtol}")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    ap = parser(__doc__, arches=("cpu", "vulkan", "cuda"), precisions=("f32", "f64"), repeats_default=5,
+                quick="2D 16², 3D 8³, 2 repeats: a smoke run, not a measurement",
+                out="write the result here (default for a full run: benchmarks/results/)")
+    ap.add_argument("--sizes2d", type=at_least(4), nargs="*", default=[64, 128, 256, 512], help="2D sizes n (n² cells)")
+    ap.add_argument("--sizes3d", type=at_least(4), nargs="*", default=[32, 64, 128], help="3D sizes n (n³ cells)")
+    ap.add_argument("--batch", type=at_least(1), default=1)
+    ap.add_argument("--rtol", type=positive_float, default=1e-5, help="multigrid-PCG tolerance (default: the pressure default)")
+    args = parse(ap, argv)
+    if not args.rtol < 1:
+        ap.error(f"argument --rtol: expected a number in (0, 1), got {args.rtol}")
     if args.quick:
         args.sizes2d, args.sizes3d, args.repeats = [16], [8], 2
-    res = run(args.sizes2d, args.sizes3d, args.batch, args.repeats, args.rtol, args.arch, args.precision)
-    print()
-    print(markdown(res))
-    path = args.json
+    res = run(args.sizes2d, args.sizes3d, args.batch, args.repeats, args.rtol, args)
+    path = args.out
     if path is None and not args.quick:
-        path = str(ROOT / "benchmarks" / "results" / f"projection_{res['arch']}_{res['date'][:10]}.json")
-    if path:
+        path = str(ROOT / "benchmarks" / "results" / f"projection_{res['meta']['arch']}_{res['meta']['date'][:10]}.json")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(res, indent=1) + "\n")
-        print(f"\nwrote {path}")
+    finish(res, markdown(res), path)
 
 
 if __name__ == "__main__":
