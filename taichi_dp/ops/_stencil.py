@@ -173,6 +173,38 @@ def interp(u: ti.template(), b, c, p: ti.template(), bc: ti.template(), g: ti.te
     return lerp_corners(corners, w)
 
 
+# ------------------------------------------------------------------- staggered (MAC) face neighbours
+@ti.func
+def normal_index(i, n_faces, periodic: ti.template()):
+    """Face index along a velocity component's normal axis (``n_faces = N + 1`` faces): wrapped with period
+    ``N`` on a periodic axis (face ``N`` reads face ``0``), else clamped to ``[0, N]``."""
+    j = ti.min(ti.max(i, 0), n_faces - 1)
+    if ti.static(periodic):
+        n = n_faces - 1
+        j = (i % n + n) % n
+    return j
+
+
+@ti.func
+def face_value(v: ti.template(), ix, c: ti.template(), axis: ti.template(), d: ti.template(), bc: ti.template()):
+    """Component ``c`` of a staggered ``v`` ``(B, nd, *(N+1))`` at the face ``ix = (b, c, *idx)`` moved by
+    ``d`` (a compile-time ±1) along ``axis``: along ``c``'s normal axis a face (:func:`normal_index`), along
+    a tangential axis the ghost value of ``bc = (codes, values)`` (``FlowBoundary.component(c)``). The index
+    along the normal axis always goes through :func:`normal_index` (face ``N`` of a periodic axis reads
+    face ``0``'s row)."""
+    codes, g = ti.static(bc[0], bc[1])
+    periodic = ti.static(codes[2 * c] == PERIODIC)
+    value = 0.0
+    if ti.static(axis == c):
+        value = v[replaced(ix, 2 + c, normal_index(ix[2 + c] + d, v.shape[2 + c], periodic))]
+    else:
+        jx = replaced(ix, 2 + c, normal_index(ix[2 + c], v.shape[2 + c], periodic))
+        lo, hi = ti.static(2 * axis, 2 * axis + 1)
+        j, a, s = ghost(ix[2 + axis] + d, v.shape[2 + axis] - 1, codes[lo], codes[hi], g[lo], g[hi])
+        value = a + s * v[replaced(jx, 2 + axis, j)]
+    return value
+
+
 @ti.func
 def ordered_sum(terms: ti.template()):
     """``t_0 + t_1 + …`` of a static list, added left to right (one fixed order: no ``0.0 +`` start)."""

@@ -42,7 +42,7 @@ from ..bridge import KernelOp
 from ..grid import PERIODIC, Grid
 from ..grid.staggered import FlowBoundary, check_staggered
 from ..runtime import as_batch_param, check_param
-from ._stencil import ghost, ordered_sum, replaced
+from ._stencil import face_value, ghost, normal_index, ordered_sum, replaced
 from .staggered_advection import component_bcs
 
 nd1 = ti.types.ndarray(ndim=1)
@@ -50,35 +50,10 @@ nda = ti.types.ndarray()  # (B, nd, *(N+1)): the rank, hence the grid dimension,
 
 
 @ti.func
-def _normal_index(i, n_faces, periodic: ti.template()):
-    """Face index along a component's normal axis: wrapped with period ``n_faces − 1`` or clamped."""
-    j = ti.min(ti.max(i, 0), n_faces - 1)
-    if ti.static(periodic):
-        n = n_faces - 1
-        j = (i % n + n) % n
-    return j
-
-
-@ti.func
-def _shifted(v: ti.template(), jx, c: ti.template(), axis: ti.template(), d: ti.template(), bc: ti.template()):
-    """Component ``c`` at the face ``jx = (b, c, *idx)`` moved by ``d`` (compile-time ±1) along ``axis``:
-    a face along the normal axis (wrapped or clamped), a ghost value along a tangential one."""
-    codes, g = ti.static(bc[0], bc[1])
-    value = 0.0
-    if ti.static(axis == c):
-        value = v[replaced(jx, 2 + c, _normal_index(jx[2 + c] + d, v.shape[2 + c], codes[2 * c] == PERIODIC))]
-    else:
-        lo, hi = ti.static(2 * axis, 2 * axis + 1)
-        j, a, s = ghost(jx[2 + axis] + d, v.shape[2 + axis] - 1, codes[lo], codes[hi], g[lo], g[hi])
-        value = a + s * v[replaced(jx, 2 + axis, j)]
-    return value
-
-
-@ti.func
 def _mean_component(v: ti.template(), jx, c: ti.template(), a: ti.template(), bc_a: ti.template()):
     """Component ``a ≠ c`` at the face ``jx`` of component ``c``: the mean of its faces ``idx[a]``,
     ``idx[a] + 1`` (along ``a``) × cells ``idx[c] − 1``, ``idx[c]`` (along ``c``, ghost values of ``bc_a``).
-    The face index along ``a`` goes through :func:`_normal_index`: on a periodic axis face ``N`` is read
+    The face index along ``a`` goes through :func:`normal_index`: on a periodic axis face ``N`` is read
     as face ``0``; otherwise it is clamped, which keeps padding faces (masked by the caller) in bounds."""
     codes, g = ti.static(bc_a[0], bc_a[1])
     lo, hi = ti.static(2 * c, 2 * c + 1)
@@ -86,7 +61,7 @@ def _mean_component(v: ti.template(), jx, c: ti.template(), a: ti.template(), bc
     j0, a0, s0 = ghost(jx[2 + c] - 1, n_c, codes[lo], codes[hi], g[lo], g[hi])
     j1, a1, s1 = ghost(jx[2 + c], n_c, codes[lo], codes[hi], g[lo], g[hi])
     low = replaced(jx, 1, a)
-    high = replaced(low, 2 + a, _normal_index(jx[2 + a] + 1, v.shape[2 + a], codes[2 * a] == PERIODIC))
+    high = replaced(low, 2 + a, normal_index(jx[2 + a] + 1, v.shape[2 + a], codes[2 * a] == PERIODIC))
     near = (a0 + s0 * v[replaced(low, 2 + c, j0)]) + (a0 + s0 * v[replaced(high, 2 + c, j0)])
     far = (a1 + s1 * v[replaced(low, 2 + c, j1)]) + (a1 + s1 * v[replaced(high, 2 + c, j1)])
     return 0.25 * (near + far)
@@ -98,8 +73,8 @@ def _axis_rate(
 ):
     """``−u_a (v[+1] − v[−1]) / 2h_a + ν (v[+1] − 2 v + v[−1]) / h_a²`` along ``a`` at the face ``jx`` of ``c``
     (``centre = v[jx]`` advects, ``own``: the face's stored value, the Laplacian's centre)."""
-    plus = _shifted(v, jx, c, a, 1, bcs[c])
-    minus = _shifted(v, jx, c, a, -1, bcs[c])
+    plus = face_value(v, jx, c, a, 1, bcs[c])
+    minus = face_value(v, jx, c, a, -1, bcs[c])
     u = centre
     if ti.static(a != c):
         u = _mean_component(v, jx, c, a, bcs[a])
@@ -124,7 +99,7 @@ def _velocity_rate(
         for c in ti.static(range(len(v.shape) - 2)):
             ix = ti.Vector([J[0], c] + [J[1 + a] for a in ti.static(range(len(v.shape) - 2))], dt=ti.i32)
             # the face read as this one: a periodic axis' seam face N is face 0
-            jx = replaced(ix, 2 + c, _normal_index(ix[2 + c], v.shape[2 + c], bcs[c][0][2 * c] == PERIODIC))
+            jx = replaced(ix, 2 + c, normal_index(ix[2 + c], v.shape[2 + c], bcs[c][0][2 * c] == PERIODIC))
             centre = v[jx]
             own = v[ix]
             inv_h = ti.static((inv_h0, inv_h1, inv_h2))

@@ -19,9 +19,9 @@ import taichi as ti
 import torch
 
 from ..bridge import KernelOp
-from ..grid import PERIODIC, Grid
+from ..grid import Grid
 from ..grid.staggered import FlowBoundary, apply_boundary, free_faces
-from ._stencil import ghost, ordered_sum, replaced
+from ._stencil import face_value, ordered_sum
 from .linear_solve import solve_spd
 from .staggered_advection import component_bcs
 
@@ -30,38 +30,9 @@ nda = ti.types.ndarray()  # (B, nd, *(N+1)): the rank, hence the grid dimension,
 
 
 @ti.func
-def _normal_index(i, n_faces, periodic: ti.template()):
-    """Face index along a component's normal axis: wrap (period ``n_faces − 1``) or clamp."""
-    j = ti.min(ti.max(i, 0), n_faces - 1)
-    if ti.static(periodic):
-        n = n_faces - 1
-        j = (i % n + n) % n
-    return j
-
-
-@ti.func
-def _face_value(v: ti.template(), ix, c: ti.template(), axis: ti.template(), d: ti.template(), bc: ti.template()):
-    """Component ``c`` at the face ``ix = (b, c, *idx)`` moved by ``d`` (a compile-time ±1) along ``axis``,
-    with the boundary rules above; ``bc``: ``(codes, values)`` of ``FlowBoundary.component(c)``. The
-    index along ``c``'s normal axis always goes through :func:`_normal_index` (face ``N`` of a periodic
-    axis reads face ``0``'s row)."""
-    codes, g = ti.static(bc[0], bc[1])
-    periodic = ti.static(codes[2 * c] == PERIODIC)
-    value = 0.0
-    if ti.static(axis == c):
-        value = v[replaced(ix, 2 + c, _normal_index(ix[2 + c] + d, v.shape[2 + c], periodic))]
-    else:
-        jx = replaced(ix, 2 + c, _normal_index(ix[2 + c], v.shape[2 + c], periodic))
-        lo, hi = ti.static(2 * axis, 2 * axis + 1)
-        j, a, s = ghost(ix[2 + axis] + d, v.shape[2 + axis] - 1, codes[lo], codes[hi], g[lo], g[hi])
-        value = a + s * v[replaced(jx, 2 + axis, j)]
-    return value
-
-
-@ti.func
 def _axis_term(v: ti.template(), ix, centre, c: ti.template(), axis: ti.template(), bc: ti.template(), inv_h2: ti.template()):
     """``(v[−1] − 2 v + v[+1]) / h²`` along ``axis`` at the face ``ix`` of component ``c``."""
-    return (_face_value(v, ix, c, axis, -1, bc) - 2.0 * centre + _face_value(v, ix, c, axis, 1, bc)) * inv_h2[axis]
+    return (face_value(v, ix, c, axis, -1, bc) - 2.0 * centre + face_value(v, ix, c, axis, 1, bc)) * inv_h2[axis]
 
 
 @ti.kernel
