@@ -30,3 +30,27 @@ __all__ = [
     "ZeroGradient",
     "check_grid_boundary",
 ]
+
+# Signed-distance obstacles → fractional cell volumes and face openings (taichi_dp.grid.sdf; its functions
+# union/intersection/difference/translate/rotate/scale are also the SDF operators | & - and methods).
+from .sdf import (
+    BoxSDF,
+    CapsuleSDF,
+    CircleSDF,
+    CylinderSDF,
+    SphereSDF,
+    binary_mask,
+    cell_fractions,
+    face_fractions,
+)
+
+__all__ += [
+    "BoxSDF",
+    "CapsuleSDF",
+    "CircleSDF",
+    "CylinderSDF",
+    "SphereSDF",
+    "binary_mask",
+    "cell_fractions",
+    "face_fractions",
+]
