@@ -337,16 +337,16 @@ def test_export_run_writes_reference_and_rollouts(tmp_path):
 def test_the_package_imports_without_the_data_extra(tmp_path):
     code = f"""
 import sys
-for name in ("xarray", "zarr", "h5netcdf"):
+for name in ("xarray", "zarr", "h5netcdf", "h5py"):
     sys.modules[name] = None  # as if not installed
 import taichi_dp, taichi_dp.learn, taichi_dp.learn.datasets as D
 import torch
 from taichi_dp.grid import Grid
-for blocked in ("xarray", "zarr", "h5netcdf"):
+for blocked in ("xarray", "zarr", "h5netcdf", "h5py"):
     try:
         ds = D.velocity_dataset(torch.zeros(1, 2, 5, 5), Grid.rect((4, 4)), times=[0.0])
-        D.write_dataset(ds, {str(tmp_path / "t.zarr")!r})
-        D.write_dataset(ds, {str(tmp_path / "t.nc")!r})
+        D.write_dataset(ds, {str(tmp_path / "t.zarr")!r}, overwrite=True)
+        D.write_dataset(ds, {str(tmp_path / "t.nc")!r}, overwrite=True)
     except ImportError as e:
         print(blocked, "->", e)
     else:
@@ -355,6 +355,6 @@ for blocked in ("xarray", "zarr", "h5netcdf"):
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    for blocked in ("xarray", "zarr", "h5netcdf"):
+    for blocked in ("xarray", "zarr", "h5netcdf", "h5py"):
         expected = f"{blocked} -> taichi_dp datasets need the optional package '{blocked}': pip install 'taichi_dp[data]'"
         assert expected in out.stdout

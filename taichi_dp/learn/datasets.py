@@ -103,7 +103,7 @@ def _require(*modules: str) -> Any:
 
 
 def _xarray(fmt: str | None = None) -> Any:
-    engine = {"zarr": ("zarr",), "netcdf": ("h5netcdf",), None: ()}[fmt]
+    engine = {"zarr": ("zarr",), "netcdf": ("h5netcdf", "h5py"), None: ()}[fmt]  # h5netcdf 1.8 leaves h5py optional
     return _require("xarray", *engine)
 
 
