@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 
-from benchmarks.harness import Record, close_meta, metadata, parse, parser, side_by_side, write_json
+from benchmarks.harness import Record, apply_threads, close_meta, finish, metadata, parse, parser, side_by_side
 from benchmarks.timing import median_seconds
 
 
@@ -89,10 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse(ap, argv)
     if not available():
         raise SystemExit("PhiFlow 3.4 is not installed: pip install -e '.[bench]'")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     t0 = time.perf_counter()
     meta = metadata("phiflow (torch backend, cpu)", args.precision, threads=args.threads, quick=args.quick)
     recs = []
@@ -102,11 +99,8 @@ def main(argv: list[str] | None = None) -> dict:
         recs += [Record("karman", f"{nx}x{ny}", "step_s", step, "s", "phiflow"),
                  Record("karman", f"{nx}x{ny}", "fwd_bwd_4_s", fwd_bwd, "s", "phiflow")]
     close_meta(meta, time.perf_counter() - t0)
-    print(side_by_side(recs))
     res = {"suite": "taichi_dp benchmarks.phiflow_karman", "meta": meta, "records": [r.as_dict() for r in recs]}
-    if args.out:
-        write_json(args.out, res)
-        print(f"wrote {args.out}")
+    finish(res, side_by_side(recs), args.out)
     return res
 
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from benchmarks.harness import Record, close_meta, metadata, parse, parser, side_by_side, write_json
+from benchmarks.harness import Record, apply_threads, close_meta, finish, metadata, parse, parser, side_by_side
 from benchmarks.timing import median_seconds
 
 EXTENT = 100.0
@@ -235,10 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse(ap, argv)
     if not available():
         raise SystemExit("PhiFlow 3.4 is not installed: pip install -e '.[bench]'")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     t0 = time.perf_counter()
     meta = metadata("phiflow (torch backend, cpu)", args.precision, threads=args.threads, quick=args.quick)
     rows, recs = [], []
@@ -256,12 +253,9 @@ def main(argv: list[str] | None = None) -> dict:
                            out.get("fwd_bwd_skipped")))
         recs.append(Record("smoke3d", f"{n}³", "pressure_iterations", out.get("cg_iterations"), "", "phiflow"))
     close_meta(meta, time.perf_counter() - t0)
-    print(side_by_side(recs))
     res = {"suite": "taichi_dp benchmarks.phiflow_smoke3d", "meta": meta, "rows": rows,
            "records": [r.as_dict() for r in recs]}
-    if args.out:
-        write_json(args.out, res)
-        print(f"wrote {args.out}")
+    finish(res, side_by_side(recs), args.out)
     return res
 
 
