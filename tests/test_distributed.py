@@ -7,6 +7,7 @@ The worker is this file run as a script (``python -m torch.distributed.run ... t
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import re
@@ -56,9 +57,18 @@ def _fit(model: nn.Module, solver: Burgers, ref: torch.Tensor, cfg: TrainConfig,
 
 
 def _worker(out: Path, mode: str) -> None:
-    """One rank: train, write this rank's parameters/losses; ``mode`` ``kill`` makes rank 1 die mid-run."""
+    """One rank: train, write this rank's parameters/losses; ``mode`` ``kill`` makes rank 1 die mid-run.
+    A crash in native code (an abort in a communication thread) prints every thread's Python stack
+    (``faulthandler``), and ``phases<r>.txt`` records how far the rank got, for the test's message."""
+    faulthandler.enable(all_threads=True)
     ctx = dist.setup("cpu", "f64", timeout_s=30)
     r = ctx.rank
+
+    def phase(name: str) -> None:
+        with open(out / f"phases{r}.txt", "a") as f:
+            f.write(name + "\n")
+
+    phase(f"{mode}:setup")
     model, solver, ref = _problem()
     if mode == "train+data":  # reference data in shares: rank 0 simulates Re 150 and 300, rank 1 Re 500
         from taichi_dp.learn.karman_data import KarmanDataConfig, load_or_generate
@@ -79,13 +89,16 @@ def _worker(out: Path, mode: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     res = _fit(model, solver, ref, TrainConfig(**CFG), checkpoint=out / "state.pt", hook=hook)
+    phase("trained")
     # a wall-clock budget: rank 0 decides, every rank stops at the same iteration
     m2, _, _ = _problem()
     budget = _fit(m2, solver, ref, TrainConfig(iterations=10**6, batch_size=4, max_seconds=0.3))
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out / f"params{r}.pt")
     info = dict(losses=res.losses, refused=refused, budget_iterations=budget.iterations, budget_stop=budget.stopped_by_budget)
     (out / f"rank{r}.json").write_text(json.dumps(info))
+    phase("written")
     dist.teardown()
+    phase("teardown")
 
 
 def _torchrun(out: Path, mode: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:
@@ -98,8 +111,14 @@ def _torchrun(out: Path, mode: str, timeout: float = 120) -> tuple[subprocess.Co
     return p, time.time()
 
 
-def _tail(p: subprocess.CompletedProcess) -> str:
-    return p.stdout[-2000:] + "\n".join(line for line in p.stderr.splitlines() if "Warning" not in line)[-6000:]
+def _tail(p: subprocess.CompletedProcess, out: Path | None = None) -> str:
+    """The end of a torchrun's output, and how far each rank got (``phases<r>.txt``, written by the worker)."""
+    phases = ""
+    if out is not None:
+        for r in (0, 1):
+            f = out / f"phases{r}.txt"
+            phases += f"rank {r} phases: {f.read_text().split() if f.is_file() else 'none'}\n"
+    return phases + p.stdout[-2000:] + "\n".join(line for line in p.stderr.splitlines() if "Warning" not in line)[-6000:]
 
 
 def _single_process_reference(cfg: TrainConfig):
@@ -112,7 +131,7 @@ def test_two_ranks_match_single_process_and_each_other_and_share_data_generation
     from taichi_dp.learn.karman_data import KarmanDataConfig, generate
 
     p, _ = _torchrun(tmp_path, "train+data")
-    assert p.returncode == 0, _tail(p)
+    assert p.returncode == 0, _tail(p, tmp_path)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     params = [torch.load(tmp_path / f"params{r}.pt", weights_only=True) for r in (0, 1)]
     for k in params[0]:  # DDP keeps the replicas bit-identical
@@ -153,7 +172,7 @@ def test_killed_rank_fails_fast_and_resume_completes(tmp_path):
     assert not (tmp_path / "rank0.json").exists()
 
     p, _ = _torchrun(tmp_path, "train")  # the same command resumes from the checkpoint
-    assert p.returncode == 0, _tail(p)
+    assert p.returncode == 0, _tail(p, tmp_path)
     params = torch.load(tmp_path / "params0.pt", weights_only=True)
     model, res = _single_process_reference(TrainConfig(**CFG))
     losses = json.loads((tmp_path / "rank0.json").read_text())["losses"]
