@@ -19,7 +19,7 @@ from taichi_dp.learn.burgers_experiment import BurgersExperimentConfig
 from taichi_dp.learn.karman_experiment import KarmanExperimentConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-PRESETS = {name: (lambda name=name: KarmanExperimentConfig.preset(name)) for name in ("quick", "paper", "tiny")}
+PRESETS = {name: (lambda name=name: KarmanExperimentConfig.preset(name)) for name in ("quick", "medium", "paper", "tiny")}
 
 
 @pytest.fixture
@@ -141,7 +141,7 @@ def test_train_karman_all_flags_together(recorder, tmp_path):
 
 def test_train_karman_flags_on_other_presets(recorder, tmp_path):
     """Flags override the quick and paper presets the same way (the preset is the base, not tiny)."""
-    for preset in ("quick", "paper"):
+    for preset in ("quick", "medium", "paper"):
         recorder["run"].clear()
         assert _main("train", "karman", "--preset", preset, "--out", str(tmp_path / preset), "--no-progress",
                      "--iterations", "7", "--seeds", "4") == 0

@@ -153,9 +153,9 @@ def test_file_errors_name_the_file(tmp_path, name, content, error, message):
 
 # ------------------------------------------------------------------------------------------------ presets
 def test_shipped_presets_are_listed():
-    assert config.preset_names("karman") == ["paper", "quick", "tiny"]
+    assert config.preset_names("karman") == ["medium", "paper", "quick", "tiny"]
     assert config.preset_names("burgers") == ["default", "quick"]
-    with pytest.raises(ValueError, match="preset must be one of paper, quick, tiny for karman, got 'huge'"):
+    with pytest.raises(ValueError, match="preset must be one of medium, paper, quick, tiny for karman, got 'huge'"):
         config.preset_file("karman", "huge")
 
 
@@ -287,7 +287,7 @@ def test_a_run_folders_config_json_carries_its_runtime(tmp_path):
     ("kwargs", "message"),
     [
         ({"preset": "tiny", "config": "x.toml"}, "--preset tiny and --config x.toml: give one of them"),
-        ({"preset": "huge"}, "preset must be one of paper, quick, tiny for karman, got 'huge'"),
+        ({"preset": "huge"}, "preset must be one of medium, paper, quick, tiny for karman, got 'huge'"),
         ({"overrides": ["train.seconds=0"]}, "train.seconds must be a finite number > 0, got 0.0"),
         ({"overrides": ["train.variants=SOL-0"]}, "train.variants: 'SOL-0' is not a variant"),
         ({"overrides": ["train.variants=NON-2"]}, "train.variants: 'NON-2' is not a variant"),

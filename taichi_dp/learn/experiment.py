@@ -29,6 +29,7 @@ configuration file plus, at most, metric functions.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import math
 import re
@@ -46,8 +47,10 @@ from ..runtime import ensure_init
 from ..solvers import rollout
 from . import config as config_io
 from . import distributed, io
+from .autograd_memory import peak_saved_bytes
 from .experiment_log import ExperimentLog, RunLog, make_log
-from .hybrid import hybrid_rollout, non_loss, sol_loss
+from .flow_metrics import crossing_step, finite_steps
+from .hybrid import hybrid_step, non_loss, sol_loss
 from .metrics import relative_errors
 from .trainer import TrainConfig, TrainResult, train
 
@@ -91,6 +94,8 @@ class TrainSection:
     lr_final_factor: float = 0.01
     save_every: int = 0  # trainer-state checkpoints every this many updates (resume); 0: at the end only
     unroll_checkpoint: int = 0  # gradient checkpointing of SOL unrolls in chunks of this many steps (0: off)
+    sweep: tuple[float, ...] = ()  # budget sweep: fractions of `seconds` (learning curves at equal cost)
+    sweep_variants: tuple[str, ...] = ()  # the variants of the budget sweep (a subset of `variants`)
 
     def validate(self, frames: int, frames_name: str, kinds: Mapping[str, LossKind] | None = None) -> None:
         """``ValueError`` naming ``train.<field>`` for an unusable section; ``frames``: the number of frames of
@@ -118,15 +123,58 @@ class TrainSection:
         check_int("train.unroll_checkpoint", self.unroll_checkpoint, 0)
         check_positive("train.seconds", self.seconds)
         check_positive("train.lr", self.lr)
+        for f in self.sweep:
+            check_positive("train.sweep (a fraction of train.seconds)", f)
+        if len(set(self.sweep)) != len(self.sweep):
+            raise ValueError(f"train.sweep must not repeat a value, got {self.sweep}")
+        if bool(self.sweep) != bool(self.sweep_variants):
+            raise ValueError(
+                f"train.sweep {self.sweep} and train.sweep_variants {self.sweep_variants}: give both (fractions of "
+                f"train.seconds and the variants to train at each) or neither"
+            )
+        for v in self.sweep_variants:
+            if v not in self.variants:
+                raise ValueError(f"train.sweep_variants: {v!r} is not one of train.variants {self.variants}")
+        if len(set(self.sweep_variants)) != len(self.sweep_variants):
+            raise ValueError(f"train.sweep_variants must not repeat a value, got {self.sweep_variants}")
         if not (math.isfinite(self.lr_final_factor) and self.lr_final_factor >= 0):
             raise ValueError(f"train.lr_final_factor must be a finite number >= 0, got {self.lr_final_factor!r}")
 
     def budget(self, protocol: str, seed: int) -> TrainConfig:
-        """The trainer settings of one variant under ``protocol`` with sampling seed ``seed``."""
+        """The trainer settings of one variant under ``protocol`` (``updates``, ``wall`` or a budget-sweep
+        protocol ``wall-<fraction>x``) with sampling seed ``seed``."""
         common = dict(batch_size=self.batch_size, lr=self.lr, lr_final_factor=self.lr_final_factor, seed=seed)
         if protocol == "updates":
             return TrainConfig(iterations=self.iterations, checkpoint_every=self.save_every, **common)
-        return TrainConfig(iterations=10**9, checkpoint_every=self.save_every, max_seconds=self.seconds, **common)
+        seconds = self.seconds * sweep_fraction(protocol)
+        return TrainConfig(iterations=10**9, checkpoint_every=self.save_every, max_seconds=seconds, **common)
+
+    def sweep_protocols(self) -> dict[float, str]:
+        """``{fraction: protocol}`` of the budget sweep; the fraction 1 is the ``wall`` protocol when that runs."""
+        return {f: "wall" if f == 1 and "wall" in self.protocols else sweep_protocol(f) for f in self.sweep}
+
+    def jobs(self) -> list[tuple[str, int, str]]:
+        """Every training run ``(protocol, seed, variant)``: each protocol × seed × variant, then the budget
+        sweep's extra runs (its fraction 1 reuses the ``wall`` runs)."""
+        out = [(p, s, v) for p in self.protocols for s in self.seeds for v in self.variants]
+        for p in self.sweep_protocols().values():
+            out += [(p, s, v) for s in self.seeds for v in self.sweep_variants if (p, s, v) not in out]
+        return out
+
+
+def sweep_protocol(fraction: float) -> str:
+    """The protocol name of a budget-sweep run with ``fraction`` × ``train.seconds``: ``wall-0.25x``."""
+    return f"wall-{fraction:g}x"
+
+
+def sweep_fraction(protocol: str) -> float:
+    """The fraction of ``train.seconds`` of a wall-clock protocol (``wall``: 1; ``wall-<f>x``: f)."""
+    if protocol == "wall":
+        return 1.0
+    m = re.fullmatch(r"wall-([0-9.e+-]+)x", protocol)
+    if m is None:
+        raise ValueError(f"protocol must be 'updates', 'wall' or 'wall-<fraction>x', got {protocol!r}")
+    return float(m.group(1))
 
 
 @dataclass
@@ -253,6 +301,35 @@ def parse_variant(name: str, kinds: Mapping[str, LossKind] | None = None) -> lis
 def variant_stem(variant: str) -> str:
     """The file stem of a variant's checkpoints: ``NON+SOL-16`` → ``non_sol-16``."""
     return variant.lower().replace("+", "_")
+
+
+def update_memory(exp: Experiment, variant: str, data: Trajectories) -> dict[str, float]:
+    """Memory autograd keeps for one update of ``variant`` (a batch of ``train.batch_size`` samples of
+    ``data``, the largest over its stages), in MiB: ``stored`` with the configured
+    ``train.unroll_checkpoint``, ``stored_without_checkpointing``, and ``peak`` (``stored`` plus, when
+    checkpointing, the estimated chunk that backward recomputes: ``stored_without · chunk / k``). See
+    :mod:`taichi_dp.learn.autograd_memory`."""
+    model = exp.make_model(0)
+    train_cfg = exp.cfg.train
+    configured = train_cfg.unroll_checkpoint
+    out = {"stored": 0.0, "stored_without_checkpointing": 0.0, "peak": 0.0}
+    try:
+        for kind, k in parse_variant(variant, exp.losses):
+            measured = {}
+            for every in sorted({configured, 0}):
+                train_cfg.unroll_checkpoint = every
+                batch_loss, samples = exp.losses[kind].make(exp, k, model, data)
+                idx = torch.arange(train_cfg.batch_size) % samples
+                measured[every] = peak_saved_bytes(functools.partial(batch_loss, idx)) / 2**20
+            stored, without = measured[configured], measured[0]
+            recomputed = without * min(configured, k) / k if configured and stored < without else 0.0  # a checkpointed unroll
+            peak = stored + recomputed
+            for key, value in (("stored", stored), ("stored_without_checkpointing", without), ("peak", peak)):
+                out[key] = max(out[key], value)
+    finally:
+        train_cfg.unroll_checkpoint = configured
+        model.zero_grad(set_to_none=True)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- metrics
@@ -456,21 +533,58 @@ class Experiment:
 
     def rollouts(self, models: Mapping[str, nn.Module | None], test: Trajectories) -> dict[str, dict[str, torch.Tensor]]:
         """Roll every model (``None``: the bare source) out from frame 0 of every test trajectory:
-        ``{name: {metric: (S, T) errors, ..., "traj": (S, T, ...) float32}}`` (CPU)."""
+        ``{name: {metric: (S, T) errors, ..., "finite": (S, T) bool, "traj": (S, T, ...) float32}}`` (CPU).
+        ``finite[s, t]``: every value of trajectory ``s`` is finite up to step ``t``. From the first
+        non-finite state on, a rollout's error counts as 1 (the relative error of predicting zero: no
+        information left), so a diverged rollout cannot look good by being left out."""
         solver, cond = self.source(test.params), self.condition(test.params)
         ref = test.reference
         out = {}
         with torch.no_grad():
             for name, model in models.items():
-                traj = hybrid_rollout(solver, model, ref[:, 0].contiguous(), test.steps, cond, include_initial=False)
-                out[name] = {m: fn(traj, ref[:, 1:]).cpu() for m, fn in self.metrics.items()}
+                traj = guarded_rollout(solver, model, ref[:, 0].contiguous(), test.steps, cond)
+                finite = finite_steps(traj).cpu()
+                out[name] = {m: torch.where(finite, fn(traj, ref[:, 1:]).cpu(), 1.0) for m, fn in self.metrics.items()}
+                out[name]["finite"] = finite
                 out[name]["traj"] = traj.float().cpu()
         return out
+
+    def diagnostics(self, traj: torch.Tensor, test: Trajectories) -> dict[str, torch.Tensor]:
+        """Physics of rollouts beyond the error, one number per trajectory: ``{name: (S,)}`` (NaN where
+        undefined) for ``traj`` ``(S, T, ...)`` (CPU float32; the reference itself is passed too, to report
+        its values). The base class has none; :attr:`diagnostic_labels` names them for the report."""
+        return {}
+
+    diagnostic_labels: ClassVar[Mapping[str, str]] = {}
 
     def regime(self, value: float) -> str:
         """``"interpolation"`` inside the range of the training parameters, ``"extrapolation"`` outside."""
         lo, hi = min(self.train_values()), max(self.train_values())
         return "interpolation" if lo * (1 - 1e-9) <= value <= hi * (1 + 1e-9) else "extrapolation"
+
+
+def guarded_rollout(
+    solver: Callable[[torch.Tensor], torch.Tensor],
+    model: nn.Module | None,
+    u0: torch.Tensor,
+    steps: int,
+    conditioning: Mapping[str, torch.Tensor],
+) -> torch.Tensor:
+    """:func:`~taichi_dp.learn.hybrid.hybrid_rollout` without gradients that survives divergence: a trajectory
+    whose state stops being finite is NaN from that step on while the others go on (the solvers refuse
+    non-finite input, so a diverged state is replaced by its initial one before the next step and its
+    frames are overwritten). Identical to the plain rollout while every state is finite. ``(B, T, ...)``."""
+    frames = []
+    dead = torch.zeros(u0.shape[0], dtype=torch.bool, device=u0.device)
+    u = u0
+    with torch.no_grad():
+        for _ in range(steps):
+            if dead.any():
+                u = torch.where(dead.view(-1, *[1] * (u.dim() - 1)), u0, u).contiguous()
+            u = hybrid_step(solver, model, u, conditioning)
+            dead |= ~torch.isfinite(u).flatten(1).all(1)
+            frames.append(torch.where(dead.view(-1, *[1] * (u.dim() - 1)), float("nan"), u))
+    return torch.stack(frames, dim=1)
 
 
 # ----------------------------------------------------------------------------------------------- run folders
@@ -641,27 +755,26 @@ def run(
     datagen_s = time.perf_counter() - t0
     cfg = exp.cfg
     with explog:
-        for protocol in cfg.train.protocols:
-            for seed in cfg.train.seeds:
-                for variant in cfg.train.variants:
-                    if resume and _finished(exp, out, protocol, seed, variant):
-                        continue  # finished in an earlier session
-                    model, result = exp.train_variant(
-                        variant,
-                        protocol,
-                        seed,
-                        train_data,
-                        state_dir=checkpoint_dir(out, protocol, seed),
-                        progress=progress,
-                        log=explog.run(log_name(protocol, seed, variant)) if explog.enabled else None,
-                    )
-                    if distributed.is_main():
-                        blob = {"model": model.state_dict(), "losses": result.losses, "seconds": result.seconds}
-                        io.save_checkpoint(weights_file(out, protocol, seed, variant), blob)
+        for protocol, seed, variant in cfg.train.jobs():
+            if resume and _finished(exp, out, protocol, seed, variant):
+                continue  # finished in an earlier session
+            model, result = exp.train_variant(
+                variant,
+                protocol,
+                seed,
+                train_data,
+                state_dir=checkpoint_dir(out, protocol, seed),
+                progress=progress,
+                log=explog.run(log_name(protocol, seed, variant)) if explog.enabled else None,
+            )
+            if distributed.is_main():
+                blob = {"model": model.state_dict(), "losses": result.losses, "seconds": result.seconds}
+                io.save_checkpoint(weights_file(out, protocol, seed, variant), blob)
         if not distributed.is_main():
             return {}  # rank 0 evaluates and writes the report
         with distributed.single_process():
-            return _evaluate(exp, out, test_data, progress=progress, datagen_seconds=datagen_s, explog=explog)
+            cost = {v: update_memory(exp, v, train_data) for v in cfg.train.variants}
+            return _evaluate(exp, out, test_data, progress=progress, datagen_seconds=datagen_s, explog=explog, memory=cost)
 
 
 def evaluate_run(
@@ -701,44 +814,66 @@ def load_run(
 
 
 def _evaluate(
-    exp: Experiment, out: Path, test: Trajectories, *, progress: bool, datagen_seconds: float | None, explog: ExperimentLog
+    exp: Experiment,
+    out: Path,
+    test: Trajectories,
+    *,
+    progress: bool,
+    datagen_seconds: float | None,
+    explog: ExperimentLog,
+    memory: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict:
     cfg = exp.cfg
     errors: dict[str, dict] = {}
     training: dict[str, dict] = {}
     losses: dict[str, list[float]] = {}
     trajectories = {}
+    physics: dict[str, Any] = {"reference": exp.diagnostics(test.reference[:, 1:].float().cpu(), test)}
     source = exp.rollouts({"source": None}, test)["source"]
+    source["physics"] = exp.diagnostics(source["traj"], test)
     trajectories["source"] = source["traj"]
-    for protocol in cfg.train.protocols:
-        for seed in cfg.train.seeds:
-            trained = {}
-            for variant in cfg.train.variants:
-                trained[variant], state = load_model(exp, out, protocol, seed, variant)
-                training.setdefault(protocol, {}).setdefault(variant, []).append(
-                    {
-                        "seed": seed,
-                        "iterations": len(state["losses"]),
-                        "seconds": float(state["seconds"]),
-                        "final_loss": float(state["losses"][-1]),
-                    }
-                )
-                if seed == cfg.train.seeds[0]:
-                    losses[f"{variant} ({protocol})"] = [float(x) for x in state["losses"]]
-            for variant, e in exp.rollouts(trained, test).items():
-                errors.setdefault(protocol, {}).setdefault(variant, []).append(e)
-                if seed == cfg.train.seeds[0]:
-                    trajectories[f"{variant} ({protocol})"] = e["traj"]
-                if explog.enabled:
-                    steps = training[protocol][variant][-1]["iterations"]
-                    run_log = explog.run(log_name(protocol, seed, variant))
-                    run_log.scalars(_validation_scalars(exp, test, e, source), steps)
-                    exp.log_images(run_log, test, source["traj"], e["traj"], steps)
-    metrics = summarize(exp, test, source, errors, training)
+    groups: dict[tuple[str, int], list[str]] = {}
+    for protocol, seed, variant in cfg.train.jobs():
+        groups.setdefault((protocol, seed), []).append(variant)
+    for (protocol, seed), variants in groups.items():
+        trained = {}
+        for variant in variants:
+            trained[variant], state = load_model(exp, out, protocol, seed, variant)
+            training.setdefault(protocol, {}).setdefault(variant, []).append(
+                {
+                    "seed": seed,
+                    "iterations": len(state["losses"]),
+                    "seconds": float(state["seconds"]),
+                    "final_loss": float(state["losses"][-1]),
+                }
+            )
+            if seed == cfg.train.seeds[0] and protocol in cfg.train.protocols:
+                losses[f"{variant} ({protocol})"] = [float(x) for x in state["losses"]]
+        for variant, e in exp.rollouts(trained, test).items():
+            e["physics"] = exp.diagnostics(e["traj"], test)
+            if seed == cfg.train.seeds[0] and protocol in cfg.train.protocols:
+                trajectories[f"{variant} ({protocol})"] = e["traj"]
+            if explog.enabled:
+                steps = training[protocol][variant][-1]["iterations"]
+                run_log = explog.run(log_name(protocol, seed, variant))
+                run_log.scalars(_validation_scalars(exp, test, e, source), steps)
+                exp.log_images(run_log, test, source["traj"], e["traj"], steps)
+            del e["traj"]
+            errors.setdefault(protocol, {}).setdefault(variant, []).append(e)
+    metrics = summarize(exp, test, source, errors, training, physics["reference"])
+    if memory is None and (out / "metrics.json").is_file():  # re-evaluation: keep the measured memory
+        try:
+            memory = io.read_json(out / "metrics.json").get("memory")
+        except ValueError:
+            memory = None
+    if memory:
+        metrics["memory"] = {k: dict(v) for k, v in memory.items()}
     if datagen_seconds is not None:
         metrics["datagen_seconds"] = datagen_seconds
     io.write_json(out / "metrics.json", metrics)
     figures = ["error_over_time.png", *_error_plot(exp, out / "plots", metrics, losses)]
+    figures += _horizon_plot(exp, out / "plots", metrics)
+    figures += _sweep_plot(exp, out / "plots", metrics)
     figures += exp.plots(out / "plots", test, trajectories)
     io.write_text(out / "report.md", report(exp, metrics, figures))
     return metrics
@@ -753,12 +888,49 @@ def _group_means(test: Trajectories, per_traj: torch.Tensor) -> torch.Tensor:
     return torch.stack([per_traj[..., group == g].mean(-1) for g in range(len(test.values))], dim=-1)
 
 
-def summarize(exp: Experiment, test: Trajectories, source: dict, errors: dict, training: dict) -> dict:
+def _spread(per_seed: torch.Tensor) -> dict:
+    """``{"mean", "min", "max", "per_seed"}`` of per-seed values (NaN-aware: a seed whose value is undefined
+    is left out of the mean; all undefined gives NaN)."""
+    ok = per_seed[torch.isfinite(per_seed)]
+    nan = float("nan")
+    return {
+        "mean": float(ok.mean()) if ok.numel() else nan,
+        "min": float(ok.min()) if ok.numel() else nan,
+        "max": float(ok.max()) if ok.numel() else nan,
+        "per_seed": per_seed.tolist(),
+    }
+
+
+def _finite_fraction(per_seed: list[dict], h: int) -> float:
+    """The fraction of rollouts (trajectories × seeds) still finite after ``h`` steps."""
+    return float(torch.stack([e["finite"][:, h - 1] for e in per_seed]).float().mean())
+
+
+def _nan_group_means(test: Trajectories, per_traj: torch.Tensor) -> torch.Tensor:
+    """NaN-aware :func:`_group_means`."""
+    group = test.group.cpu()
+    return torch.stack([per_traj[..., group == g].nanmean(-1) for g in range(len(test.values))], dim=-1)
+
+
+def summarize(
+    exp: Experiment,
+    test: Trajectories,
+    source: dict,
+    errors: dict,
+    training: dict,
+    reference_physics: Mapping[str, torch.Tensor] | None = None,
+) -> dict:
     """The ``metrics.json`` of a run: every metric averaged over each horizon, per test value (``per_test``)
     and over all of them (``mean``; ``min``/``max``/``per_seed`` over seeds), for the bare source and every
-    protocol × variant; training cost; error over time; the best variant at the first horizon."""
+    protocol × variant; training cost; error over time; the best variant at the first horizon. Also, for
+    every protocol × variant: ``stability`` (the fraction of rollouts still finite at each horizon, and per
+    test value the ``crossing`` step at which the seed-mean headline error first exceeds the source's for
+    10 consecutive steps, 0: never), ``physics`` (:meth:`Experiment.diagnostics` per test value, with the
+    reference's and the source's), and the budget ``sweep`` (``train.sweep``: errors at each fraction of
+    ``train.seconds``)."""
     horizons = exp.cfg.eval.horizons
     names = list(exp.metrics)
+    main = [p for p in errors if p in exp.cfg.train.protocols]
 
     def summary(per_seed: list[dict], h: int, metric: str) -> dict:
         per_test = _group_means(test, torch.stack([e[metric][:, :h].mean(1) for e in per_seed]))  # (seeds, G)
@@ -771,6 +943,15 @@ def summarize(exp: Experiment, test: Trajectories, source: dict, errors: dict, t
             "per_test": per_test.mean(0).tolist(),
         }
 
+    def physics(per_seed: list[dict]) -> dict:
+        out = {}
+        for name in per_seed[0]["physics"]:
+            per_test = _nan_group_means(test, torch.stack([e["physics"][name] for e in per_seed]))  # (seeds, G)
+            out[name] = {**_spread(per_test.nanmean(1)), "per_test": per_test.nanmean(0).tolist()}
+        return out
+
+    key = names[0]
+    src_curves = _group_means(test, source[key].T).T  # (G, T)
     values = [float(v) for v in test.values]
     m: dict = {
         "experiment": exp.name,
@@ -783,15 +964,46 @@ def summarize(exp: Experiment, test: Trajectories, source: dict, errors: dict, t
         "variants": {},
         "training": training,
         "error_over_time": {k: {"source": source[k].mean(0).tolist()} for k in names},
+        "stability": {"source": {str(h): _finite_fraction([source], h) for h in horizons}},
+        "physics": {
+            "reference": {n: _nan_group_means(test, v).tolist() for n, v in (reference_physics or {}).items()},
+            "source": {n: _nan_group_means(test, v).tolist() for n, v in source.get("physics", {}).items()},
+            "variants": {},
+        },
     }
     for protocol, by_variant in errors.items():
         for variant, per_seed in by_variant.items():
-            m["variants"].setdefault(protocol, {})[variant] = {
-                str(h): {k: summary(per_seed, h, k) for k in names} for h in horizons
-            }
+            by_h = {str(h): {k: summary(per_seed, h, k) for k in names} for h in horizons}
+            if protocol not in main:
+                continue  # a budget-sweep run: summarised in "sweep" below
+            m["variants"].setdefault(protocol, {})[variant] = by_h
             for k in names:
                 curve = torch.stack([e[k].mean(0) for e in per_seed]).mean(0)
                 m["error_over_time"][k][f"{variant} ({protocol})"] = curve.tolist()
+            mean_curves = torch.stack([_group_means(test, e[key].T).T for e in per_seed]).mean(0)  # (G, T)
+            m["stability"].setdefault(protocol, {})[variant] = {
+                "finite": {str(h): _finite_fraction(per_seed, h) for h in horizons},
+                "crossing": crossing_step(mean_curves, src_curves, persist=10).tolist(),
+            }
+            if per_seed[0].get("physics"):
+                m["physics"]["variants"].setdefault(protocol, {})[variant] = physics(per_seed)
+    if exp.cfg.train.sweep:
+        sweep: dict = {"seconds": exp.cfg.train.seconds, "fractions": list(exp.cfg.train.sweep), "variants": {}}
+        for fraction, protocol in sorted(exp.cfg.train.sweep_protocols().items()):
+            for variant in exp.cfg.train.sweep_variants:
+                runs = training[protocol][variant]
+                sweep["variants"].setdefault(variant, []).append(
+                    {
+                        "fraction": fraction,
+                        "protocol": protocol,
+                        "seconds": sum(r["seconds"] for r in runs) / len(runs),
+                        "updates": sum(r["iterations"] for r in runs) / len(runs),
+                        "errors": {
+                            str(h): {k: summary(errors[protocol][variant], h, k) for k in names} for h in horizons
+                        },
+                    }
+                )
+        m["sweep"] = sweep
     h, key = str(horizons[0]), names[0]
     best = min(
         ((p, v, s[h][key]["mean"]) for p, vs in m["variants"].items() for v, s in vs.items()), key=lambda x: x[2], default=None
@@ -888,11 +1100,14 @@ def report(exp: Experiment, m: dict, figures: Sequence[str] = ()) -> str:
                     + " |"
                 )
             lines.append("")
+    lines += _study_sections(exp, m)
+    memory = m.get("memory") or {}
     lines += [
         "## Training cost",
         "",
-        "| protocol | variant | updates (per seed) | wall time | per update | final loss |",
-        "|---|---|---|---|---|---|",
+        "| protocol | variant | updates (per seed) | wall time | per update | final loss |"
+        + (" autograd memory per update |" if memory else ""),
+        "|---|---|---|---|---|---|" + ("---|" if memory else ""),
     ]
     for protocol, by_variant in m["training"].items():
         for n, runs in by_variant.items():
@@ -900,7 +1115,23 @@ def report(exp: Experiment, m: dict, figures: Sequence[str] = ()) -> str:
             sec = sum(r["seconds"] for r in runs) / len(runs)
             per_update = 1000 * sec / max(sum(its) / len(its), 1)
             loss = sum(r["final_loss"] for r in runs) / len(runs)
-            lines.append(f"| {protocol} | {n} | {', '.join(map(str, its))} | {sec:.1f} s | {per_update:.1f} ms | {loss:.3e} |")
+            mem = memory.get(n)
+            cell = "" if not memory else f" {_memory_cell(mem)} |" if mem else " |"
+            lines.append(
+                f"| {protocol} | {n} | {', '.join(map(str, its))} | {sec:.1f} s | {per_update:.1f} ms | {loss:.3e} |{cell}"
+            )
+    if memory:
+        lines += [
+            "",
+            f"Autograd memory: the peak of the tensors saved for backward in one update of batch {cfg.train.batch_size}"
+            + (
+                f"; unrolls checkpointed in chunks of {cfg.train.unroll_checkpoint} steps (stored + one recomputed chunk,"
+                " estimated), without checkpointing in brackets"
+                if cfg.train.unroll_checkpoint
+                else ""
+            )
+            + ".",
+        ]
     if "best" in m:
         b = m["best"]
         lines += [
@@ -910,6 +1141,193 @@ def report(exp: Experiment, m: dict, figures: Sequence[str] = ()) -> str:
         ]
     lines += [""] + [f"![{Path(f).stem.replace('_', ' ')}](plots/{f})" for f in figures] + [""]
     return "\n".join(lines)
+
+
+def _memory_cell(mem: Mapping[str, float]) -> str:
+    cell = f"{mem['peak']:.1f} MiB"
+    if mem["stored_without_checkpointing"] > mem["stored"]:
+        cell += f" ({mem['stored_without_checkpointing']:.1f} MiB)"
+    return cell
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else float("inf")
+
+
+def _sol_variants(names: Sequence[str], kinds: Mapping[str, LossKind]) -> list[str]:
+    return [n for n in names if any(kind == "SOL" for kind, _ in parse_variant(n, kinds))]
+
+
+def comparisons(exp: Experiment, m: dict) -> list[dict]:
+    """SOL against NON in every protocol × horizon: for each, the SOL variant (a variant with a SOL stage)
+    with the lowest mean headline error, ``ratio`` = NON's error / its error (> 1: SOL is better) overall
+    and ``per_test``, and ``seeds_won``: the seeds in which it beats NON (same seed). Empty without NON or
+    without a SOL variant."""
+    key = m["metrics"][0]
+    out = []
+    for protocol, by_variant in m["variants"].items():
+        sols = _sol_variants(list(by_variant), exp.losses)
+        if "NON" not in by_variant or not sols:
+            continue
+        for h in m["horizons"]:
+            hs = str(h)
+            non = by_variant["NON"][hs][key]
+            best = min(sols, key=lambda v: by_variant[v][hs][key]["mean"])
+            sol = by_variant[best][hs][key]
+            out.append(
+                {
+                    "protocol": protocol,
+                    "horizon": h,
+                    "variant": best,
+                    "ratio": _ratio(non["mean"], sol["mean"]),
+                    "per_test": [_ratio(a, b) for a, b in zip(non["per_test"], sol["per_test"])],
+                    "seeds_won": sum(a > b for a, b in zip(non["per_seed"], sol["per_seed"])),
+                    "seeds": len(non["per_seed"]),
+                }
+            )
+    return out
+
+
+def _study_sections(exp: Experiment, m: dict) -> list[str]:
+    """The report's answer to "when does SOL pay?": the SOL/NON verdict per protocol, horizon and test
+    value; stability (finite rollouts, crossing steps); physics diagnostics; the budget sweep."""
+    p = exp.parameter
+    lines: list[str] = []
+    rows = comparisons(exp, m)
+    if rows:
+        wins = [(r, i) for r in rows for i, x in enumerate(r["per_test"]) if x > 1]
+        losses_ = [(r, i) for r in rows for i, x in enumerate(r["per_test"]) if x <= 1]
+        total = len(wins) + len(losses_)
+        lines += [
+            "## When does training through the solver pay?",
+            "",
+            "Error of NON ÷ error of the best SOL variant (> 1: SOL is more accurate), mean over seeds; "
+            "'seeds' counts the seeds whose SOL run beats the NON run of the same seed.",
+            "",
+            "| protocol | horizon | best SOL | " + " | ".join(f"{p} {v:g}" for v in m["test_values"]) + " | all | seeds |",
+            "|---|---|---|" + "---|" * (len(m["test_values"]) + 2),
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r['protocol']} | {r['horizon']} | {r['variant']} | "
+                + " | ".join(f"{x:.2f}×" for x in r["per_test"])
+                + f" | **{r['ratio']:.2f}×** | {r['seeds_won']}/{r['seeds']} |"
+            )
+        lines += ["", f"SOL beats NON in {len(wins)} of {total} (protocol, horizon, {p}) cases.", ""]
+        for protocol in dict.fromkeys(r["protocol"] for r in rows):
+            mine = [r for r in rows if r["protocol"] == protocol]
+            won = [
+                f"{r['horizon']} steps ({r['ratio']:.2f}×, {r['seeds_won']}/{r['seeds']} seeds)" for r in mine if r["ratio"] > 1
+            ]
+            lost = [f"{r['horizon']} steps ({1 / r['ratio']:.2f}× worse)" for r in mine if r["ratio"] <= 1]
+            what = "equal updates" if protocol == "updates" else "equal wall-clock time"
+            lines.append(
+                f"- At {what} ('{protocol}'), over all test values: "
+                + (f"SOL is ahead at {', '.join(won)}" if won else "SOL is never ahead")
+                + (f"; NON is ahead at {', '.join(lost)}" if lost else "")
+                + "."
+            )
+            for regime in ("interpolation", "extrapolation"):
+                idx = [i for i, g in enumerate(m["regime"]) if g == regime]
+                if idx:
+                    at = ", ".join(f"{m['test_values'][i]:g}" for i in idx)
+                    cells = "; ".join(
+                        f"{r['horizon']} steps " + " / ".join(f"{r['per_test'][i]:.2f}×" for i in idx) for r in mine
+                    )
+                    lines.append(f"  - {regime.capitalize()} ({p} {at}): {cells}.")
+        lines.append("")
+    stab = m.get("stability", {})
+    if any(k != "source" for k in stab):
+        hs = [str(h) for h in m["horizons"]]
+        lines += [
+            "## Stability",
+            "",
+            f"Rollouts still finite at each horizon (fraction of test trajectories × seeds), and per test {p} the step at "
+            "which the variant's mean error first exceeds the uncorrected source's for 10 consecutive steps "
+            "('never': not within the rollout).",
+            "",
+            "| protocol | variant | " + " | ".join(f"finite @{h}" for h in hs) + " | "
+            + " | ".join(f"crossing {p} {v:g}" for v in m["test_values"]) + " |",
+            "|---|---|" + "---|" * (len(hs) + len(m["test_values"])),
+            "| | source | " + " | ".join(f"{stab['source'][h]:.2f}" for h in hs) + " |" + " |" * len(m["test_values"]),
+        ]
+        for protocol, by_variant in stab.items():
+            if protocol == "source":
+                continue
+            for v, st in by_variant.items():
+                crossing = [str(c) if c else "never" for c in st["crossing"]]
+                finite = " | ".join(f"{st['finite'][h]:.2f}" for h in hs)
+                lines.append(f"| {protocol} | {v} | {finite} | " + " | ".join(crossing) + " |")
+        lines.append("")
+    phys = m.get("physics", {})
+    if phys.get("reference"):
+        labels = exp.diagnostic_labels
+        for name, ref_values in phys["reference"].items():
+            lines += [
+                f"## {labels.get(name, name)}",
+                "",
+                "| | " + " | ".join(f"{p} {v:g}" for v in m["test_values"]) + " | all [min, max over seeds] |",
+                "|---|" + "---|" * (len(m["test_values"]) + 1),
+                "| reference | " + " | ".join(f"{x:.4g}" for x in ref_values) + " | |",
+                "| source | " + " | ".join(f"{x:.4g}" for x in phys["source"][name]) + " | |",
+            ]
+            for protocol, by_variant in phys["variants"].items():
+                for v, d in by_variant.items():
+                    x = d[name]
+                    lines.append(
+                        f"| {v} ({protocol}) | " + " | ".join(f"{y:.4g}" for y in x["per_test"])
+                        + f" | {x['mean']:.4g} [{x['min']:.4g}, {x['max']:.4g}] |"
+                    )
+            lines.append("")
+    sweep = m.get("sweep")
+    if sweep:
+        key = m["metrics"][0]
+        lines += [
+            "## Budget sweep: learning curves at equal cost",
+            "",
+            f"Mean {key} error (over seeds; [min, max]) after training for a fraction of {sweep['seconds']:g} s.",
+            "",
+            "| fraction | " + " | ".join(f"{v} (updates, error @{h})" for v in sweep["variants"] for h in m["horizons"]) + " |",
+            "|---|" + "---|" * (len(sweep["variants"]) * len(m["horizons"])),
+        ]
+        for i, f in enumerate(sorted(sweep["fractions"])):
+            cells = []
+            for points in sweep["variants"].values():
+                pt = points[i]
+                for h in m["horizons"]:
+                    e = pt["errors"][str(h)][key]
+                    cells.append(f"{pt['updates']:.0f}, {e['mean']:.4f} [{e['min']:.4f}, {e['max']:.4f}]")
+            lines.append(f"| {f:g}× ({f * sweep['seconds']:g} s) | " + " | ".join(cells) + " |")
+        lines += ["", *_sweep_verdict(m, sweep, key), ""]
+    return lines
+
+
+def _sweep_verdict(m: dict, sweep: dict, key: str) -> list[str]:
+    """Sentences: where the learning curves of NON and the SOL variant of the sweep cross (if they do)."""
+    names = list(sweep["variants"])
+    sols = [v for v in names if "SOL" in v]
+    if "NON" not in names or not sols:
+        return []
+    out = []
+    for sol in sols:
+        for h in m["horizons"]:
+            ratios = [
+                _ratio(a["errors"][str(h)][key]["mean"], b["errors"][str(h)][key]["mean"])
+                for a, b in zip(sweep["variants"]["NON"], sweep["variants"][sol])
+            ]
+            fr = [pt["fraction"] for pt in sweep["variants"]["NON"]]
+            desc = ", ".join(f"{r:.2f}× at {f:g}×" for f, r in zip(fr, ratios))
+            cross = [
+                f"between {fr[i]:g}× and {fr[i + 1]:g}× of the budget"
+                for i in range(len(ratios) - 1)
+                if (ratios[i] > 1) != (ratios[i + 1] > 1)
+            ]
+            lead = "SOL ahead" if all(r > 1 for r in ratios) else "NON ahead" if all(r <= 1 for r in ratios) else None
+            out.append(
+                f"{h} steps, NON ÷ {sol} error: {desc}; "
+                + (f"the curves cross {' and '.join(cross)}." if cross else f"the curves do not cross ({lead} at every budget).")
+            )
+    return out
 
 
 def _error_plot(exp: Experiment, folder: Path, m: dict, losses: dict[str, list[float]]) -> list[str]:
@@ -934,6 +1352,66 @@ def _error_plot(exp: Experiment, folder: Path, m: dict, losses: dict[str, list[f
     ax[1].legend(fontsize=8)
     io.save_figure(folder / "error_over_time.png", fig)
     return []
+
+
+def _horizon_plot(exp: Experiment, folder: Path, m: dict) -> list[str]:
+    """``error_vs_horizon.png``: the headline error averaged over the first ``h`` steps, for every ``h`` (the
+    cumulative mean of the error over time), per protocol."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = m["metrics"][0]
+    curves = m["error_over_time"][key]
+    protocols = list(m["variants"]) or ["source"]
+    fig, axes = plt.subplots(1, len(protocols), figsize=(6 * len(protocols), 4), squeeze=False)
+    for ax, protocol in zip(axes[0], protocols):
+        for name, curve in curves.items():
+            if name != "source" and not name.endswith(f"({protocol})"):
+                continue
+            c = torch.tensor(curve)
+            cum = c.cumsum(0) / torch.arange(1, len(c) + 1)
+            ax.loglog(range(1, len(c) + 1), cum, "k-" if name == "source" else "-", lw=2 if name == "source" else 1.3,
+                      label=name.replace(f" ({protocol})", ""))
+        for h in m["horizons"]:
+            ax.axvline(h, color="0.7", lw=0.8, ls=":")
+        ax.set(xlabel="horizon h (steps)", ylabel=f"mean {key} error over the first h steps", title=f"protocol '{protocol}'")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    io.save_figure(folder / "error_vs_horizon.png", fig)
+    return ["error_vs_horizon.png"]
+
+
+def _sweep_plot(exp: Experiment, folder: Path, m: dict) -> list[str]:
+    """``learning_curves.png`` (with ``train.sweep``): error at each horizon against training seconds, mean
+    over seeds with [min, max] bars, one line per swept variant."""
+    sweep = m.get("sweep")
+    if not sweep:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = m["metrics"][0]
+    hs = m["horizons"]
+    fig, axes = plt.subplots(1, len(hs), figsize=(5 * len(hs), 4), squeeze=False)
+    for ax, h in zip(axes[0], hs):
+        for v, points in sweep["variants"].items():
+            x = [pt["seconds"] for pt in points]
+            e = [pt["errors"][str(h)][key] for pt in points]
+            y = [d["mean"] for d in e]
+            err = [[d["mean"] - d["min"] for d in e], [d["max"] - d["mean"] for d in e]]
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=v)
+        src = m["source"][str(h)][key]["mean"]
+        ax.axhline(src, color="k", lw=1, ls="--", label="source")
+        ax.set(xscale="log", yscale="log", xlabel="training wall time (s)", ylabel=f"{key} error over {h} steps",
+               title=f"learning curves at equal cost, {h} steps")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    io.save_figure(folder / "learning_curves.png", fig)
+    return ["learning_curves.png"]
 
 
 # ----------------------------------------------------------------------------------------------- commands

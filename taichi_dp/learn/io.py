@@ -223,12 +223,13 @@ def read_run_config(run_dir: str | Path, command: str) -> dict[str, Any]:
 
 def config_diff(saved: Any, current: Any, *, ignore: tuple[str, ...] = (), prefix: str = "") -> list[str]:
     """Human-readable differences ``"field: saved X, now Y"`` between two JSON-like configurations (dotted
-    field names; fields in ``ignore`` are skipped)."""
+    field names; fields in ``ignore`` are skipped). A field absent from ``saved`` whose current value is an
+    empty list is a setting added later and off (e.g. ``train.sweep``), not a difference."""
     if isinstance(saved, dict) and isinstance(current, dict):
         out = []
         for key in list(saved) + [k for k in current if k not in saved]:
             name = f"{prefix}{key}"
-            if name in ignore:
+            if name in ignore or (key not in saved and current[key] == []):
                 continue
             if key not in saved or key not in current:
                 out.append(f"{name}: saved {saved.get(key, '(absent)')!r}, now {current.get(key, '(absent)')!r}")

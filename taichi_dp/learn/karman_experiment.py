@@ -11,7 +11,7 @@ source solver, conditioning, model, report paragraph, vorticity plots and images
 ``PRE-k``, ``SOL-k``, ``NON+SOL-k``), protocols (``updates``: equal gradient updates; ``wall``: equal
 wall-clock time), seeds, horizons, training, evaluation and the run folder are the skeleton's.
 
-Configuration sections (``taichi_dp/presets/karman_{quick,paper,tiny}.toml``): ``data.train`` /
+Configuration sections (``taichi_dp/presets/karman_{quick,medium,paper,tiny}.toml``): ``data.train`` /
 ``data.test`` (:class:`~taichi_dp.learn.karman_data.KarmanDataConfig`), ``model`` (:class:`KarmanModel`),
 ``train`` (:class:`~taichi_dp.learn.experiment.TrainSection`), ``eval`` (horizons).
 
@@ -27,7 +27,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -36,7 +36,7 @@ from models import ResidualCNN, UNet
 from ..runtime import ensure_init
 from ..scenes import karman
 from ..solvers import NavierStokes
-from . import experiment, io
+from . import experiment, flow_metrics, io
 from .experiment import EvalSection, Experiment, TrainSection, Trajectories
 from .experiment_log import RunLog, colour_image
 from .hybrid import StaggeredCorrection
@@ -45,6 +45,7 @@ from .karman_data import KarmanDataConfig, load_or_generate
 _RE_ALL = (90.0, 125.5, 175.1, 244.3, 340.8, 475.4, 663.1, 925.0, 1290.4, 1800.0)  # log-uniform, unsteady wake
 TRAIN_RE = tuple(r for i, r in enumerate(_RE_ALL) if i not in (0, 3, 6, 9))  # six training values
 TEST_RE = (90.0, 244.3, 663.1, 1800.0)  # below, inside, inside, above the training range
+MIN_SHEDDING_STEPS = 250  # 2.5 shedding periods of the source wake (St ≈ 0.19: ~105 steps per period)
 MODEL_WIDTH = {"unet": 10, "cnn": 21}  # ~46k parameters each (--model sets the kind and its width)
 
 
@@ -95,7 +96,7 @@ class KarmanExperimentConfig:
 
     @classmethod
     def preset(cls, name: str) -> KarmanExperimentConfig:
-        """The shipped preset ``name`` (``quick``, ``paper``, ``tiny``: ``taichi_dp/presets/karman_<name>.toml``)."""
+        """The shipped preset ``name`` (``quick``, ``medium``, ``paper``, ``tiny``: ``taichi_dp/presets/karman_<name>.toml``)."""
         return KarmanExperiment.preset(name)
 
     def validate(self) -> None:
@@ -192,9 +193,75 @@ class KarmanExperiment(Experiment):
             f"{', re-projected' if m.reproject else ''})."
         )
 
+    diagnostic_labels: ClassVar[Mapping[str, str]] = {
+        "strouhal": "Shedding frequency: Strouhal number St = f·D/U (transverse velocity 2.5 D behind the cylinder,"
+        " whole rollout; a period is ~100 steps, so it needs rollouts of >= 250 steps)",
+        "spectrum_distance": "Vorticity spectrum: mean |log10(P / P_reference)| over streamwise wavenumbers"
+        " (last 100 steps; 0 = the reference's spectrum)",
+        "energy_ratio": "Kinetic energy over the last 100 steps ÷ the reference's (1 = right energy; < 1 = damped)",
+    }
+
+    def diagnostics(self, traj: torch.Tensor, test: Trajectories) -> dict[str, torch.Tensor]:
+        """Per trajectory: the Strouhal number of the shedding (:func:`~taichi_dp.learn.flow_metrics.shedding_frequency`
+        over the whole rollout), the distance of the streamwise vorticity spectrum to the reference's and the
+        kinetic energy relative to the reference's (both over the last 100 steps); NaN where undefined. The
+        Strouhal number needs rollouts of at least :data:`MIN_SHEDDING_STEPS` steps (2.5 shedding periods)."""
+        ref = test.reference[:, 1:].float().cpu()
+        window = min(100, traj.shape[1])
+        _, spec = flow_metrics.vorticity_spectrum(traj, frames=window)
+        _, ref_spec = flow_metrics.vorticity_spectrum(ref, frames=window)
+        energy = flow_metrics.kinetic_energy(traj[:, -window:]).mean(1)
+        ref_energy = flow_metrics.kinetic_energy(ref[:, -window:]).mean(1)
+        out = {}
+        if traj.shape[1] >= MIN_SHEDDING_STEPS:
+            out["strouhal"] = flow_metrics.strouhal(flow_metrics.shedding_frequency(traj, frames=traj.shape[1]))
+        out["spectrum_distance"] = flow_metrics.spectrum_distance(spec, ref_spec)
+        out["energy_ratio"] = energy / ref_energy
+        return out
+
     def plots(self, folder: Path, test: Trajectories, trajectories: dict[str, torch.Tensor]) -> list[str]:
-        """``vorticity_strip.png``: reference, source and every corrected rollout at a few steps, for the
-        highest (extrapolated) test Reynolds number."""
+        """``vorticity_strip.png`` (reference, source and every corrected rollout at a few steps, the last one
+        included, for the highest test Reynolds number), ``spectra.png`` (streamwise vorticity spectra over
+        the last 100 steps) and ``kinetic_energy.png`` (over time), one panel per test Reynolds number."""
+        return [self._strip(folder, test, trajectories), *self._physics_plots(folder, test, trajectories)]
+
+    def _physics_plots(self, folder: Path, test: Trajectories, trajectories: dict[str, torch.Tensor]) -> list[str]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        ref = test.reference[:, 1:].float().cpu()
+        rows = {"reference": ref, **trajectories}
+        window = min(100, ref.shape[1])
+        group = test.group.cpu()
+        n = len(test.values)
+        figs = {
+            "spectra.png": plt.subplots(1, n, figsize=(4 * n, 3.6), squeeze=False),
+            "kinetic_energy.png": plt.subplots(1, n, figsize=(4 * n, 3.6), squeeze=False),
+        }
+        for name, traj in rows.items():
+            style = {"reference": dict(color="k", lw=2), "source": dict(color="0.4", lw=1.6, ls="--")}.get(name, dict(lw=1.1))
+            k, spec = flow_metrics.vorticity_spectrum(traj, frames=window)
+            energy = flow_metrics.kinetic_energy(traj)
+            for g in range(n):
+                sel = group == g
+                figs["spectra.png"][1][0, g].loglog(k[1:], spec[sel].mean(0)[1:], label=name, **style)
+                figs["kinetic_energy.png"][1][0, g].plot(range(1, traj.shape[1] + 1), energy[sel].mean(0), label=name, **style)
+        for file, (fig, axes) in figs.items():
+            for g, value in enumerate(test.values):
+                ax = axes[0, g]
+                ax.set_title(f"Re = {value:g} ({self.regime(value)})", fontsize=9)
+                ax.grid(alpha=0.3, which="both")
+                if file == "spectra.png":
+                    ax.set(xlabel="streamwise wavenumber (cycles per cell)", ylabel="vorticity power")
+                else:
+                    ax.set(xlabel="step", ylabel="kinetic energy")
+            axes[0, 0].legend(fontsize=7)
+            io.save_figure(folder / file, fig)
+        return list(figs)
+
+    def _strip(self, folder: Path, test: Trajectories, trajectories: dict[str, torch.Tensor]) -> str:
         import matplotlib
 
         matplotlib.use("Agg")
@@ -203,12 +270,12 @@ class KarmanExperiment(Experiment):
         s = len(test.values) - 1
         times = _strip_times(test.steps)
         rows = {"reference": test.reference[s, 1:].float().cpu(), **{n: t[s] for n, t in trajectories.items()}}
-        vmax = float(_vorticity(rows["reference"][times]).abs().max())
+        vmax = float(flow_metrics.vorticity(rows["reference"][times]).abs().max())
         fig, axes = plt.subplots(len(times), len(rows), figsize=(1.6 * len(rows) + 1, 2.9 * len(times)), squeeze=False)
         for j, (name, traj) in enumerate(rows.items()):
             for i, t in enumerate(times):
                 a = axes[i, j]
-                im = a.imshow(_vorticity(traj[t]).numpy(), origin="lower", cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+                im = a.imshow(flow_metrics.vorticity(traj[t]).numpy(), origin="lower", cmap="RdBu_r", vmin=-vmax, vmax=vmax)
                 a.set_xticks([])
                 a.set_yticks([])
                 if i == 0:
@@ -218,14 +285,14 @@ class KarmanExperiment(Experiment):
         fig.colorbar(im, ax=axes, shrink=0.6, label="vorticity")
         fig.suptitle(f"Re = {test.values[s]:g} ({self.regime(test.values[s])})")
         io.save_figure(folder / "vorticity_strip.png", fig)
-        return ["vorticity_strip.png"]
+        return "vorticity_strip.png"
 
     def log_images(self, log: RunLog, test: Trajectories, source: torch.Tensor, corrected: torch.Tensor, step: int) -> None:
         """``vorticity/{reference,source,corrected}`` strips of the highest test Re (the steps of the plot)."""
         s = len(test.values) - 1
         times = _strip_times(source.shape[1])
         reference = test.reference[s, 1:].float().cpu()
-        vmax = float(_vorticity(reference[times]).abs().max())
+        vmax = float(flow_metrics.vorticity(reference[times]).abs().max())
         for name, traj in (("reference", reference), ("source", source[s]), ("corrected", corrected[s])):
             log.image(f"vorticity/{name}", _vorticity_strip(traj, times, vmax), step)
 
@@ -280,12 +347,6 @@ class KarmanExperiment(Experiment):
 # ----------------------------------------------------------------------------------------------- vorticity
 
 
-def _vorticity(v: torch.Tensor) -> torch.Tensor:
-    """Cell-corner vorticity ``∂v_x/∂y − ∂v_y/∂x`` (grid units) of staggered velocities ``(…, 2, H+1, W+1)``."""
-    vy, vx = v[..., 0, :, :-1], v[..., 1, :-1, :]
-    return (vx[..., 1:, 1:-1] - vx[..., :-1, 1:-1]) - (vy[..., 1:-1, 1:] - vy[..., 1:-1, :-1])
-
-
 def _strip_times(steps: int) -> list[int]:
     """The rollout steps (0-based indices into a trajectory of ``steps`` states) shown in the vorticity strips."""
     return sorted({min(t, steps - 1) for t in (9, 49, 99, steps - 1)})
@@ -293,7 +354,7 @@ def _strip_times(steps: int) -> list[int]:
 
 def _vorticity_strip(traj: torch.Tensor, times: list[int], vmax: float) -> torch.Tensor:
     """The vorticity of ``traj[t]`` for each of ``times`` side by side (white gaps): an RGB image ``(3, H, W)``."""
-    tiles = [colour_image(_vorticity(traj[t].float()), vmax) for t in times]
+    tiles = [colour_image(flow_metrics.vorticity(traj[t].float()), vmax) for t in times]
     gap = torch.ones(3, tiles[0].shape[1], 2)
     return torch.cat([x for tile in tiles for x in (tile, gap)][:-1], dim=2)
 
