@@ -3,7 +3,7 @@
 Commands:
     burgers          solver-in-the-loop on 1D Burgers: source vs NON vs SOL-k; writes a run folder
     burgers-inverse  recover Burgers' initial state from a later observation through the solver
-    train karman     solver-in-the-loop on the Karman wake: source vs NON / PRE-k / SOL-k (--preset quick|paper|tiny)
+    train karman     solver-in-the-loop on the Karman wake: source vs NON / PRE-k / SOL-k (--preset quick|medium|paper|tiny)
     eval RUN_DIR     re-evaluate a finished run folder (karman or burgers) from its checkpoints
     datagen karman   generate (or verify) the cached karman reference data of a configuration (--format pt|zarr|netcdf)
     export RUN_DIR   write a karman run's test reference and rollouts as an xarray Dataset (--format netcdf|zarr)

@@ -180,7 +180,7 @@ OLD_KARMAN = {  # the values of the KarmanExperimentConfig.quick()/paper()/tiny(
     "paper": dict(train=_old_karman_data(TRAIN_RE, 300, 150), test=_old_karman_data(TEST_RE, 500, 150),
                   variants=("NON", "PRE-4", "SOL-4", "SOL-16", "SOL-32", "NON+SOL-16"), model="unet", width=10, blocks=2,
                   padding_mode="zeros", reproject=False, iterations=10_000, batch_size=8, lr=1e-3, lr_final_factor=0.01,
-                  protocols=("updates", "wall"), wall_seconds=1800.0, seeds=(0, 1, 2), horizons=(100, 200, 500),
+                  protocols=("updates", "wall"), wall_seconds=1800.0, seeds=(0, 1, 2), horizons=(100, 250, 500),
                   checkpoint_every=8, save_every=200),
     "tiny": dict(train=_old_karman_data((150.0, 300.0), 4, 1, 2, 0.1), test=_old_karman_data((100.0, 200.0, 400.0), 4, 1, 2, 0.1),
                  variants=("NON", "SOL-2"), model="unet", width=4, blocks=1, padding_mode="zeros", reproject=False,

@@ -20,7 +20,13 @@ Everything else is shared and lives here, once:
   ``checkpoints/<protocol>/seed<s>/``, TensorBoard sub-runs ``<protocol>/seed<s>/<variant>``,
   ``metrics.json``, ``report.md`` and ``plots/``;
 - evaluation with pluggable metrics (:attr:`Experiment.metrics`: name → ``fn(pred, ref) -> (S, T)``),
-  summarised per horizon, per test case, per seed (:func:`evaluate_run`).
+  summarised per horizon, per test case, per seed (:func:`evaluate_run`), rollouts that survive divergence
+  (:func:`guarded_rollout`; the fraction still finite and the step where a variant's error crosses the
+  source's are reported), and physics diagnostics per experiment (:meth:`Experiment.diagnostics`);
+- a budget sweep (``train.sweep``): the swept variants trained at fractions of the wall-clock budget, for
+  learning curves at equal cost; the autograd memory of one update of each variant (:func:`update_memory`);
+- the report's verdict: NON's error ÷ the best SOL variant's per protocol, horizon and test case, with the
+  seeds SOL wins (:func:`comparisons`), and where the learning curves cross.
 
 A study (several variants, both protocols, several seeds and horizons, more metrics) is therefore a
 configuration file plus, at most, metric functions.
@@ -356,7 +362,8 @@ class Experiment:
     Class attributes a subclass sets: ``name`` (``config.json``'s ``"experiment"``, the preset prefix),
     ``command`` (the command line that makes its run folders), ``config_class``, ``default_preset``,
     ``title``, ``parameter`` (the per-trajectory physical parameter, e.g. ``"Re"``), and optionally
-    ``metrics`` (the first one is the report's headline), ``losses`` and ``resume_free``.
+    ``metrics`` (the first one is the report's headline), ``losses``, ``diagnostic_labels`` (with
+    :meth:`diagnostics`) and ``resume_free``.
     """
 
     name: ClassVar[str] = ""
@@ -367,6 +374,7 @@ class Experiment:
     parameter: ClassVar[str] = ""
     metrics: ClassVar[Mapping[str, Metric]] = {"l1": relative_l1, "l2": relative_l2}
     losses: ClassVar[Mapping[str, LossKind]] = LOSSES
+    diagnostic_labels: ClassVar[Mapping[str, str]] = {}  # :meth:`diagnostics` name -> the report's heading
     resume_free: ClassVar[tuple[str, ...]] = ("train.save_every",)  # may change on --resume (not the result)
 
     def __init__(self, cfg: Any) -> None:
@@ -554,8 +562,6 @@ class Experiment:
         undefined) for ``traj`` ``(S, T, ...)`` (CPU float32; the reference itself is passed too, to report
         its values). The base class has none; :attr:`diagnostic_labels` names them for the report."""
         return {}
-
-    diagnostic_labels: ClassVar[Mapping[str, str]] = {}
 
     def regime(self, value: float) -> str:
         """``"interpolation"`` inside the range of the training parameters, ``"extrapolation"`` outside."""
@@ -1408,6 +1414,9 @@ def _sweep_plot(exp: Experiment, folder: Path, m: dict) -> list[str]:
         ax.axhline(src, color="k", lw=1, ls="--", label="source")
         ax.set(xscale="log", yscale="log", xlabel="training wall time (s)", ylabel=f"{key} error over {h} steps",
                title=f"learning curves at equal cost, {h} steps")
+        ticks = [pt["seconds"] for pt in next(iter(sweep["variants"].values()))]
+        ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     io.save_figure(folder / "learning_curves.png", fig)
