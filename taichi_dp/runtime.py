@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 from dataclasses import dataclass
 
@@ -283,6 +284,15 @@ def check_tensor(name: str, x: torch.Tensor, *, finite: bool = True) -> torch.Te
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name} contains {bad} NaN/Inf value(s); the state has diverged or the input is corrupt")
     return x
+
+
+def check_positive(name: str, x: object) -> float:
+    """``float(x)`` for a finite real number ``x > 0`` (not a bool); ``TypeError``/``ValueError`` naming ``name``."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{name} must be a finite number > 0, got {type(x).__name__} {x!r}")
+    if not (math.isfinite(x) and x > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {x!r}")
+    return float(x)
 
 
 def check_param(name: str, value: float | torch.Tensor, *, positive: bool = False) -> None:

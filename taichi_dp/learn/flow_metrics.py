@@ -31,6 +31,7 @@ import numbers
 
 import torch
 
+from ..runtime import check_positive
 from ..scenes.flow import KARMAN_CYLINDER, KARMAN_EXTENT, KARMAN_LENGTH
 
 __all__ = [
@@ -94,14 +95,6 @@ def _check_frames(frames: object, steps: int) -> int:
     return n
 
 
-def _check_positive(name: str, x: object) -> float:
-    if isinstance(x, bool) or not isinstance(x, numbers.Real):
-        raise TypeError(f"{name} must be a finite number > 0, got {type(x).__name__} {x!r}")
-    if not (math.isfinite(x) and x > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {x!r}")
-    return float(x)
-
-
 # --------------------------------------------------------------------------------------- field measures
 
 
@@ -126,9 +119,9 @@ def vorticity(v: torch.Tensor, spacing: float | tuple[float, float] = 1.0) -> to
     if isinstance(spacing, tuple | list):
         if len(spacing) != 2:
             raise ValueError(f"spacing must be a number or an (h_y, h_x) pair, got {spacing!r}")
-        hy, hx = (_check_positive("spacing", h) for h in spacing)
+        hy, hx = (check_positive("spacing", h) for h in spacing)
     else:
-        hy = hx = _check_positive("spacing", spacing)
+        hy = hx = check_positive("spacing", spacing)
     vy, vx = v[..., 0, :, :-1], v[..., 1, :-1, :]
     dvx_dy = vx[..., 1:, 1:-1] - vx[..., :-1, 1:-1]
     dvy_dx = vy[..., 1:-1, 1:] - vy[..., 1:-1, :-1]
@@ -226,7 +219,7 @@ def spectrum_distance(
     top = k - 1 if kmax is None else _check_int("kmax", kmax, 1)
     if top > k - 1:
         raise ValueError(f"kmax must be at most K - 1 = {k - 1}, got {top}")
-    fl = _check_positive("floor", floor)
+    fl = check_positive("floor", floor)
     p = pred_spec[..., 1 : top + 1].clamp_min(fl)
     r = ref_spec[..., 1 : top + 1].clamp_min(fl)
     return (torch.log10(p) - torch.log10(r)).abs().mean(dim=-1)
@@ -253,7 +246,7 @@ def karman_probe(height: int, width: int, diameters: float = 2.5) -> tuple[int, 
     """
     h = _check_int("height", height, 2)
     w = _check_int("width", width, 2)
-    dist = _check_positive("diameters", diameters)
+    dist = check_positive("diameters", diameters)
     (cy, cx), _ = KARMAN_CYLINDER.centre, KARMAN_CYLINDER.radius
     hy, hx = KARMAN_EXTENT[0] / h, KARMAN_EXTENT[1] / w
     row = round((cy + dist * KARMAN_LENGTH) / hy - 0.5)
@@ -352,9 +345,9 @@ def strouhal(
     Returns:
         ``freq / dt · D / U`` (same type as ``freq``; NaN stays NaN).
     """
-    d = _check_positive("diameter", diameter)
-    u = _check_positive("speed", speed)
-    step = _check_positive("dt", dt)
+    d = check_positive("diameter", diameter)
+    u = check_positive("speed", speed)
+    step = check_positive("dt", dt)
     if isinstance(freq, torch.Tensor):
         return freq * (d / (u * step))
     if isinstance(freq, bool) or not isinstance(freq, numbers.Real):

@@ -41,7 +41,7 @@ import torch
 
 from ..grid import Grid, Periodic
 from ..grid.staggered import FlowBoundary, Outflow, check_staggered, open_faces, staggered_shape
-from ..runtime import check_state
+from ..runtime import check_positive, check_state
 
 __all__ = ["ObstacleForces", "control_volume_forces", "force_coefficients", "free_seam", "obstacle_masks", "surface_forces"]
 
@@ -71,7 +71,7 @@ def force_coefficients(force: torch.Tensor, speed: float, length: float, rho: fl
         rho: density ``ρ`` > 0.
     """
     for name, x in (("speed", speed), ("length", length), ("rho", rho)):
-        _positive(name, x)
+        check_positive(name, x)
     return 2.0 * force / (rho * speed * speed * length)
 
 
@@ -96,14 +96,6 @@ def obstacle_masks(obstacles: torch.Tensor | Sequence[torch.Tensor], grid: Grid)
     return out
 
 
-def _positive(name: str, x: object) -> float:
-    if isinstance(x, bool) or not isinstance(x, numbers.Real):
-        raise TypeError(f"{name} must be a finite number > 0, got {type(x).__name__} {x!r}")
-    if not (math.isfinite(x) and x > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {x!r}")
-    return float(x)
-
-
 def _batch_viscosity(nu: float | torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:
     """``ν`` as a ``(B,)`` tensor of ``like``'s dtype and device (differentiable when a tensor)."""
     if isinstance(nu, torch.Tensor):
@@ -121,7 +113,7 @@ def _check_inputs(
 ) -> list[torch.Tensor]:
     check_staggered("v", v, grid)
     check_state("p", p, grid.shape, channels=1, batch=v.shape[0])
-    _positive("rho", rho)
+    check_positive("rho", rho)
     masks = obstacle_masks(obstacles, grid)
     for k, m in enumerate(masks):
         if m.shape[0] not in (1, v.shape[0]):
@@ -297,7 +289,7 @@ def control_volume_forces(
     """
     check_staggered("v", v, grid)
     check_state("p", p, grid.shape, channels=1, batch=v.shape[0])
-    _positive("rho", rho)
+    check_positive("rho", rho)
     nd, b = grid.ndim, v.shape[0]
     faces = _box_faces(box, grid)
     nu_b = _batch_viscosity(nu, b, v).view(b, *([1] * nd))

@@ -25,7 +25,7 @@ from ..grid.staggered import (
     valid_faces,
 )
 from ..ops.solve_options import SolveOptions, check_solve_options
-from ..runtime import Runtime, check_param, ensure_init
+from ..runtime import Runtime, check_param, check_positive, ensure_init
 from ..solvers.base import check_count
 from ..solvers.navier_stokes import NavierStokes
 from ..solvers.smoke import SmokePlume, pack_smoke
@@ -122,7 +122,7 @@ def karman(
         if re.numel() == 0 or bool((re.detach() <= 0).any()):
             raise ValueError(f"reynolds must be > 0 (one per batch element), got {re.detach().tolist()}")
     else:
-        _check_positive("reynolds", reynolds)
+        check_positive("reynolds", reynolds)
         check_count("batch", batch, 1)
         re = torch.full((batch,), float(reynolds), dtype=rt.dtype, device=rt.device)
     n_batch = re.shape[0]
@@ -171,13 +171,6 @@ def karman(
 
 def _is_number(x: object) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
-
-
-def _check_positive(name: str, x: object) -> None:
-    if not _is_number(x):
-        raise TypeError(f"{name} must be a finite number > 0, got {type(x).__name__} {x!r}")
-    if not (math.isfinite(x) and x > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {x!r}")
 
 
 def _pad_row(speeds: torch.Tensor) -> torch.Tensor:
@@ -310,7 +303,7 @@ def lid_driven_cavity(
     """
     rt = ensure_init()
     check_count("n", n, 2)
-    _check_positive("reynolds", reynolds)
+    check_positive("reynolds", reynolds)
     if not _is_number(lid_speed) or not math.isfinite(lid_speed) or lid_speed == 0:
         raise ValueError(f"lid_speed must be a finite non-zero number, got {lid_speed!r}")
     check_count("batch", batch, 1)
@@ -320,7 +313,7 @@ def lid_driven_cavity(
     if dt is None:
         dt = min(0.5 * h / abs(lid_speed), 0.125 * h * h / nu)
     else:
-        _check_positive("dt", dt)
+        check_positive("dt", dt)
         dt = float(dt)
         cfl = abs(lid_speed) * dt / h
         if cfl > 1:

@@ -13,13 +13,13 @@ relative rate and never converges by this measure: pass ``velocity_scale`` (an a
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 
+from ..runtime import check_positive
 from .base import check_count
 
 
@@ -41,14 +41,6 @@ class SteadyStateError(RuntimeError):
         self.v, self.steps, self.residual = v, steps, residual
 
 
-def _positive(name: str, x: object) -> float:
-    if isinstance(x, bool) or not isinstance(x, numbers.Real):
-        raise TypeError(f"{name} must be a finite number > 0, got {type(x).__name__} {x!r}")
-    if not (math.isfinite(x) and x > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {x!r}")
-    return float(x)
-
-
 def _step_size(stepper: object, dt: float | torch.Tensor | None, batch: int) -> torch.Tensor:
     """``Δt`` per sample ``(B,)`` (float64, CPU): ``dt`` if given, else ``stepper.dt``."""
     value = getattr(stepper, "dt", None) if dt is None else dt
@@ -59,7 +51,7 @@ def _step_size(stepper: object, dt: float | torch.Tensor | None, batch: int) -> 
         if t.numel() not in (1, batch) or not bool(torch.isfinite(t).all()) or not bool((t > 0).all()):
             raise ValueError(f"dt must be finite and > 0, a float or a (1 or {batch},) tensor; got {t.tolist()}")
         return t.expand(batch)
-    return torch.full((batch,), _positive("dt", value), dtype=torch.float64)
+    return torch.full((batch,), check_positive("dt", value), dtype=torch.float64)
 
 
 def run_to_steady(
@@ -102,9 +94,9 @@ def run_to_steady(
         raise TypeError(f"v0 must be a torch.Tensor, got {type(v0).__name__}")
     if v0.ndim < 2:
         raise ValueError(f"v0 must have layout (B, C, *spatial), got shape {tuple(v0.shape)}")
-    tol = _positive("tol", tol)
+    tol = check_positive("tol", tol)
     max_steps, check_every = check_count("max_steps", max_steps), check_count("check_every", check_every)
-    scale = None if velocity_scale is None else _positive("velocity_scale", velocity_scale)
+    scale = None if velocity_scale is None else check_positive("velocity_scale", velocity_scale)
     if on_fail not in ("raise", "warn"):
         raise ValueError(f"on_fail must be 'raise' or 'warn', got {on_fail!r}")
     step_size = _step_size(stepper, dt, v0.shape[0])
