@@ -62,7 +62,7 @@ def _component_side(s: FlowSide, normal: bool, c: int) -> BoundaryCondition:
     if isinstance(s, Outflow) or (not normal and getattr(s, "slip", False)):
         return ZeroGradient()
     if normal:  # along a component's own axis only periodicity matters: the boundary faces hold the values
-        return Dirichlet(s.speed if isinstance(s, Inflow) else 0.0)
+        return Dirichlet(s.speed if isinstance(s, Inflow) and s.uniform else 0.0)
     return ConstantOutside(0.0 if isinstance(s, Inflow) else s.tangential(c))
 
 

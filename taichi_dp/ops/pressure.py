@@ -27,14 +27,12 @@ projection), refused with a ``ValueError`` anywhere else.
 
 # No `from __future__ import annotations`: Taichi reads kernel annotations at definition time.
 
-import math
-
 import taichi as ti
 import torch
 
 from ..bridge import KernelOp
 from ..grid import CONSTANT_OUTSIDE, DIRICHLET, Grid
-from ..grid.staggered import FlowBoundary, apply_boundary, check_staggered
+from ..grid.staggered import FlowBoundary, Inflow, apply_boundary, check_staggered
 from ..runtime import check_state, check_tensor, ensure_init
 from . import multigrid
 from ._stencil import replaced
@@ -181,10 +179,8 @@ def check_flux_balance(grid: Grid, boundary: FlowBoundary) -> None:
     if boundary.has_outflow:
         return
     net = 0.0
-    extents = [hi - lo for lo, hi in grid.bounds]
     for axis, (lo, hi) in enumerate(boundary.sides):
-        area = math.prod(e for a, e in enumerate(extents) if a != axis)  # the side's length (2D) or area (3D)
-        net += (getattr(lo, "speed", 0.0) - getattr(hi, "speed", 0.0)) * area
+        net += sum(sign * side.flux(grid, axis) for sign, side in ((1, lo), (-1, hi)) if isinstance(side, Inflow))
     if abs(net) > 1e-12:
         raise ValueError(
             f"boundary {boundary.sides} lets a net volume flux of {net:g} into the domain and has no Outflow side: "
