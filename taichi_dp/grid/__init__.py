@@ -54,3 +54,8 @@ __all__ += [
     "cell_fractions",
     "face_fractions",
 ]
+
+# Cut cells: what the flow solver sees of an SDF obstacle (face openings, no-slip wall distances)
+from .cut_cells import CutCells  # noqa: E402
+
+__all__ += ["CutCells"]

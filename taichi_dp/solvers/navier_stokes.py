@@ -9,7 +9,9 @@ import numpy as np
 import torch
 
 from ..grid import Grid
+from ..grid.cut_cells import CutCells
 from ..grid.staggered import FlowBoundary, apply_boundary, check_staggered, staggered_shape
+from ..ops.cut_cell import apply_cut_cell_projection, check_openings, check_seams, open_cells
 from ..ops.diffusion import check_explicit_stability, stability_number
 from ..ops.pressure import apply_projection, check_flux_balance, fluid_mask
 from ..ops.solve_options import SolveOptions, check_solve_options, projection_kwargs
@@ -26,6 +28,9 @@ PRESSURE_DEFAULT = SolveOptions(rtol=1e-5, max_iter=5000, method="mgpcg")
 PRESSURE_SPECTRAL = SolveOptions(method="fft")
 """The pressure solve :class:`NavierStokes` picks for a fully periodic box without obstacles: the exact FFT
 projection (:mod:`taichi_dp.ops.spectral_projection`; ``rtol`` and ``max_iter`` do not apply)."""
+PRESSURE_CUT_CELL = SolveOptions(rtol=1e-5, max_iter=5000, method="mgpcg")
+"""The pressure solve :class:`NavierStokes` uses with ``openings`` (cut cells): CG preconditioned by a V-cycle of
+the cut-cell operator (:mod:`taichi_dp.ops.cut_cell`)."""
 VISCOSITY_DEFAULT = SolveOptions(rtol=1e-5, max_iter=1000, method="cg")
 """The default implicit-viscosity solve of :class:`NavierStokes`: plain CG to ``rtol=1e-5``."""
 
@@ -55,7 +60,15 @@ class NavierStokes(Stepper):
         dt: time step (float or ``(B,)``); accuracy wants CFL ``max|v| Δt / h ≲ 1`` (semi-Lagrangian is
             stable beyond; a Runge–Kutta ``time_stepping`` checks ``Δt Σ_a max|v_a|/h_a`` against its
             ``courant_limit`` every step).
-        fluid: obstacle mask ``(B or 1, 1, *spatial)``, 1 = fluid (see :mod:`taichi_dp.grid.geometry`).
+        fluid: obstacle mask ``(B or 1, 1, *spatial)``, 1 = fluid (see :mod:`taichi_dp.grid.geometry`): a
+            staircase body, every face touching a solid cell closed.
+        cut_cells: instead of ``fluid``, a :class:`~taichi_dp.grid.cut_cells.CutCells` obstacle
+            (``CutCells.from_sdf(sdf, grid)``; differentiable in the SDF's parameters): the projection
+            enforces ``D(θ v) = 0`` with the faces' open fractions ``θ`` (:mod:`taichi_dp.ops.cut_cell`),
+            faces with ``θ = 0`` are closed, the viscous step gets the wall's no-slip at its true distance
+            (:meth:`~taichi_dp.grid.cut_cells.CutCells.no_slip`), and ``fluid`` becomes the cells with an open
+            face. Split step only; ``pressure`` must use ``method="mgpcg"`` (default then
+            :data:`PRESSURE_CUT_CELL`).
         advection: ``"semi_lagrangian"`` or ``"maccormack"`` (the split step's scheme; a Runge–Kutta
             ``time_stepping`` uses central differences and accepts only the default).
         forcing: optional staggered body force ``(B or 1, nd, *(N + 1))`` (differentiable).
@@ -89,6 +102,7 @@ class NavierStokes(Stepper):
     nu: float | torch.Tensor
     dt: float | torch.Tensor
     fluid: torch.Tensor | None = None
+    cut_cells: CutCells | None = None
     advection: str = "semi_lagrangian"
     forcing: torch.Tensor | None = None
     inflow_mask: torch.Tensor | None = None
@@ -105,7 +119,9 @@ class NavierStokes(Stepper):
             raise TypeError(f"boundary must be a FlowBoundary, got {type(self.boundary).__name__}")
         check_time_step(self.dt)
         check_param("nu", self.nu, positive=True)
-        if self.pressure is None:  # the exact FFT solve where it applies (fluid=None or all ones: no obstacle)
+        if self.cut_cells is not None:
+            self._set_cut_cells()
+        elif self.pressure is None:  # the exact FFT solve where it applies (fluid=None or all ones: no obstacle)
             spectral = spectral_applicable(self.grid, self.boundary, self.fluid)
             object.__setattr__(self, "pressure", PRESSURE_SPECTRAL if spectral else PRESSURE_DEFAULT)
         check_solve_options("pressure", self.pressure)
@@ -133,6 +149,28 @@ class NavierStokes(Stepper):
         if self.pressure.method == "fft":
             check_spectral(self.grid, self.boundary, self.fluid)  # a wrong choice fails here, not at the first step
         check_staggered_fields(self, ("forcing", "inflow_mask", "inflow_velocity"))
+
+    def _set_cut_cells(self) -> None:
+        """Validate ``cut_cells``; ``fluid`` := the cells with an open face; the cut-cell pressure solve."""
+        if not isinstance(self.cut_cells, CutCells):
+            raise TypeError(
+                f"cut_cells must be a taichi_dp.grid.cut_cells.CutCells (CutCells.from_sdf(sdf, grid)), got "
+                f"{type(self.cut_cells).__name__}"
+            )
+        if self.fluid is not None:
+            raise ValueError("give the obstacle as fluid= (a binary mask) or as cut_cells= (an SDF's cut cells), not both")
+        if isinstance(self.time_stepping, RungeKutta):
+            raise ValueError(f"cut_cells needs time_stepping=SplitStep(), got {self.time_stepping!r}")
+        check_openings(self.cut_cells.openings, self.grid)
+        check_seams(self.cut_cells.openings, self.grid, self.boundary)
+        if self.pressure is None:
+            object.__setattr__(self, "pressure", PRESSURE_CUT_CELL)
+        elif self.pressure.method != "mgpcg":
+            raise ValueError(
+                f"pressure must use method='mgpcg' with cut_cells= (the cut-cell projection is multigrid-preconditioned "
+                f"CG; it has no plain-CG or FFT path), got {self.pressure!r}"
+            )
+        object.__setattr__(self, "fluid", open_cells(self.cut_cells.openings, self.grid))
 
     def _check_runge_kutta(self, method: RungeKutta) -> None:
         """The fields a Runge–Kutta ``time_stepping`` constrains; sets ``viscosity_substeps`` to 1."""
@@ -169,11 +207,15 @@ class NavierStokes(Stepper):
         """Validate a staggered velocity ``(B, nd, *(N + 1))`` for this stepper (shape, dtype, device,
         finite, mask batch)."""
         check_staggered("v", v, self.grid)
+        if self.cut_cells is not None and self.cut_cells.openings.shape[0] not in (1, v.shape[0]):
+            raise ValueError(f"cut_cells has batch size {self.cut_cells.openings.shape[0]} but v has {v.shape[0]}")
         check_batches(self, ("fluid",), "v", v.shape[0])
 
     def impose(self, v: torch.Tensor) -> torch.Tensor:
         """Boundary conditions, obstacle faces and the inflow region imposed on ``v``."""
         v = apply_boundary(v, self.grid, self.boundary, self.fluid)
+        if self.cut_cells is not None:  # cut cells: the closed faces are those with no open fraction
+            v = v * self.cut_cells.open_faces
         if self.inflow_mask is not None:
             v = v * (1 - self.inflow_mask) + self.inflow_mask * self.inflow_velocity
         return v
@@ -201,9 +243,17 @@ class NavierStokes(Stepper):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``P(v)`` of a Runge–Kutta stage: boundaries, obstacle faces and inflow region imposed, then the
         pressure projection; ``(v, p)``."""
-        return apply_projection(
-            self.impose(v), self.grid, self.boundary, self.fluid, pressure_guess, **projection_kwargs(self.pressure)
-        )
+        return self.project(self.impose(v), pressure_guess)
+
+    def project(self, v: torch.Tensor, pressure_guess: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pressure projection of an imposed ``v`` around this stepper's obstacle (binary ``fluid`` or
+        ``cut_cells``): ``(v, p)``."""
+        if self.cut_cells is not None:
+            opts = self.pressure
+            return apply_cut_cell_projection(
+                v, self.grid, self.boundary, self.cut_cells.openings, pressure_guess, rtol=opts.rtol, max_iter=opts.max_iter
+            )
+        return apply_projection(v, self.grid, self.boundary, self.fluid, pressure_guess, **projection_kwargs(self.pressure))
 
     def split_step(
         self, v: torch.Tensor, pressure_guess: torch.Tensor | None = None
@@ -227,17 +277,13 @@ class NavierStokes(Stepper):
                     max_iter=self.viscosity.max_iter,
                 )
             else:
+                if self.cut_cells is not None:  # the wall's no-slip at its true distance (ghost fluid, implicit),
+                    v = self.cut_cells.no_slip(v, nu * dt)  # first: the stencil then reads ~0 inside the body
                 for _ in range(self.viscosity_substeps):
                     v = apply_velocity_diffusion(v, nu, dt / self.viscosity_substeps, self.grid, self.boundary)
+                if self.cut_cells is not None:  # faces inside the body stay closed through advection
+                    v = v * self.cut_cells.closing
         v = self.impose(v)
         v = apply_velocity_advection(v, v, dt, self.grid, self.boundary, self.advection)
-        v = self.impose(v)
-        return apply_projection(
-            v,
-            self.grid,
-            self.boundary,
-            self.fluid,
-            pressure_guess,
-            **projection_kwargs(self.pressure),
-        )
+        return self.project(self.impose(v), pressure_guess)
 

@@ -35,8 +35,8 @@ One concern per module:
 
 from ..linear_solve import NotConvergedWarning
 from .adjoint import project
-from .cache import CACHE_SIZE, solver_for
-from .hierarchy import COARSE_SWEEPS, MAX_DENSE_COARSE, PARALLEL_LEVEL, couplings, diagonal
+from .cache import CACHE_SIZE, cut_cell_solver_for, solver_for
+from .hierarchy import COARSE_SWEEPS, MAX_DENSE_COARSE, PARALLEL_LEVEL, couplings, diagonal, face_operator
 from .hierarchy import _dense as _dense  # tests assemble levels with these
 from .hierarchy import _galerkin as _galerkin
 from .modes import Mode, Project, ProjectAdjoint, Solve
@@ -58,7 +58,9 @@ __all__ = [
     "ProjectAdjoint",
     "Solve",
     "couplings",
+    "cut_cell_solver_for",
     "diagonal",
+    "face_operator",
     "project",
     "solver_for",
 ]

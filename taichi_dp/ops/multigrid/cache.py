@@ -26,3 +26,14 @@ def solver_for(grid: Grid, fluid: torch.Tensor, bc: tuple[int, ...]) -> PoissonS
     rt = ensure_init()
     key = (rt.arch, rt.precision, rt.dtype, rt.device, grid, tuple(bc))
     return _CACHE.get(key, fluid, lambda: PoissonSolver(grid, fluid, bc))
+
+
+_CUT_CELL_CACHE: DerivedCache[PoissonSolver] = DerivedCache(CACHE_SIZE)
+
+
+def cut_cell_solver_for(grid: Grid, openings: torch.Tensor, fluid: torch.Tensor, bc: tuple[int, ...]) -> PoissonSolver:
+    """A cached :class:`PoissonSolver` of the cut-cell operator of the face ``openings`` (``fluid``: its cells with
+    an open face), keyed like :func:`solver_for` on the openings tensor's identity and version."""
+    rt = ensure_init()
+    key = (rt.arch, rt.precision, rt.dtype, rt.device, grid, tuple(bc))
+    return _CUT_CELL_CACHE.get(key, openings, lambda: PoissonSolver(grid, fluid, bc, openings=openings))

@@ -63,6 +63,35 @@ def couplings(fluid: torch.Tensor, grid: Grid, bc: tuple[int, ...]) -> tuple[tor
     return tuple(out)
 
 
+def face_operator(openings: torch.Tensor, grid: Grid, bc: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """``(fluid, d, c_0, …)`` of the cut-cell operator ``A = −D θ G`` (:mod:`taichi_dp.ops.cut_cell`) from the
+    face open fractions ``θ`` ``(B or 1, nd, *(N + 1))``: each lower-face coupling is ``θ_face / h²`` (the
+    first cell's 0 unless periodic, where it is the seam face's), the diagonal sums the cell's couplings
+    (a Dirichlet boundary face adds ``2 θ / h²``), ``fluid`` marks the cells with an open face, and cells
+    without one get the identity row. With a binary ``θ`` from a mask these are :func:`diagonal` and
+    :func:`couplings` of that mask. float64."""
+    theta = openings.detach().to(torch.float64)
+    cells = tuple(slice(0, n) for n in grid.shape)
+    coup, diag = [], torch.zeros(theta.shape[0], 1, *grid.shape, dtype=torch.float64, device=theta.device)
+    for axis, h in enumerate(grid.spacing):
+        dim, n = 2 + axis, grid.shape[axis]
+        faces = theta[:, axis : axis + 1]
+        upper_cells = tuple(slice(1, n + 1) if a == axis else s for a, s in enumerate(cells))
+        lower = faces[(slice(None), slice(None), *cells)] / h**2  # the face below each cell
+        upper = faces[(slice(None), slice(None), *upper_cells)] / h**2  # the face above
+        c, d = lower.clone(), lower + upper
+        for code, end in ((bc[2 * axis], 0), (bc[2 * axis + 1], n - 1)):
+            if code != PERIODIC:  # a boundary face: twice its weight on a Dirichlet side (ghost −p), else none
+                face = (lower if end == 0 else upper).narrow(dim, end, 1)
+                d.narrow(dim, end, 1).add_(face if code == DIRICHLET else -face)
+        if bc[2 * axis] != PERIODIC:
+            c.narrow(dim, 0, 1).zero_()
+        coup.append(c.contiguous())
+        diag = diag + d
+    fluid = (diag > 0).to(torch.float64)
+    return (fluid, torch.where(fluid > 0.5, diag, torch.ones_like(diag)).contiguous(), *coup)
+
+
 def _children(x: torch.Tensor, offsets: tuple[int, ...]) -> torch.Tensor:
     """The children of every coarse cell at ``offsets`` (0 or 1 per axis): ``x[..., o0::2, o1::2, …]``."""
     return x[(Ellipsis, *(slice(o, None, 2) for o in offsets))]
@@ -102,12 +131,26 @@ def _dense(diag: torch.Tensor, *coup: torch.Tensor) -> torch.Tensor:
 
 
 def build(
-    grid: Grid, fluid: torch.Tensor, bc: tuple[int, ...], rt: Runtime, *, sweeps: int, alpha: float, min_size: int
+    grid: Grid,
+    fluid: torch.Tensor,
+    bc: tuple[int, ...],
+    rt: Runtime,
+    *,
+    sweeps: int,
+    alpha: float,
+    min_size: int,
+    openings: torch.Tensor | None = None,
 ) -> tuple[Plan, torch.Tensor, int]:
     """The hierarchy of ``A`` for ``fluid`` ``(B or 1, 1, *spatial)``: ``(plan, stat, n_levels)``, with ``stat``
-    flat in the runtime's dtype on the mask's device (layout: :mod:`.plan`)."""
-    f = fluid.to(torch.float64)
-    levels = [(f, diagonal(f, grid, bc), *couplings(f, grid, bc))]
+    flat in the runtime's dtype on the mask's device (layout: :mod:`.plan`). With ``openings`` (face open
+    fractions) the fine level is :func:`face_operator`'s cut-cell operator instead, and ``fluid`` must be its
+    cells with an open face."""
+    if openings is None:
+        f = fluid.to(torch.float64)
+        levels = [(f, diagonal(f, grid, bc), *couplings(f, grid, bc))]
+    else:
+        levels = [face_operator(openings, grid, bc)]
+        f = levels[0][0]
     shape = grid.shape
     while all(s % 2 == 0 and s // 2 >= min_size for s in shape):
         levels.append(_galerkin(*levels[-1]))

@@ -53,6 +53,8 @@ class PoissonSolver:
     28 iterations at 32×64 / 128×256 / 256×512, α = 1.8 needs 5 / 6 / 6; one sweep was faster than two or
     three (fewer passes per iteration outweigh the extra iteration).
         min_size: stop coarsening when an axis would drop below this many cells (or become odd).
+        openings: the face open fractions of the cut-cell operator ``A = −D θ G`` instead of the mask's
+            (:func:`.hierarchy.face_operator`; ``fluid`` is then its cells with an open face).
     """
 
     def __init__(
@@ -64,12 +66,15 @@ class PoissonSolver:
         sweeps: int = 1,
         alpha: float = 1.8,
         min_size: int = 4,
+        openings: torch.Tensor | None = None,
     ) -> None:
         if not 0.0 < alpha < 2.0:
             raise ValueError(f"alpha must be in (0, 2) to keep the V-cycle positive definite, got {alpha}")
         rt = ensure_init()
         self.grid, self.bc, self.dtype, self.device = grid, tuple(bc), fluid.dtype, fluid.device
-        self.plan, self.stat, self.n_levels = build(grid, fluid, bc, rt, sweeps=sweeps, alpha=alpha, min_size=min_size)
+        self.plan, self.stat, self.n_levels = build(
+            grid, fluid, bc, rt, sweeps=sweeps, alpha=alpha, min_size=min_size, openings=openings
+        )
         self.mask_batch = fluid.shape[0]
         self._work: dict[int, torch.Tensor] = {}
 
