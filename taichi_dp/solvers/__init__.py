@@ -4,6 +4,7 @@ from ..ops.solve_options import SolveOptions
 from .advection_diffusion import AdvectionDiffusion
 from .base import Repeated, Stepper, rollout
 from .burgers import Burgers
+from .moving import MovingBodies, MovingBody, pack_moving, unpack_moving
 from .navier_stokes import NavierStokes
 from .phiflow_navier_stokes import PhiFlowNavierStokes
 from .smoke import SmokePlume, pack_smoke, unpack_smoke
@@ -16,6 +17,8 @@ __all__ = [
     "AdvectionDiffusion",
     "Burgers",
     "ForwardEuler",
+    "MovingBodies",
+    "MovingBody",
     "NavierStokes",
     "PhiFlowNavierStokes",
     "Repeated",
@@ -27,8 +30,10 @@ __all__ = [
     "SteadyStateError",
     "Stepper",
     "TimeStepping",
+    "pack_moving",
     "pack_smoke",
     "rollout",
     "run_to_steady",
+    "unpack_moving",
     "unpack_smoke",
 ]
