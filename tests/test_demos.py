@@ -216,6 +216,13 @@ def test_control_demo_headless(tmp_path):
     assert "3 frames in" in p.stdout and "fps" in p.stdout
 
 
+@pytest.mark.slow  # a demo end to end (a Python start, Taichi compiles, an optimisation through the solver)
+def test_place_obstacle_demo_headless(tmp_path):
+    p = _demo("demos.place_obstacle", "--headless", "--n", "8", "--steps", "4", "--iterations", "3", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert len(list(tmp_path.glob("*.png"))) >= 3
+
+
 def _test_frames() -> list[np.ndarray]:
     y, x = np.mgrid[0:31, 0:45]  # odd sizes: the MP4 writer has to pad them
     return [np.stack([(x * 5 + 60 * k) % 256, y * 8, np.full_like(x, 40 * k)], -1).astype(np.uint8) for k in range(3)]
