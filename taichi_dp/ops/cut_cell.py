@@ -152,6 +152,7 @@ def apply_cut_cell_projection(
     codes = boundary.pressure().codes
     unknown = open_cells(openings, grid)
     singular = DIRICHLET not in codes and CONSTANT_OUTSIDE not in codes  # no fixed pressure anywhere
+
     def project_mean(x: torch.Tensor) -> torch.Tensor:
         if not singular:
             return x
