@@ -157,6 +157,8 @@ def test_navier_stokes_cut_cell_errors():
 
     with pytest.raises(ValueError, match="cut_cells needs time_stepping=SplitStep"):
         NavierStokes(grid, boundary, nu=0.01, dt=0.01, cut_cells=cells, time_stepping=SSPRK2())
+    with pytest.raises(ValueError, match="cut_cells needs diffusion='explicit'"):
+        NavierStokes(grid, boundary, nu=0.01, dt=0.01, cut_cells=cells, diffusion="implicit")
     with pytest.raises(ValueError, match="openings must have shape"):
         NavierStokes(Grid.rect((8, 8), (1.0, 1.0)), boundary, nu=0.01, dt=0.01, cut_cells=cells)
     st = NavierStokes(grid, boundary, nu=0.01, dt=0.01, cut_cells=cells)

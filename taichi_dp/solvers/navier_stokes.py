@@ -29,8 +29,8 @@ PRESSURE_SPECTRAL = SolveOptions(method="fft")
 """The pressure solve :class:`NavierStokes` picks for a fully periodic box without obstacles: the exact FFT
 projection (:mod:`taichi_dp.ops.spectral_projection`; ``rtol`` and ``max_iter`` do not apply)."""
 PRESSURE_CUT_CELL = SolveOptions(rtol=1e-5, max_iter=5000, method="mgpcg")
-"""The pressure solve :class:`NavierStokes` uses with ``openings`` (cut cells): CG preconditioned by a V-cycle of
-the cut-cell operator (:mod:`taichi_dp.ops.cut_cell`)."""
+"""The pressure solve :class:`NavierStokes` uses with ``cut_cells``: CG preconditioned by a V-cycle of the
+cut-cell operator (:mod:`taichi_dp.ops.cut_cell`)."""
 VISCOSITY_DEFAULT = SolveOptions(rtol=1e-5, max_iter=1000, method="cg")
 """The default implicit-viscosity solve of :class:`NavierStokes`: plain CG to ``rtol=1e-5``."""
 
@@ -67,8 +67,8 @@ class NavierStokes(Stepper):
             enforces ``D(θ v) = 0`` with the faces' open fractions ``θ`` (:mod:`taichi_dp.ops.cut_cell`),
             faces with ``θ = 0`` are closed, the viscous step gets the wall's no-slip at its true distance
             (:meth:`~taichi_dp.grid.cut_cells.CutCells.no_slip`), and ``fluid`` becomes the cells with an open
-            face. Split step only; ``pressure`` must use ``method="mgpcg"`` (default then
-            :data:`PRESSURE_CUT_CELL`).
+            face. Split step with explicit viscosity only; ``pressure`` must use ``method="mgpcg"`` (default
+            then :data:`PRESSURE_CUT_CELL`).
         advection: ``"semi_lagrangian"`` or ``"maccormack"`` (the split step's scheme; a Runge–Kutta
             ``time_stepping`` uses central differences and accepts only the default).
         forcing: optional staggered body force ``(B or 1, nd, *(N + 1))`` (differentiable).
@@ -161,6 +161,8 @@ class NavierStokes(Stepper):
             raise ValueError("give the obstacle as fluid= (a binary mask) or as cut_cells= (an SDF's cut cells), not both")
         if isinstance(self.time_stepping, RungeKutta):
             raise ValueError(f"cut_cells needs time_stepping=SplitStep(), got {self.time_stepping!r}")
+        if self.diffusion != "explicit":  # the wall's ghost-fluid no-slip is written for the explicit viscous step
+            raise ValueError(f"cut_cells needs diffusion='explicit' (its no-slip wall), got {self.diffusion!r}")
         check_openings(self.cut_cells.openings, self.grid)
         check_seams(self.cut_cells.openings, self.grid, self.boundary)
         if self.pressure is None:
