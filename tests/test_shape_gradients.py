@@ -4,11 +4,11 @@ grid))`` (taichi_dp.grid.cut_cells, taichi_dp.ops.cut_cell) and taichi_dp.learn.
 The cut-cell projection reduces to the plain and binary-mask projections and passes gradcheck in the
 velocity and the face openings; gradients of a rollout with respect to an obstacle's centre, radius and
 rotation match central finite differences; one step passes gradcheck in the shape parameters and the
-velocity; the fluxes after a rollout are continuous when the surface crosses a cell corner (and, once
-NavierStokes is fixed, a face centre: strict xfail); the flow past a cut-cell disc is divergence-free in
+velocity; the fluxes after a rollout are continuous when the surface crosses a cell corner or a face
+centre; the flow past a cut-cell disc is divergence-free in
 the θ-weighted sense, keeps closed faces at 0, agrees with the binary-mask solver, is mirror-symmetric for a
-symmetric placement; smoke stays out of the body; a disc placement optimisation reduces its loss,
-deterministically."""
+symmetric placement; smoke stays out of the body; a disc placement optimisation reduces its loss and a
+rerun repeats it (to rounding on parallel arches)."""
 
 import pytest
 import torch
@@ -353,7 +353,11 @@ def test_place_obstacle_reduces_its_loss_deterministically():
     assert max(abs(a - b) for a, b in zip(result.centres[-1], cfg.target)) < 0.005
     assert result.flux is not None and result.flux.shape == result.target.shape == (2, 9, 17)
     again = place_obstacle(PlacementConfig(n=8, steps=4, iterations=1), progress=False)
-    assert again.losses[0] == result.losses[0] and again.centres[1] == result.centres[1]  # no randomness
+    # No random numbers: a rerun repeats the first step. Bit for bit on the serial CPU arch; parallel arches
+    # (Vulkan, CUDA, parallel CPU loops) accumulate the adjoint's scatter with atomics in whatever order the
+    # threads arrive, so there the first Adam step may differ in the last bit (measured on llvmpipe: 1 ulp).
+    assert again.losses[0] == pytest.approx(result.losses[0], rel=1e-13, abs=0)
+    assert again.centres[1] == pytest.approx(result.centres[1], rel=1e-12, abs=0)
 
 
 # ------------------------------------------------------------------------------------------ errors

@@ -173,7 +173,8 @@ def place_obstacle(
         progress: show a progress bar.
 
     Returns:
-        A :class:`PlacementResult`. Deterministic (no random numbers).
+        A :class:`PlacementResult`. No random numbers: reruns agree bit for bit on the serial CPU arch and
+        to rounding on parallel arches (atomic sums in the adjoint add in thread-arrival order).
     """
     cfg = cfg or PlacementConfig()
     simulate, target = placement_problem(cfg)
