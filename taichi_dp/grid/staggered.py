@@ -382,18 +382,19 @@ def face_coordinates(grid: Grid, dtype: torch.dtype | None = None, device: str |
     ).contiguous()
 
 
+def cell_faces(faces: torch.Tensor, axis: int, nd: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The faces below and above every cell along ``axis``: ``faces`` holds one staggered component (or any
+    per-face quantity) on its last ``nd`` dimensions ``*(N + 1)``; both results are ``(…, *N)`` views."""
+    lower = (slice(0, -1),) * nd
+    upper = tuple(slice(1, None) if a == axis else slice(0, -1) for a in range(nd))
+    return faces[(Ellipsis, *lower)], faces[(Ellipsis, *upper)]
+
+
 def to_centred(v: torch.Tensor) -> torch.Tensor:
     """Staggered ``(B, nd, *(N + 1))`` → centred ``(B, nd, *N)`` by averaging the two faces of each cell
     along each component's axis."""
     nd = v.shape[1]
-    out = []
-    for c in range(nd):
-        u = v[:, c]
-        cells = tuple(slice(0, n - 1) for n in u.shape[1:])
-        lo = u[(slice(None), *cells)]
-        hi = u[(slice(None), *(slice(1, None) if a == c else s for a, s in enumerate(cells)))]
-        out.append(0.5 * (lo + hi))
-    return torch.stack(out, dim=1)
+    return torch.stack([0.5 * sum(cell_faces(v[:, c], c, nd)) for c in range(nd)], dim=1)
 
 
 def to_staggered(c: torch.Tensor, boundary: FlowBoundary, grid: Grid | None = None) -> torch.Tensor:

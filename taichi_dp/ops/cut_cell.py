@@ -33,11 +33,11 @@ from __future__ import annotations
 import torch
 
 from ..grid import CONSTANT_OUTSIDE, DIRICHLET, Grid, Periodic
-from ..grid.staggered import FlowBoundary, apply_boundary, check_staggered, staggered_shape, valid_faces
+from ..grid.staggered import FlowBoundary, apply_boundary, cell_faces, check_staggered, staggered_shape, valid_faces
 from ..runtime import check_tensor, ensure_init
 from . import multigrid
 from .linear_solve import solve_spd
-from .pressure import apply_divergence, apply_subtract_gradient
+from .pressure import apply_divergence, apply_subtract_gradient, fluid_mean
 
 __all__ = ["apply_cut_cell_projection", "check_openings", "check_seams", "cut_cell_projection", "open_cells"]
 
@@ -91,12 +91,8 @@ def check_seams(openings: torch.Tensor, grid: Grid, boundary: FlowBoundary) -> N
 def open_cells(openings: torch.Tensor, grid: Grid) -> torch.Tensor:
     """``(B or 1, 1, *spatial)`` mask (runtime dtype): 1 on every cell with at least one open face (the
     projection's unknowns), 0 on cells wholly inside an obstacle."""
-    total = torch.zeros(openings.shape[0], 1, *grid.shape, dtype=openings.dtype, device=openings.device)
-    for c in range(grid.ndim):
-        cells = tuple(slice(0, n) for n in grid.shape)
-        lo = openings[(slice(None), c, *cells)]
-        hi = openings[(slice(None), c, *(slice(1, n + 1) if a == c else s for a, (s, n) in enumerate(zip(cells, grid.shape))))]
-        total = total + (lo + hi).detach().unsqueeze(1)
+    theta = openings.detach()
+    total = sum(sum(cell_faces(theta[:, c : c + 1], c, grid.ndim)) for c in range(grid.ndim))
     return (total > 0).to(openings.dtype)
 
 
@@ -154,10 +150,7 @@ def apply_cut_cell_projection(
     singular = DIRICHLET not in codes and CONSTANT_OUTSIDE not in codes  # no fixed pressure anywhere
 
     def project_mean(x: torch.Tensor) -> torch.Tensor:
-        if not singular:
-            return x
-        mean = (x * unknown).flatten(1).sum(1) / unknown.flatten(1).sum(1)
-        return (x - mean.view(-1, *([1] * (x.ndim - 1))) * unknown)
+        return x - fluid_mean(x, unknown) * unknown if singular else x
 
     def matvec(p: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         return -apply_divergence(theta * _gradient(p, grid, codes, v), grid) * unknown + (1 - unknown) * p

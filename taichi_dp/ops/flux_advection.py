@@ -70,7 +70,7 @@ import torch
 
 from ..bridge import KernelOp
 from ..grid import DIRICHLET, PERIODIC, Boundary, Grid, Periodic, ZeroGradient
-from ..grid.staggered import FlowBoundary, Inflow, Outflow, check_staggered
+from ..grid.staggered import FlowBoundary, Inflow, Outflow, cell_faces, check_staggered
 from ..runtime import as_batch_param, check_state
 from ._stencil import ordered_sum, replaced
 
@@ -241,14 +241,8 @@ def cell_courant(velocity: torch.Tensor, dt: torch.Tensor, grid: Grid) -> torch.
     of a staggered ``velocity`` ``(B, nd, *(N+1))`` (not differentiable: it only sizes sub-steps).
     :func:`flux_advect` is bounded for ``C ≤ 1`` (module docstring)."""
     nd = grid.ndim
-    cells = tuple(slice(0, n) for n in grid.shape)
     with torch.no_grad():
-        per_cell = None
-        for a, h in enumerate(grid.spacing):
-            u = velocity[:, a].abs()
-            hi = tuple(slice(1, n + 1) if k == a else s for k, (s, n) in enumerate(zip(cells, grid.shape)))
-            term = (u[(slice(None), *cells)] + u[(slice(None), *hi)]) / h
-            per_cell = term if per_cell is None else per_cell + term
+        per_cell = sum(sum(cell_faces(velocity[:, a].abs(), a, nd)) / h for a, h in enumerate(grid.spacing))
         return dt.detach().abs() * per_cell.amax(dim=tuple(range(1, nd + 1)))
 
 

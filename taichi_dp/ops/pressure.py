@@ -261,18 +261,18 @@ def _plain_cg(
     rhs = rhs * fluid
     singular = DIRICHLET not in codes and CONSTANT_OUTSIDE not in codes  # a fixed outside value anchors p
     if singular:
-        rhs = rhs - _fluid_mean(rhs, fluid) * fluid
+        rhs = rhs - fluid_mean(rhs, fluid) * fluid
 
     def matvec(p: torch.Tensor) -> torch.Tensor:
         return apply_poisson(p, fluid, grid, codes)
 
     p = solve_spd(matvec, rhs, (), x0=None if guess is None else guess * fluid, rtol=rtol, max_iter=max_iter)
     if singular:
-        p = (p - _fluid_mean(p, fluid)) * fluid
+        p = (p - fluid_mean(p, fluid)) * fluid
     return p
 
 
-def _fluid_mean(x: torch.Tensor, fluid: torch.Tensor) -> torch.Tensor:
+def fluid_mean(x: torch.Tensor, fluid: torch.Tensor) -> torch.Tensor:
     """Per-sample mean of ``x`` over fluid cells, shape ``(B, 1, 1, …)``."""
     f = fluid.expand_as(x)
     return ((x * f).flatten(1).sum(1) / f.flatten(1).sum(1)).view(-1, *([1] * (x.ndim - 1)))

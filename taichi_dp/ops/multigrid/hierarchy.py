@@ -19,6 +19,7 @@ import torch
 
 from ... import bridge
 from ...grid import DIRICHLET, PERIODIC, Grid
+from ...grid.staggered import cell_faces
 from ...runtime import Runtime
 from .plan import Plan
 
@@ -71,14 +72,10 @@ def face_operator(openings: torch.Tensor, grid: Grid, bc: tuple[int, ...]) -> tu
     without one get the identity row. With a binary ``θ`` from a mask these are :func:`diagonal` and
     :func:`couplings` of that mask. float64."""
     theta = openings.detach().to(torch.float64)
-    cells = tuple(slice(0, n) for n in grid.shape)
     coup, diag = [], torch.zeros(theta.shape[0], 1, *grid.shape, dtype=torch.float64, device=theta.device)
     for axis, h in enumerate(grid.spacing):
         dim, n = 2 + axis, grid.shape[axis]
-        faces = theta[:, axis : axis + 1]
-        upper_cells = tuple(slice(1, n + 1) if a == axis else s for a, s in enumerate(cells))
-        lower = faces[(slice(None), slice(None), *cells)] / h**2  # the face below each cell
-        upper = faces[(slice(None), slice(None), *upper_cells)] / h**2  # the face above
+        lower, upper = (f / h**2 for f in cell_faces(theta[:, axis : axis + 1], axis, grid.ndim))
         c, d = lower.clone(), lower + upper
         for code, end in ((bc[2 * axis], 0), (bc[2 * axis + 1], n - 1)):
             if code != PERIODIC:  # a boundary face: twice its weight on a Dirichlet side (ghost −p), else none
