@@ -75,8 +75,6 @@ from ..grid.sdf import SDF, binary_mask, rotate, translate, union
 from ..grid.staggered import check_staggered, face_coordinates, open_faces, valid_faces
 from ..ops.pressure import apply_projection
 from ..ops.solve_options import SolveOptions, check_solve_options
-from ..ops.staggered_advection import apply_velocity_advection
-from ..ops.staggered_diffusion import apply_velocity_diffusion
 from ..runtime import ensure_init
 from .base import Stepper, check_batches
 from .navier_stokes import NavierStokes
@@ -449,17 +447,12 @@ class MovingBodies(Stepper):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The split step of every sample ``b`` from its step index ``steps[b]``."""
         frame = self._batch_frame([n + 1 for n in steps])
-        flow, b = self.flow, v.shape[0]
-        dt = flow.param("dt", b)
-        if flow.forcing is not None:
-            v = v + dt.view(-1, 1, 1, 1) * flow.forcing
-        if not (isinstance(flow.nu, float | int) and flow.nu == 0):
-            nu = flow.param("nu", b)
-            for _ in range(flow.viscosity_substeps):
-                v = apply_velocity_diffusion(v, nu, dt / flow.viscosity_substeps, self.grid, flow.boundary)
-        v = self.impose(v, frame)
-        v = apply_velocity_advection(v, v, dt, self.grid, flow.boundary, flow.advection)
-        return self.project(self.impose(v, frame), frame, pressure_guess)
+        return self.flow.split_step(
+            v,
+            pressure_guess,
+            impose=lambda u: self.impose(u, frame),
+            project=lambda u, guess: self.project(u, frame, guess),
+        )
 
     def _batch_frame(self, steps: list[int]) -> BodyFrame:
         """One frame for a batch: shared when every sample is at the same step, else stacked per sample."""
