@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import taichi_dp as tdp
+from taichi_dp import bridge
 
 
 def pytest_addoption(parser):
@@ -29,6 +30,17 @@ def pytest_configure(config):
     global ARCH
     ARCH = config.getoption("--arch")
     os.environ["TAICHI_DP_TEST_ARCH"] = ARCH  # subprocesses read it
+    if ARCH != "cpu" or bridge.FORCE_PARALLEL:
+        # Parallel arches add the adjoints' scatter with atomics in thread-arrival order, so running a
+        # backward twice may differ in the last bits (measured on llvmpipe: 1 run in 30 of a moving-body
+        # rollout, 2e-15 relative); gradcheck's reentrancy check allows that much, no more.
+        tolerant = torch.autograd.gradcheck
+
+        def gradcheck(*args, **kwargs):
+            kwargs.setdefault("nondet_tol", 1e-12)
+            return tolerant(*args, **kwargs)
+
+        torch.autograd.gradcheck = gradcheck
     if ARCH != "cpu":
         # Off the CPU arch every launch on CPU-resident test tensors round-trips through the device, and a
         # full float64 gradcheck makes 2 launches per input element. Fast mode compares vᵀJu for random

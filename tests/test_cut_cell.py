@@ -72,7 +72,7 @@ def test_fractional_openings_make_the_open_fluxes_divergence_free(name):
     theta = face_fractions(CircleSDF((0.47, 0.63), 0.21), grid)
     assert 0 < float(((theta > 0) & (theta < 1)).sum())  # the disc cuts faces
     v, p = cut_cell_projection(_random_v(grid), grid, boundary, theta, rtol=1e-12, max_iter=10000)
-    cells = open_cells(theta, grid)
+    cells = open_cells(theta, grid, boundary.pressure().codes)
     assert float((apply_divergence(theta * v, grid) * cells).abs().max()) < 1e-9
     assert float(v[(theta == 0).expand_as(v)].abs().max()) == 0.0  # closed faces (and padding) stay 0
     assert float(p[(cells == 0).expand_as(p)].abs().max()) == 0.0
@@ -84,7 +84,7 @@ def test_3d_cut_cell_projection():
     boundary = FlowBoundary(((Wall(), Wall()), (Wall(), Wall()), (Inflow(1.0), Outflow())))
     theta = face_fractions(SphereSDF((0.5, 0.45, 0.7), 0.27), grid)
     v, _ = cut_cell_projection(_random_v(grid, 1), grid, boundary, theta, rtol=1e-12, max_iter=10000)
-    assert float((apply_divergence(theta * v, grid) * open_cells(theta, grid)).abs().max()) < 1e-9
+    assert float((apply_divergence(theta * v, grid) * open_cells(theta, grid, boundary.pressure().codes)).abs().max()) < 1e-9
 
 
 def test_gradients_wrt_velocity_and_shape_parameters():
@@ -181,3 +181,48 @@ def test_openings_that_differ_across_a_periodic_seam_are_refused():
         NavierStokes(grid, boundary, nu=0.01, dt=0.01, cut_cells=cells)
     inside = CutCells.from_sdf(CircleSDF((0.45, 1.0), 0.3), grid)  # away from the seam: accepted
     NavierStokes(grid, boundary, nu=0.01, dt=0.01, cut_cells=inside)
+
+
+# ------------------------------------------------------------------ bodies flush with the domain's sides
+FLUSH_BOX = BoxSDF((0.25, 0.0), (0.75, 0.25))  # its x_lo side lies on the domain's x_lo side (φ = 0 there)
+
+
+@pytest.mark.parametrize("name", list(BOUNDARIES))
+def test_a_body_flush_with_a_domain_side_leaves_no_cell_without_a_coupling(name):
+    """The face the box shares with the domain's side is open (its corners have φ = 0) while the cell's
+    other faces are closed: such a cell couples to nothing (a wall or inflow face is not an unknown), so it
+    is no unknown of the projection — before, it was, with an all-zero row: under an Inflow the solve
+    could not reduce its rhs U/h and returned NaN after max_iter (only a warning)."""
+    grid, boundary = Grid.rect((8, 8), (1.0, 1.0)), BOUNDARIES[name]
+    theta = CutCells.from_sdf(FLUSH_BOX, grid).openings
+    codes = boundary.pressure().codes
+    unknown = open_cells(theta, grid, codes)
+    assert torch.equal(unknown, multigrid.face_operator(theta, grid, codes)[0])  # one definition of the unknowns
+    assert unknown[0, 0, 3:5, 0].tolist() == [0.0, 0.0] and float(unknown.sum()) > 40  # the dead cells exist
+    v = _random_v(grid)
+    v2, p = cut_cell_projection(v, grid, boundary, theta, rtol=1e-10, max_iter=300)
+    assert bool(torch.isfinite(v2).all() and torch.isfinite(p).all())
+    assert float((apply_divergence(theta * v2, grid) * unknown).abs().max()) < 1e-8
+    assert float((p * (1 - unknown)).abs().max()) == 0.0
+    # no face of a cell that is not an unknown carries flow
+    assert float((v2 * (1 - open_faces(unknown, boundary))).abs().max()) == 0.0
+
+
+def test_a_step_flush_with_the_inflow_side_blocks_the_inflow_there_like_a_mask():
+    """A backward-facing step whose upstream side lies on the Inflow side: a uniform inflow over the whole
+    side gives the flow of an inflow profile that is 0 on the step (the body blocks it, as a binary mask
+    does); before, the inflow faces on the step fed cells without an exit and the solve returned NaN."""
+    grid = Grid.rect((8, 16), (1.0, 2.0))
+    step = CutCells.from_sdf(BoxSDF((0.0, 0.0), (0.5, 0.5)), grid)
+
+    def flow(inflow: Inflow) -> torch.Tensor:
+        boundary = FlowBoundary(((Wall(), Wall()), (inflow, Outflow())))
+        ns = NavierStokes(grid, boundary, nu=0.01, dt=0.01, cut_cells=step)
+        v = ns(ns(torch.zeros(1, *staggered_shape(grid), dtype=F64)))
+        assert bool(torch.isfinite(v).all())
+        assert float((apply_divergence(step.openings * v, grid) * ns.fluid).abs().max()) < 1e-4
+        return v
+
+    uniform = flow(Inflow(1.0))
+    assert float(uniform[0, 1, :4, 0].abs().max()) == 0.0 and float(uniform[0, 1, 4:8, 0].min()) == 1.0
+    torch.testing.assert_close(uniform, flow(Inflow(lambda y: (y > 0.5).to(y.dtype))), rtol=0, atol=1e-12)

@@ -153,6 +153,22 @@ def test_axis_aligned_half_plane_fractions_are_exact():
     close(faces * (1 - valid_faces(grid, F64)), torch.zeros_like(faces))  # padding stays 0
 
 
+def test_a_face_whose_corners_all_lie_on_the_surface_is_closed():
+    """φ = 0 at every corner: the face lies on a flat side of the body (a zero-volume gap between the body
+    and the grid line) or is a chord of a convex body, and counts as solid — as a cell centre on the
+    surface does for masks. Open, such faces let flow into cells that are wholly inside the body (a step
+    flush with an inflow side leaked through its top layer). (Bit-exact zeros: sides on grid lines.)"""
+    grid = Grid.rect((8, 8), (1.0, 1.0))
+    box = BoxSDF((0.25, 0.25), (0.75, 0.5))  # every side on a grid line
+    faces = face_fractions(box, grid)
+    assert faces[0, 0, 2, 2:4].tolist() == [0.0, 0.0] and faces[0, 0, 6, 2:4].tolist() == [0.0, 0.0]  # bottom, top
+    assert faces[0, 1, 2:6, 2].tolist() == [0.0] * 4 and faces[0, 1, 2:6, 4].tolist() == [0.0] * 4  # left, right
+    assert faces[0, 0, 1, 2:4].tolist() == [1.0, 1.0] and faces[0, 1, 2:6, 1].tolist() == [1.0] * 4  # one cell away
+    cube = face_fractions(BoxSDF((0.25, 0.25, 0.25), (0.75, 0.75, 0.5)), Grid.box((4, 4, 4), (1.0, 1.0, 1.0)))
+    assert cube[0, 2, 1:3, 1:3, 1].flatten().tolist() == [0.0] * 4  # 3D: square faces on a flat side
+    assert cube[0, 2, 1:3, 1:3, 0].flatten().tolist() == [1.0] * 4
+
+
 def test_tilted_half_plane_fractions_are_exact_2d():
     grid = Grid((6, 7), ((0.0, 0.6), (0.0, 0.7)))  # h = 0.1
     theta, d = 0.6, 0.4

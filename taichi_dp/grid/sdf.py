@@ -685,10 +685,12 @@ def _simplex_solid(phis: Sequence[torch.Tensor]) -> torch.Tensor:
 def _where_cut(corners: Sequence[torch.Tensor], fraction: Callable[..., torch.Tensor]) -> torch.Tensor:
     """Solid fraction of elements (segments, squares, cubes) from their corner φ (tensors of one shape):
     1 where every corner is negative, 0 where none is, ``fraction(*corners)`` evaluated only on the cut
-    elements (gradients flow through those; the others are constant)."""
+    elements (gradients flow through those; the others are constant). An element whose corners are all
+    exactly on the surface (φ = 0: it lies on a flat side, or is a chord of a convex body) is solid, as a
+    cell centre on the surface is for masks: open, it would pass flow into cells wholly inside the body."""
     c = torch.stack([x.reshape(-1) for x in corners], -1)
     lo, hi = c.amin(-1), c.amax(-1)
-    base = (hi < 0).to(c.dtype)
+    base = ((hi < 0) | ((hi == 0) & (lo == 0))).to(c.dtype)
     cut = ((lo < 0) & (hi >= 0)).nonzero().squeeze(-1)
     if cut.numel():
         base = base.index_put((cut,), fraction(*c[cut].unbind(-1)))
@@ -766,7 +768,8 @@ def face_fractions(
 
     2D faces are segments: the fluid length fraction from φ at their two end corners, linearly
     interpolated. 3D faces are squares: the 2D cell formula on their four corners. Exact for a planar
-    surface; differentiable with respect to tensor parameters of ``sdf``.
+    surface; differentiable with respect to tensor parameters of ``sdf``. A face lying on the surface
+    (every corner φ = 0, e.g. a box side on a grid line) is closed.
 
     Args:
         sdf: the obstacle (``φ < 0`` solid), of the grid's dimension.

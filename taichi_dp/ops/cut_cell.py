@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 
 from ..grid import CONSTANT_OUTSIDE, DIRICHLET, Grid, Periodic
-from ..grid.staggered import FlowBoundary, apply_boundary, cell_faces, check_staggered, staggered_shape, valid_faces
+from ..grid.staggered import FlowBoundary, apply_boundary, check_staggered, open_faces, staggered_shape, valid_faces
 from ..runtime import check_tensor, ensure_init
 from . import multigrid
 from .linear_solve import solve_spd
@@ -88,11 +88,15 @@ def check_seams(openings: torch.Tensor, grid: Grid, boundary: FlowBoundary) -> N
                 )
 
 
-def open_cells(openings: torch.Tensor, grid: Grid) -> torch.Tensor:
-    """``(B or 1, 1, *spatial)`` mask (runtime dtype): 1 on every cell with at least one open face (the
-    projection's unknowns), 0 on cells wholly inside an obstacle."""
+def open_cells(openings: torch.Tensor, grid: Grid, codes: tuple[int, ...]) -> torch.Tensor:
+    """``(B or 1, 1, *spatial)`` mask (runtime dtype): 1 on every cell with an open face that couples it
+    to a pressure (an interior or periodic face, or one on a Dirichlet side; ``codes`` are the pressure's
+    boundary codes, ``boundary.pressure().codes``): the projection's unknowns, the multigrid operator's
+    ``fluid`` (:func:`taichi_dp.ops.multigrid.hierarchy.coupled_faces`). 0 on cells inside an obstacle and
+    on cells whose only open faces lie on a wall or inflow side (a body flush with that side): no flow can
+    pass through them."""
     theta = openings.detach()
-    total = sum(sum(cell_faces(theta[:, c : c + 1], c, grid.ndim)) for c in range(grid.ndim))
+    total = sum(sum(multigrid.coupled_faces(theta[:, c : c + 1], c, grid, codes)) for c in range(grid.ndim))
     return (total > 0).to(openings.dtype)
 
 
@@ -146,7 +150,7 @@ def apply_cut_cell_projection(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`cut_cell_projection` without validation; ``v`` has its boundary conditions imposed."""
     codes = boundary.pressure().codes
-    unknown = open_cells(openings, grid)
+    unknown = open_cells(openings, grid, codes)
     singular = DIRICHLET not in codes and CONSTANT_OUTSIDE not in codes  # no fixed pressure anywhere
 
     def project_mean(x: torch.Tensor) -> torch.Tensor:
@@ -160,5 +164,5 @@ def apply_cut_cell_projection(
     solver = multigrid.cut_cell_solver_for(grid, openings, unknown, codes)  # the V-cycle of this very operator
     p = solve_spd(matvec, rhs, (openings,), x0=guess, rtol=rtol, max_iter=max_iter, precond=solver.vcycle)
     p = project_mean(p)
-    open_faces = (openings.detach() > 0).to(v.dtype)
-    return (v - _gradient(p, grid, codes, v)) * open_faces, p
+    flowing = (openings.detach() > 0).to(v.dtype) * open_faces(unknown, boundary)  # no face of a dead cell
+    return (v - _gradient(p, grid, codes, v)) * flowing, p

@@ -176,7 +176,8 @@ class NavierStokes(Stepper):
                 f"pressure must use method='mgpcg' with cut_cells= (the cut-cell projection is multigrid-preconditioned "
                 f"CG; it has no plain-CG or FFT path), got {self.pressure!r}"
             )
-        object.__setattr__(self, "fluid", open_cells(self.cut_cells.openings, self.grid))
+        codes = self.boundary.pressure().codes
+        object.__setattr__(self, "fluid", open_cells(self.cut_cells.openings, self.grid, codes))
 
     def _check_runge_kutta(self, method: RungeKutta) -> None:
         """The fields a Runge–Kutta ``time_stepping`` constrains; sets ``viscosity_substeps`` to 1."""

@@ -36,7 +36,7 @@ One concern per module:
 from ..linear_solve import NotConvergedWarning
 from .adjoint import project
 from .cache import CACHE_SIZE, cut_cell_solver_for, solver_for
-from .hierarchy import COARSE_SWEEPS, MAX_DENSE_COARSE, PARALLEL_LEVEL, couplings, diagonal, face_operator
+from .hierarchy import COARSE_SWEEPS, MAX_DENSE_COARSE, PARALLEL_LEVEL, coupled_faces, couplings, diagonal, face_operator
 from .hierarchy import _dense as _dense  # tests assemble levels with these
 from .hierarchy import _galerkin as _galerkin
 from .modes import Mode, Project, ProjectAdjoint, Solve
@@ -57,6 +57,7 @@ __all__ = [
     "Project",
     "ProjectAdjoint",
     "Solve",
+    "coupled_faces",
     "couplings",
     "cut_cell_solver_for",
     "diagonal",

@@ -64,25 +64,33 @@ def couplings(fluid: torch.Tensor, grid: Grid, bc: tuple[int, ...]) -> tuple[tor
     return tuple(out)
 
 
+def coupled_faces(theta: torch.Tensor, axis: int, grid: Grid, bc: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The open fractions of the faces below and above every cell along ``axis`` as the pressure operator
+    weighs them: ``theta`` ``(B or 1, 1, *(N + 1))`` (the axis's component); a face on the domain's side
+    counts once across a periodic seam, twice on a Dirichlet side (ghost ``−p``) and not at all on the other
+    sides (a wall, inflow or outflow face fixes the velocity, not the pressure). Two ``(B or 1, 1, *N)``."""
+    lower, upper = (f.clone() for f in cell_faces(theta, axis, grid.ndim))
+    dim, n = 2 + axis, grid.shape[axis]
+    for code, faces, end in ((bc[2 * axis], lower, 0), (bc[2 * axis + 1], upper, n - 1)):
+        if code != PERIODIC:
+            faces.narrow(dim, end, 1).mul_(2.0 if code == DIRICHLET else 0.0)
+    return lower, upper
+
+
 def face_operator(openings: torch.Tensor, grid: Grid, bc: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
     """``(fluid, d, c_0, …)`` of the cut-cell operator ``A = −D θ G`` (:mod:`taichi_dp.ops.cut_cell`) from the
     face open fractions ``θ`` ``(B or 1, nd, *(N + 1))``: each lower-face coupling is ``θ_face / h²`` (the
     first cell's 0 unless periodic, where it is the seam face's), the diagonal sums the cell's couplings
-    (a Dirichlet boundary face adds ``2 θ / h²``), ``fluid`` marks the cells with an open face, and cells
-    without one get the identity row. With a binary ``θ`` from a mask these are :func:`diagonal` and
-    :func:`couplings` of that mask. float64."""
+    (:func:`coupled_faces`: a Dirichlet boundary face adds ``2 θ / h²``, a wall or inflow face nothing),
+    ``fluid`` marks the cells with a coupled open face, and the others get the identity row. With a binary
+    ``θ`` from a mask these are :func:`diagonal` and :func:`couplings` of that mask. float64."""
     theta = openings.detach().to(torch.float64)
     coup, diag = [], torch.zeros(theta.shape[0], 1, *grid.shape, dtype=torch.float64, device=theta.device)
     for axis, h in enumerate(grid.spacing):
-        dim, n = 2 + axis, grid.shape[axis]
-        lower, upper = (f / h**2 for f in cell_faces(theta[:, axis : axis + 1], axis, grid.ndim))
+        lower, upper = (f / h**2 for f in coupled_faces(theta[:, axis : axis + 1], axis, grid, bc))
         c, d = lower.clone(), lower + upper
-        for code, end in ((bc[2 * axis], 0), (bc[2 * axis + 1], n - 1)):
-            if code != PERIODIC:  # a boundary face: twice its weight on a Dirichlet side (ghost −p), else none
-                face = (lower if end == 0 else upper).narrow(dim, end, 1)
-                d.narrow(dim, end, 1).add_(face if code == DIRICHLET else -face)
-        if bc[2 * axis] != PERIODIC:
-            c.narrow(dim, 0, 1).zero_()
+        if bc[2 * axis] != PERIODIC:  # the first cell's lower face has no neighbour
+            c.narrow(2 + axis, 0, 1).zero_()
         coup.append(c.contiguous())
         diag = diag + d
     fluid = (diag > 0).to(torch.float64)
