@@ -8,7 +8,7 @@ Per obstacle form (``cut_cells``: :class:`taichi_dp.grid.cut_cells.CutCells`; ``
 resolution (cells per cylinder diameter; :func:`taichi_dp.scenes.dfg_2d1`) and sub-cell shift of the
 cylinder's centre (``--shifts dy,dx`` in cells; default none): run to the steady state
 (:func:`taichi_dp.scenes.solve_dfg_2d1`, residual ``--tol``), then measure the drag and lift coefficients
-by both force estimators of :mod:`taichi_dp.ops.forces` (the staircase surface integral and the
+by the force estimators of :mod:`taichi_dp.ops.forces` (the staircase surface integral, mask only, and the
 control-volume momentum balance) and the pressure difference Δp across the cylinder; their relative
 errors against the reference (5.5795, 0.0106, 0.1175), the observed order between consecutive
 resolutions ``log(e_coarse / e_fine) / log(n_fine / n_coarse)``, the steps taken and the wall time.
@@ -44,11 +44,18 @@ def measure(
     h_y, h_x = dfg_grid(resolution).spacing
     centre = (DFG_CENTRE[0] + shift[0] * h_y, DFG_CENTRE[1] + shift[1] * h_x)
     began = time.perf_counter()
-    scene, steady, p, surface = solve_dfg_2d1(
-        resolution, tol=tol, cfl=cfl, advection=advection, on_fail="warn", cut_cells=obstacle == "cut_cells", centre=centre
+    cut = obstacle == "cut_cells"
+    scene, steady, p, cv = solve_dfg_2d1(
+        resolution, tol=tol, cfl=cfl, advection=advection, on_fail="warn", cut_cells=cut, centre=centre,
+        method="control_volume",
     )
     wall = time.perf_counter() - began
-    cv = dfg_quantities(scene, steady.v, p, "control_volume", centre)
+    # the surface integral runs over the mask's staircase: none for cut cells (dfg_forces refuses it)
+    surface = None if cut else dfg_quantities(scene, steady.v, p, "surface", centre)
+
+    def of(q: Any, name: str) -> float | None:
+        return None if q is None else float(getattr(q, name))
+
     row: dict[str, Any] = {
         "obstacle": obstacle,
         "shift": list(shift),
@@ -58,17 +65,17 @@ def measure(
         "steps": steady.steps,
         "residual": steady.residual,
         "wall_s": wall,
-        "drag_surface": float(surface.drag),
-        "drag_surface_pressure": float(surface.drag_pressure),
-        "drag_surface_viscous": float(surface.drag_viscous),
+        "drag_surface": of(surface, "drag"),
+        "drag_surface_pressure": of(surface, "drag_pressure"),
+        "drag_surface_viscous": of(surface, "drag_viscous"),
         "drag_cv": float(cv.drag),
-        "lift_surface": float(surface.lift),
+        "lift_surface": of(surface, "lift"),
         "lift_cv": float(cv.lift),
-        "pressure_drop": float(surface.pressure_drop),
+        "pressure_drop": float(cv.pressure_drop),
     }
     for q in QUANTITIES:
         ref = getattr(DFG_2D1_REFERENCE, REFERENCE_KEY[q])
-        row[f"{q}_error"] = row[q] / ref - 1.0
+        row[f"{q}_error"] = None if row[q] is None else row[q] / ref - 1.0
     return row
 
 
@@ -83,6 +90,9 @@ def add_orders(rows: list[dict[str, Any]]) -> None:
 def _orders(rows: list[dict[str, Any]]) -> None:
     for coarse, fine in zip(rows, rows[1:]):
         for q in QUANTITIES:
+            if coarse[f"{q}_error"] is None or fine[f"{q}_error"] is None:
+                fine[f"order_{q}"] = None
+                continue
             e0, e1 = abs(coarse[f"{q}_error"]), abs(fine[f"{q}_error"])
             ok = e0 > 0 and e1 > 0
             fine[f"order_{q}"] = math.log(e0 / e1) / math.log(fine["resolution"] / coarse["resolution"]) if ok else None
@@ -105,7 +115,7 @@ def markdown(res: dict[str, Any]) -> str:
     ]
     for r in res["rows"]:
         cells = [
-            f"{r[q]:.4f} ({100 * r[f'{q}_error']:+.1f}%{order(r, q)})" for q in QUANTITIES
+            "—" if r[q] is None else f"{r[q]:.4f} ({100 * r[f'{q}_error']:+.1f}%{order(r, q)})" for q in QUANTITIES
         ]
         lines.append(
             f"| {r['obstacle']} | {r['resolution']} | {r['shift'][0]:g}, {r['shift'][1]:g} | {r['grid'][0]}×{r['grid'][1]} | "
@@ -124,8 +134,9 @@ def run(args: Any) -> dict[str, Any]:
     for form, n, shift in [(f, n, s) for f in args.obstacle for n in args.sizes for s in args.shifts]:
         rows.append(measure(n, args.tol, args.cfl, args.advection, form, shift))
         r = rows[-1]
-        print(f"{form} D/h = {n:3d} shift {shift}: c_D {r['drag_surface']:.4f} (surface) {r['drag_cv']:.4f} (control volume), "
-              f"c_L {r['lift_surface']:.4f} / {r['lift_cv']:.4f}, Δp {r['pressure_drop']:.4f}, "
+        surface = "" if r["drag_surface"] is None else f"{r['drag_surface']:.4f} (surface) "
+        print(f"{form} D/h = {n:3d} shift {shift}: c_D {surface}{r['drag_cv']:.4f} (control volume), "
+              f"c_L {r['lift_cv']:.4f}, Δp {r['pressure_drop']:.4f}, "
               f"{r['steps']} steps, {r['wall_s']:.0f} s", flush=True)
     add_orders(rows)
     close_meta(meta, time.perf_counter() - began)

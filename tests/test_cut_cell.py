@@ -12,7 +12,7 @@ import taichi_dp as tdp
 from taichi_dp.grid import Grid
 from taichi_dp.grid.cut_cells import CutCells
 from taichi_dp.grid.geometry import Disc
-from taichi_dp.grid.sdf import BoxSDF, CircleSDF, SphereSDF, face_fractions, union
+from taichi_dp.grid.sdf import BoxSDF, CapsuleSDF, CircleSDF, SphereSDF, face_fractions, union
 from taichi_dp.grid.staggered import (
     FlowBoundary,
     Inflow,
@@ -183,6 +183,22 @@ def test_openings_that_differ_across_a_periodic_seam_are_refused():
     NavierStokes(grid, boundary, nu=0.01, dt=0.01, cut_cells=inside)
 
 
+
+def test_navier_stokes_keeps_cut_cell_bodies_a_cell_away_from_a_periodic_seam():
+    """CutCells.from_sdf does not wrap: the no-slip coefficient of a face whose neighbour across the seam
+    lies in the body was 0 instead of (1 − δ)/(δ h²) (64 at 16 cells, 0.3 cells from the seam), silently.
+    The stepper refuses a body within one cell of a periodic seam unless it is invariant across it (the
+    walls of a periodic channel); the projection alone (no wall coefficient) still accepts it."""
+    grid = Grid.rect((16, 16), (1.0, 1.0))
+    boundary = FlowBoundary(((Wall(), Outflow()), (Periodic(), Periodic())))
+    h, r = 1 / 16, 0.2
+    near = CutCells.from_sdf(CircleSDF((0.5, r + 0.3 * h), r), grid)  # 0.3 cells right of the seam x = 0
+    with pytest.raises(ValueError, match="within one cell of the periodic seam of axis 1"):
+        NavierStokes(grid, boundary, nu=0.01, dt=0.01, cut_cells=near)
+    cut_cell_projection(_random_v(grid, 1), grid, boundary, near.openings)
+    clear = CutCells.from_sdf(CircleSDF((0.5, r + 1.2 * h), r), grid)  # 1.2 cells away
+    NavierStokes(grid, boundary, nu=0.01, dt=0.01, cut_cells=clear)
+
 # ------------------------------------------------------------------ bodies flush with the domain's sides
 FLUSH_BOX = BoxSDF((0.25, 0.0), (0.75, 0.25))  # its x_lo side lies on the domain's x_lo side (φ = 0 there)
 
@@ -226,3 +242,26 @@ def test_a_step_flush_with_the_inflow_side_blocks_the_inflow_there_like_a_mask()
     uniform = flow(Inflow(1.0))
     assert float(uniform[0, 1, :4, 0].abs().max()) == 0.0 and float(uniform[0, 1, 4:8, 0].min()) == 1.0
     torch.testing.assert_close(uniform, flow(Inflow(lambda y: (y > 0.5).to(y.dtype))), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("radius", [0.2, 0.6])
+def test_closing_and_no_slip_are_continuous_when_a_thin_tip_crosses_a_face_centre(radius):
+    """A capsule's tip (half-width ``radius`` cells) crossing an x-face centre along the diagonal: no axis
+    neighbour of that face is inside the body, so the wall distance δ along the axes never falls below 1;
+    the face's own distance φ_f bounds it, and both factors reach 0 continuously as φ_f → 0 (before:
+    1 → 0 over a 2e-9 move, a jump autograd does not see)."""
+    n = 16
+    h = 1.0 / n
+    grid = Grid.rect((n, n), (1.0, 1.0))
+    centre = torch.tensor([(8 + 0.5) * h, 8 * h], dtype=F64)  # the x-face (8, 8)
+    d = torch.tensor([1.0, 1.0], dtype=F64) / math.sqrt(2)
+    nu_dt = torch.tensor([1e-3], dtype=F64)
+    ones = torch.ones(1, *staggered_shape(grid), dtype=F64)
+    values = []
+    for eps in (1e-9, -1e-9, 0.05 * h):
+        a = centre + (eps + radius * h) * d
+        cells = CutCells.from_sdf(CapsuleSDF(tuple(a.tolist()), tuple((a + 0.3 * d).tolist()), radius * h), grid)
+        values.append((float(cells.closing[0, 1, 8, 8]), float(cells.no_slip(ones, nu_dt)[0, 1, 8, 8])))
+    (c_out, s_out), (c_in, s_in), (c_half, s_half) = values
+    assert c_in == s_in == 0.0 and abs(c_out) < 1e-6 and abs(s_out) < 1e-6  # inside 0, just outside ~0
+    assert c_half == pytest.approx(0.5, rel=1e-3) and s_half == pytest.approx(0.5, rel=1e-3)  # φ_f = 0.05 h

@@ -359,7 +359,7 @@ def test_an_inflow_profile_is_imposed_on_the_side_faces_and_kept_by_the_projecti
     y = st.grid.centers(0, F64)
     torch.testing.assert_close(v[0, 1, :16, 0], profile(y), rtol=0, atol=0)
     assert float(v[0, 0, 1:16, 0].abs().max()) > 0  # the flow is not a copy of the profile everywhere
-    # 3D: a profile of the two tangential coordinates, broadcast from a 1-d return
+    # 3D: a profile of the two tangential coordinates (an "ij" mesh of the side)
     g3 = Grid.box((4, 6, 8), (1.0, 1.0, 2.0))
     speeds = Inflow(lambda z, y: y).face_speeds(g3, 2)
     assert speeds.shape == (4, 6)
@@ -377,8 +377,18 @@ def test_inflow_profile_flux_balance_and_errors():
     assert ramp.flux(grid, 1) == pytest.approx(1.0)
     with pytest.raises(TypeError, match="Inflow speed must be a number or a callable"):
         Inflow("fast")
-    with pytest.raises(ValueError, match="broadcastable to the side's faces \\(8,\\), got shape \\(3,\\)"):
+    with pytest.raises(ValueError, match="the side's faces' shape \\(8,\\) \\(or one number\\), got shape \\(3,\\)"):
         Inflow(lambda y: torch.ones(3)).face_speeds(grid, 1)
+    # a 3D profile of one coordinate's line (N0,) broadcast along the wrong axis before; now refused
+    g3 = Grid.box((4, 4, 8), (1.0, 1.0, 2.0))
+    with pytest.raises(ValueError, match=r"\(4, 4\) \(or one number\), got shape \(4,\)"):
+        Inflow(lambda z, y: z[:, 0]).face_speeds(g3, 2)
+    assert torch.equal(Inflow(lambda z, y: torch.tensor(0.5)).face_speeds(g3, 2), torch.full((4, 4), 0.5, dtype=F64))
+    with pytest.raises(TypeError, match="must return real speeds, got complex"):
+        Inflow(lambda y: y + 1j).face_speeds(grid, 1)
+    weight = torch.tensor(2.0, dtype=F64, requires_grad=True)  # evaluated once per grid: no gradient reaches it
+    with pytest.raises(ValueError, match="requires grad"):
+        Inflow(lambda y: weight * y).face_speeds(grid, 1)
     with pytest.raises(ValueError, match="non-finite"):
         Inflow(lambda y: y / 0.0 * 0.0).face_speeds(grid, 1)
     with pytest.raises(TypeError, match="must return a tensor"):

@@ -12,7 +12,9 @@ to the SDF's tensor parameters (centre, radius, angle, ...):
   the two face centres);
 - ``exterior``: 1 on faces whose centre is in the fluid (``φ_f > 0``), 0 inside the body;
 - ``closing``: ``exterior`` ramped linearly to 0 as a face centre comes within :data:`CLOSING` (0.1) of a
-  cell of the wall (``min(1, δ / 0.1)``): the factor that closes a face continuously as the body covers it.
+  cell of the wall (``min(1, δ / 0.1)`` with ``δ`` the smallest of the axis distances above and the face
+  centre's own distance ``φ_f / h``, which bounds it where a thin tip or a corner crosses the face centre
+  with no axis neighbour inside): the factor that closes a face continuously as the body covers it.
 
 **Viscous no-slip (ghost fluid).** The MAC viscous stencil takes the neighbour across the wall at a full
 cell's distance. With the body's surface at ``δ h`` instead, the ghost value that makes the linear profile
@@ -20,7 +22,8 @@ vanish on the wall is ``u_g = u_f (1 − 1/δ)`` (Gibou, Fedkiw, Cheng & Kang, J
 the stencil's neighbour term changes by ``−u_f (1/δ − 1) / h²``: a linear drag ``−k_f u_f`` on near-wall faces.
 :meth:`CutCells.no_slip` applies it implicitly, ``u ← u / (1 + ν Δt k)`` (unconditionally stable however small
 ``δ``), and sets faces whose centre is inside the body to 0 — before the explicit viscosity, whose stencil then
-reads 0 across the wall as the ghost rule assumes. After the viscosity the velocity is multiplied by
+reads 0 across the wall as the ghost rule assumes (it multiplies by ``closing``, which is ``exterior``
+ramped to 0 within a tenth of a cell of the wall, so that it too is continuous). After the viscosity the velocity is multiplied by
 ``closing``, so that faces inside the body stay 0 through advection. Both factors go to 0 continuously as a
 face centre approaches the surface, so the flow depends continuously on the body's position (no cell-sized
 jumps) and is differentiable in it (``tests/test_shape_gradients.py``).
@@ -89,6 +92,9 @@ class CutCells:
                     delta = torch.where(cross, phi / gap, torch.ones_like(phi)).clamp_min(DELTA_MIN)
                     k = k + torch.where(cross, (1 - delta) / (delta * h * h), torch.zeros_like(phi))
                     nearest = torch.minimum(nearest, delta)
+            # the face's own distance bounds it too: a thin tip or sharp corner can cross the face centre
+            # with no axis neighbour inside the body (distance in cells of the finest spacing)
+            nearest = torch.minimum(nearest, phi.clamp_min(0) / min(grid.spacing))
             walls.append(k)
             exterior = (phi.detach() > 0).to(dtype)
             exteriors.append(exterior)
@@ -103,7 +109,7 @@ class CutCells:
         return (self.openings.detach() > 0).to(self.openings.dtype)
 
     def no_slip(self, v: torch.Tensor, nu_dt: torch.Tensor) -> torch.Tensor:
-        """The wall's viscous no-slip on a staggered ``v`` ``(B, nd, *(N + 1))`` after an explicit viscous
-        step of ``ν Δt`` (``nu_dt`` ``(B,)``): ``v / (1 + ν Δt k) · exterior`` (module docstring)."""
+        """The wall's viscous no-slip on a staggered ``v`` ``(B, nd, *(N + 1))`` before an explicit viscous
+        step of ``ν Δt`` (``nu_dt`` ``(B,)``): ``v / (1 + ν Δt k) · closing`` (module docstring)."""
         scale = nu_dt.view(-1, *([1] * (v.ndim - 1)))
-        return v / (1 + scale * self.wall) * self.exterior
+        return v / (1 + scale * self.wall) * self.closing

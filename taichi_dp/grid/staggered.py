@@ -102,9 +102,10 @@ class Inflow:
     coordinates returning their normal speeds — in 2D ``speed(t)`` with ``t`` the physical coordinate
     along the side (the other axis' cell centres, shape ``(N,)``), in 3D ``speed(t0, t1)`` with the two
     tangential axes' coordinates in axis order as an ``"ij"`` mesh ``(N_0, N_1)``. The profile is evaluated
-    once per grid (:meth:`face_speeds`) and must return a finite tensor (or number) broadcastable to that
-    shape. The value sits on the boundary faces themselves, so the inflow is exactly the profile at the
-    face centres, with no band or divergence-carrying column inside the domain.
+    once per grid (:meth:`face_speeds`) and must return a finite real tensor of that shape, or one number
+    (a 0-d tensor), not requiring grad (it is evaluated once and kept). The value sits on the boundary
+    faces themselves, so the inflow is exactly the profile at the face centres, with no band or
+    divergence-carrying column inside the domain.
 
     >>> Inflow(1.0)                                              # uniform
     >>> Inflow(lambda y: 4 * 0.3 * y * (0.41 - y) / 0.41**2)     # the DFG benchmark's parabolic inlet
@@ -142,13 +143,20 @@ class Inflow:
             out = torch.tensor(float(out), dtype=dtype, device=device)
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"Inflow speed profile must return a tensor (or a number), got {type(out).__name__}")
-        try:
-            out = torch.broadcast_to(out.to(dtype=dtype, device=device), shape)
-        except RuntimeError:
+        if out.is_complex():
+            raise TypeError(f"Inflow speed profile must return real speeds, got complex {out.dtype}")
+        if out.requires_grad:
             raise ValueError(
-                f"Inflow speed profile must return speeds broadcastable to the side's faces {shape}, got shape "
-                f"{tuple(out.shape)}"
-            ) from None
+                "Inflow speed profile returned a tensor that requires grad: the profile is evaluated once per grid "
+                "and kept, so no gradient would reach its parameters; return a detached tensor (a learned inflow "
+                "belongs in the state or in NavierStokes(forcing=...))"
+            )
+        if out.ndim != 0 and tuple(out.shape) != shape:  # a partial shape could broadcast along the wrong axis
+            raise ValueError(
+                f"Inflow speed profile must return speeds of the side's faces' shape {shape} (or one number), got "
+                f"shape {tuple(out.shape)}"
+            )
+        out = torch.broadcast_to(out.to(dtype=dtype, device=device), shape)
         if not bool(torch.isfinite(out).all()):
             raise ValueError("Inflow speed profile returned non-finite speeds")
         return out.contiguous()

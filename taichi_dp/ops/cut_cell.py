@@ -33,13 +33,27 @@ from __future__ import annotations
 import torch
 
 from ..grid import CONSTANT_OUTSIDE, DIRICHLET, Grid, Periodic
-from ..grid.staggered import FlowBoundary, apply_boundary, check_staggered, open_faces, staggered_shape, valid_faces
+from ..grid.staggered import (
+    FlowBoundary,
+    apply_boundary,
+    check_staggered,
+    open_faces,
+    staggered_shape,
+    valid_faces,
+)
 from ..runtime import check_tensor, ensure_init
 from . import multigrid
 from .linear_solve import solve_spd
 from .pressure import apply_divergence, apply_subtract_gradient, fluid_mean
 
-__all__ = ["apply_cut_cell_projection", "check_openings", "check_seams", "cut_cell_projection", "open_cells"]
+__all__ = [
+    "apply_cut_cell_projection",
+    "check_openings",
+    "check_seam_clearance",
+    "check_seams",
+    "cut_cell_projection",
+    "open_cells",
+]
 
 
 def check_openings(openings: object, grid: Grid, batch: int | None = None) -> torch.Tensor:
@@ -86,6 +100,28 @@ def check_seams(openings: torch.Tensor, grid: Grid, boundary: FlowBoundary) -> N
                     f"openings differ across the periodic seam of axis {axis} by up to {gap:.3g} (faces 0 and "
                     f"{grid.shape[axis]} are one face): keep the obstacle away from the seam or make its openings agree there"
                 )
+
+
+def check_seam_clearance(exterior: torch.Tensor, grid: Grid, boundary: FlowBoundary) -> None:
+    """The wall coefficients of :meth:`~taichi_dp.grid.cut_cells.CutCells.from_sdf` do not look across a
+    periodic seam: they are right only where the face centres next to the seam (``exterior``: 1 outside
+    the body) agree on both sides of it — a body invariant along the axis (a channel wall), or one kept at
+    least a cell away. ``ValueError`` naming ``cut_cells`` otherwise (the no-slip would be lost there)."""
+    for axis, (lo, _) in enumerate(boundary.sides):
+        if not isinstance(lo, Periodic):
+            continue
+        n, dim = grid.shape[axis], 2 + axis
+        for c in range(grid.ndim):
+            faces = exterior[:, c : c + 1].detach()
+            # the neighbours across the seam: cell layers 0 and N−1; along the axis itself faces 0 | N−1 and N | 1
+            pairs = [(0, n - 1)] if c != axis else [(0, n - 1), (n, 1)]
+            for a, b in pairs:
+                if not torch.equal(faces.narrow(dim, a, 1), faces.narrow(dim, b, 1)):
+                    raise ValueError(
+                        f"cut_cells: the obstacle's surface passes within one cell of the periodic seam of axis {axis} "
+                        "(face centres on its two sides disagree on inside/outside), where its no-slip wall does "
+                        "not wrap: move the obstacle at least one cell away from the seam"
+                    )
 
 
 def open_cells(openings: torch.Tensor, grid: Grid, codes: tuple[int, ...]) -> torch.Tensor:

@@ -187,15 +187,28 @@ def dfg_2d1(
 
 
 def dfg_forces(
-    scene: Scene, v: torch.Tensor, p_step: torch.Tensor, method: str = "surface", centre: tuple[float, float] = DFG_CENTRE
+    scene: Scene,
+    v: torch.Tensor,
+    p_step: torch.Tensor,
+    method: str | None = None,
+    centre: tuple[float, float] = DFG_CENTRE,
 ) -> ObstacleForces:
     """Force on the cylinder ``(B, 1, 2)`` (components ``(F_y, F_x)``) of a (steady) state ``v`` and the
     step's pressure ``p_step`` (``Δt``-scaled, as :meth:`NavierStokes.step_with_pressure` returns it), by
-    :func:`~taichi_dp.ops.forces.surface_forces` (``method="surface"``) or
-    :func:`~taichi_dp.ops.forces.control_volume_forces` (``"control_volume"``, box
-    ``[0.1, 0.3] × [0.1, 0.35]`` in (y, x) around the cylinder)."""
+    :func:`~taichi_dp.ops.forces.surface_forces` (``method="surface"``: over the staircase of the binary
+    mask, refused with cut cells) or :func:`~taichi_dp.ops.forces.control_volume_forces`
+    (``"control_volume"``, box ``[0.1, 0.3] × [0.1, 0.35]`` in (y, x) around the cylinder). ``None``: the
+    surface integral for the mask, the control volume for cut cells."""
     st = scene.stepper
     p = p_step / st.dt
+    cut = getattr(st, "cut_cells", None) is not None
+    if method is None:
+        method = "control_volume" if cut else "surface"
+    if method == "surface" and cut:
+        raise ValueError(
+            "method='surface' integrates over the staircase of the binary mask, not the cut cells' surface "
+            "(it measured about half the drag); use method='control_volume' (the default with cut_cells=True)"
+        )
     if method == "surface":
         return surface_forces(v, p, st.grid, st.fluid, DFG_NU)
     if method == "control_volume":
@@ -205,14 +218,18 @@ def dfg_forces(
 
 
 def dfg_quantities(
-    scene: Scene, v: torch.Tensor, p_step: torch.Tensor, method: str = "surface", centre: tuple[float, float] = DFG_CENTRE
+    scene: Scene,
+    v: torch.Tensor,
+    p_step: torch.Tensor,
+    method: str | None = None,
+    centre: tuple[float, float] = DFG_CENTRE,
 ) -> DFGQuantities:
     """``c_D``, ``c_L`` and ``Δp`` (each ``(B,)``, differentiable) of a state of :func:`dfg_2d1`: forces by
-    :func:`dfg_forces` (``method``) in the coefficients ``2 F / (ρ Ū² D)``, ``Ū = 0.2``, ``D = 0.1``;
-    ``Δp`` from the physical pressure ``p_step / Δt`` at the cylinder's front and back (:data:`DFG_FRONT` and
-    :data:`DFG_BACK` for the benchmark's ``centre``), each
-    extrapolated linearly along x from the two nearest fluid cells on its side of the cylinder, in the
-    two rows around ``y = 0.2``, interpolated linearly in y."""
+    :func:`dfg_forces` (``method``; default: surface for the mask, control volume for cut cells) in the
+    coefficients ``2 F / (ρ Ū² D)``, ``Ū = 0.2``, ``D = 0.1``; ``Δp`` from the physical pressure
+    ``p_step / Δt`` at the cylinder's front and back (:data:`DFG_FRONT` and :data:`DFG_BACK` for the
+    benchmark's ``centre``), each extrapolated linearly along x from the two nearest fluid cells on its
+    side of the cylinder, in the two rows around ``y = 0.2``, interpolated linearly in y."""
     forces = dfg_forces(scene, v, p_step, method, centre)
     mean = 2.0 * DFG_U_MAX / 3.0
 
@@ -265,7 +282,7 @@ def solve_dfg_2d1(
     tol: float = 1e-5,
     max_steps: int = 200_000,
     check_every: int = 50,
-    method: str = "surface",
+    method: str | None = None,
     on_fail: str = "raise",
     **scene_options: object,
 ) -> tuple[Scene, SteadyState, torch.Tensor, DFGQuantities]:
@@ -276,7 +293,7 @@ def solve_dfg_2d1(
     Returns:
         ``(scene, steady, p_step, quantities)``: the scene, the :class:`~taichi_dp.solvers.SteadyState`
         (``v`` is the state after the extra step), the ``Δt``-scaled pressure of that step, and
-        :func:`dfg_quantities` of it (``method`` picks the force estimator).
+        :func:`dfg_quantities` of it (``method`` picks the force estimator; default as there).
     """
     scene = dfg_2d1(resolution, **scene_options)
     steady = run_to_steady(

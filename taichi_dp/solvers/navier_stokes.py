@@ -12,7 +12,7 @@ import torch
 from ..grid import Grid
 from ..grid.cut_cells import CutCells
 from ..grid.staggered import FlowBoundary, apply_boundary, check_staggered, staggered_shape
-from ..ops.cut_cell import apply_cut_cell_projection, check_openings, check_seams, open_cells
+from ..ops.cut_cell import apply_cut_cell_projection, check_openings, check_seam_clearance, check_seams, open_cells
 from ..ops.diffusion import check_explicit_stability, stability_number
 from ..ops.pressure import apply_projection, check_flux_balance, fluid_mask
 from ..ops.solve_options import SolveOptions, check_solve_options, projection_kwargs
@@ -169,6 +169,7 @@ class NavierStokes(Stepper):
             raise ValueError(f"cut_cells needs diffusion='explicit' (its no-slip wall), got {self.diffusion!r}")
         check_openings(self.cut_cells.openings, self.grid)
         check_seams(self.cut_cells.openings, self.grid, self.boundary)
+        check_seam_clearance(self.cut_cells.exterior, self.grid, self.boundary)
         if self.pressure is None:
             object.__setattr__(self, "pressure", PRESSURE_CUT_CELL)
         elif self.pressure.method != "mgpcg":
