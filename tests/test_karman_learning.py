@@ -124,16 +124,22 @@ def test_karman_experiment_end_to_end_tiny(tmp_path):
 
 
 @pytest.mark.slow
-def test_karman_wall_clock_protocol_gives_equal_time_not_equal_updates(tmp_path):
+def test_karman_wall_clock_protocol_trains_for_the_time_budget_not_the_update_count(tmp_path):
+    """Each variant trains for ``train.seconds``, whatever ``train.iterations`` says (2 here). Measured in
+    1.5 s: 198 NON and 38 SOL-2 updates on a quiet machine, 21 and 26 under CI load (NON's many small torch
+    ops suffer most from oversubscribed cores), so which variant gets more updates is a speed claim for
+    ``benchmarks/``, not for this test."""
     from taichi_dp.learn.karman_experiment import run
 
-    cfg = _tiny_experiment("train.variants=NON,SOL-2", "train.protocols=wall", "train.seconds=1.5", "eval.horizons=4")
+    cfg = _tiny_experiment(
+        "train.variants=NON,SOL-2", "train.protocols=wall", "train.seconds=1.5", "train.iterations=2", "eval.horizons=4"
+    )
     m = run(cfg, tmp_path / "run", cache=tmp_path / "cache", progress=False)
     t = m["training"]["wall"]
     print(f"\nwall protocol: NON {t['NON'][0]}, SOL-2 {t['SOL-2'][0]}")
     for r in (t["NON"][0], t["SOL-2"][0]):
-        assert 1.5 <= r["seconds"] < 15.0  # generous: load must not fail it; an ignored budget would
-    assert t["NON"][0]["iterations"] > t["SOL-2"][0]["iterations"]  # a NON update is cheaper
+        assert 1.5 <= r["seconds"] < 15.0  # the budget is spent, not ignored (generous: load must not fail it)
+        assert r["iterations"] > 2  # the update count of the other protocol does not stop it
 
 
 def test_karman_experiment_rejects_bad_configurations():
