@@ -120,6 +120,16 @@ class FrameSink:
         gui.show()
         return gui.running
 
+    def hold(self, rgb: np.ndarray) -> bool:
+        """:meth:`show` one frame, and keep showing it while the user has paused (Space), so that a demo
+        driven by an optimiser's callback waits there; ``False`` when the window was closed."""
+        while True:
+            if not self.show(rgb):
+                return False
+            if not self.paused:
+                return True
+            time.sleep(0.05)
+
     def _write(self, rgb: np.ndarray) -> None:
         """Headless: write one frame as a PNG and append it to the MP4 (opened at the first frame)."""
         from PIL import Image

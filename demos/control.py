@@ -12,7 +12,6 @@ of the current estimate next to the target; arrows are the estimated initial vel
 from __future__ import annotations
 
 import sys
-import time
 
 import matplotlib
 
@@ -74,13 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     def on_iteration(it: int, r: ControlResult) -> bool:
         if it not in marks:
             return True
-        frame = render(r, cfg, it)
-        while True:
-            if not sink.show(frame):
-                return False
-            if not sink.paused:
-                return True
-            time.sleep(0.05)
+        return sink.hold(render(r, cfg, it))
 
     r = smoke_control(cfg, callback=on_iteration, progress=False)
     finished = len(r.losses) == cfg.iterations + 1

@@ -14,7 +14,6 @@ cyan).
 from __future__ import annotations
 
 import sys
-import time
 
 import matplotlib
 
@@ -59,13 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     sink = FrameSink("taichi_dp · place an obstacle", args.out, args.headless)
 
     def on_iteration(it: int, r: PlacementResult) -> bool:
-        frame = render(r, cfg, it)
-        while True:
-            if not sink.show(frame):
-                return False
-            if not sink.paused:
-                return True
-            time.sleep(0.05)
+        return sink.hold(render(r, cfg, it))
 
     r = place_obstacle(cfg, callback=on_iteration, progress=False)
     if len(r.losses) == cfg.iterations + 1:
