@@ -36,7 +36,7 @@ import torch
 from ..grid import Grid
 from ..grid.cut_cells import CutCells
 from ..grid.sdf import CircleSDF
-from ..grid.staggered import FlowBoundary, Inflow, Outflow, Wall, open_faces, staggered_shape, valid_faces
+from ..grid.staggered import FlowBoundary, Inflow, Outflow, Wall, staggered_shape
 from ..ops.forces import ObstacleForces, control_volume_forces, force_coefficients, surface_forces
 from ..ops.solve_options import SolveOptions, check_solve_options
 from ..runtime import ensure_init
@@ -179,10 +179,7 @@ def dfg_2d1(
     speeds = dfg_inflow(grid.centers(0, dtype, device))
     v0 = torch.zeros(1, *staggered_shape(grid), dtype=dtype, device=device)
     v0[0, 1, :ny, :] = speeds[:, None]
-    v0 = v0 * valid_faces(grid, dtype, device)
-    if fluid is not None:
-        v0 = v0 * open_faces(fluid, boundary)
-    v0 = stepper.impose(v0)
+    v0 = stepper.impose(v0)  # padding, walls, the inflow and the cylinder's closed faces
     return Scene(stepper, v0.expand(batch, *v0.shape[1:]).contiguous())
 
 
