@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import close_meta, finish, machine_line, metadata, parse, parser, positive_float, start
+from benchmarks.harness import close_meta, default_json, finish, machine_line, metadata, parse, parser, positive_float, start
 
-ROOT = Path(__file__).resolve().parent.parent
 QUANTITIES = ("drag_surface", "drag_cv", "lift_surface", "lift_cv", "pressure_drop")
 REFERENCE_KEY = {"drag_surface": "drag", "drag_cv": "drag", "lift_surface": "lift", "lift_cv": "lift",
                  "pressure_drop": "pressure_drop"}
@@ -173,11 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         args.sizes = [5, 10, 20]
     args.sizes = sorted(set(args.sizes))
     res = run(args)
-    path = args.out
-    if path is None and not args.quick:
-        path = str(ROOT / "benchmarks" / "results" / f"dfg_{res['meta']['arch']}_{res['meta']['date'][:10]}.json")
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    finish(res, markdown(res), path)
+    finish(res, markdown(res), default_json(args, "dfg", res))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ test that every path runs, not a measurement).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +32,7 @@ import torch
 from benchmarks.harness import (
     at_least,
     close_meta,
+    default_json,
     finish,
     machine_line,
     metadata,
@@ -43,7 +43,6 @@ from benchmarks.harness import (
 )
 from benchmarks.timing import time_call
 
-ROOT = Path(__file__).resolve().parent.parent
 METHODS = {"fft": "fft", "multigrid": "multigrid"}  # column name -> ``preconditioner=``
 
 
@@ -150,11 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.sizes2d, args.sizes3d, args.repeats = [16], [8], 2
     res = run(args.sizes2d, args.sizes3d, args.batch, args.repeats, args.rtol, args)
-    path = args.out
-    if path is None and not args.quick:
-        path = str(ROOT / "benchmarks" / "results" / f"projection_{res['meta']['arch']}_{res['meta']['date'][:10]}.json")
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    finish(res, markdown(res), path)
+    finish(res, markdown(res), default_json(args, "projection", res))
 
 
 if __name__ == "__main__":

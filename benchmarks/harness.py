@@ -543,6 +543,14 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
 
 
+def default_json(args: Any, name: str, res: dict) -> str | None:
+    """Where a benchmark writes its JSON: ``--out`` if given, else nothing for a ``--quick`` run, else
+    ``benchmarks/results/<name>_<arch>_<date>.json`` (:func:`write_json` creates the folder)."""
+    if args.out is not None or args.quick:
+        return args.out
+    return str(RESULTS / f"{name}_{res['meta']['arch']}_{res['meta']['date'][:10]}.json")
+
+
 def finish(res: dict, md: str, json_path: str | Path | None, md_path: str | Path | None = None) -> None:
     """Print the tables, then write the JSON and the Markdown where asked (and say where)."""
     print()
